@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh Debian machine with Rust:
+#   make run    install what is missing, build, start the server on the embedded defaults
+#   make test   everything CI runs: fmt check, clippy -D warnings, all tests
+SHELL := /bin/bash
+CARGO ?= cargo
+DATA_DIR ?= ./volebarn-data
+ARGS ?=
+
+.PHONY: all deps build run test fmt clippy unit bench clean
+
+all: build
+
+# RocksDB's bindings need libclang; install it (and a C++ toolchain) when absent.
+deps:
+	@missing=""; \
+	dpkg -s libclang-dev >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	command -v make >/dev/null 2>&1 || missing="$$missing make"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
+	@command -v rustfmt >/dev/null 2>&1 || rustup component add rustfmt
+
+build: deps
+	$(CARGO) build --workspace
+
+run: deps
+	$(CARGO) run -p volebarn-server --bin volebarn-server -- --data-dir $(DATA_DIR) $(ARGS)
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test --workspace
+
+test: deps fmt clippy unit
+
+clean:
+	$(CARGO) clean

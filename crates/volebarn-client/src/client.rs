@@ -1,0 +1,439 @@
+//! HTTPS client for the single-file and directory API.
+
+use crate::error::{ClientError, Result};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, ETAG};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use volebarn_core::hash::Xxh3Hasher;
+use volebarn_core::timefmt::{format_rfc3339, parse_rfc3339};
+use volebarn_core::types::{headers, HealthStatus};
+use volebarn_core::{DirectoryListing, ErrorCode, FileMetadata, OperationError, VPath, Xxh3};
+
+/// Characters left as-is in a path segment: RFC 3986 unreserved, except `.` so that `..`
+/// can never become a dot-segment (the client validates paths anyway).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
+/// Where and how to reach a server.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://127.0.0.1:3000`
+    pub server_url: String,
+    pub token: String,
+    /// Extra CA (PEM) to trust, e.g. the server's generated `<data>/tls/cert.pem`.
+    pub ca_cert: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Longest silence while waiting for bytes of a response.
+    pub read_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(server_url: impl Into<String>, token: impl Into<String>) -> Self {
+        ClientConfig {
+            server_url: server_url.into(),
+            token: token.into(),
+            ca_cert: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+
+    pub fn with_ca_cert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert = Some(path.into());
+        self
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+fn parse_path(path: &str) -> Result<VPath> {
+    VPath::parse_non_root(path).map_err(|e| ClientError::InvalidPath {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode_path(p: &VPath) -> String {
+    p.as_str()
+        .split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn header_hash(h: &HeaderMap, path: &VPath) -> Result<Xxh3> {
+    header(h, headers::FILE_HASH)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ClientError::Protocol(format!("response for {path} has no valid X-File-Hash")))
+}
+
+fn rev_from_etag(h: &HeaderMap) -> Option<u64> {
+    header(h, ETAG.as_str())?.trim_matches('"').parse().ok()
+}
+
+/// Turns a non-2xx response into the matching `ClientError`.
+async fn error_from(resp: Response, path: &str) -> ClientError {
+    let status = resp.status();
+    let retry_after = header(resp.headers(), "retry-after").and_then(|v| v.parse().ok());
+    let body = resp.bytes().await.unwrap_or_default();
+    let op: Option<OperationError> = serde_json::from_slice(&body).ok();
+    let (code, message, epath) = match op {
+        Some(op) => (op.error_code, op.error, op.path),
+        None => (
+            if status.is_server_error() {
+                ErrorCode::ServerError
+            } else {
+                ErrorCode::Unknown
+            },
+            String::from_utf8_lossy(&body).chars().take(200).collect(),
+            path.to_string(),
+        ),
+    };
+    match status {
+        StatusCode::NOT_FOUND if code == ErrorCode::FileNotFound => ClientError::FileNotFound {
+            path: path.to_string(),
+        },
+        StatusCode::TOO_MANY_REQUESTS => ClientError::RateLimited {
+            retry_after: retry_after.unwrap_or(1),
+        },
+        _ => ClientError::Server {
+            status: status.as_u16(),
+            code,
+            message,
+            path: epath,
+        },
+    }
+}
+
+async fn check(resp: Response, path: &str) -> Result<Response> {
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(error_from(resp, path).await)
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        // One process-wide provider; a second install (another Client) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(ca) = &config.ca_cert {
+            let pem = std::fs::read(ca)
+                .map_err(|e| ClientError::Config(format!("reading CA certificate {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ClientError::Tls(format!("CA certificate {}: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| ClientError::Tls(e.to_string()))?;
+        let base = config.server_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(ClientError::Config(format!(
+                "server URL {base:?} must start with https:// or http://"
+            )));
+        }
+        Ok(Client {
+            http,
+            base,
+            token: config.token,
+        })
+    }
+
+    fn request(&self, method: Method, url: String) -> RequestBuilder {
+        self.http.request(method, url).bearer_auth(&self.token)
+    }
+
+    fn file_url(&self, p: &VPath) -> String {
+        format!("{}/files/{}", self.base, encode_path(p))
+    }
+
+    fn dir_url(&self, p: &VPath) -> String {
+        format!("{}/directories/{}", self.base, encode_path(p))
+    }
+
+    /// `GET /health` (no token needed).
+    pub async fn ping(&self) -> Result<HealthStatus> {
+        let resp = check(self.http.get(format!("{}/health", self.base)).send().await?, "").await?;
+        Ok(resp.json().await?)
+    }
+
+    async fn send_content(
+        &self,
+        method: Method,
+        path: &str,
+        content: Bytes,
+        if_match: Option<u64>,
+    ) -> Result<FileMetadata> {
+        let p = parse_path(path)?;
+        let mut req = self
+            .request(method, self.file_url(&p))
+            .header(headers::FILE_HASH, Xxh3::of(&content).to_string())
+            .body(content);
+        if let Some(rev) = if_match {
+            req = req.header("if-match", format!("\"{rev}\""));
+        }
+        let resp = check(req.send().await?, path).await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Creates a new file (409 `already_exists` if present).
+    pub async fn upload_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
+        self.send_content(Method::POST, path, content, None).await
+    }
+
+    /// Replaces an existing file (404 if absent).
+    pub async fn update_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
+        self.send_content(Method::PUT, path, content, None).await
+    }
+
+    /// Replaces a file only if its current revision is `rev` (else 412 `precondition_failed`).
+    pub async fn update_file_if(&self, path: &str, content: Bytes, rev: u64) -> Result<FileMetadata> {
+        self.send_content(Method::PUT, path, content, Some(rev)).await
+    }
+
+    /// Downloads a whole file into memory and verifies its xxh3.
+    pub async fn download_file(&self, path: &str) -> Result<Bytes> {
+        let p = parse_path(path)?;
+        let resp = check(self.request(Method::GET, self.file_url(&p)).send().await?, path).await?;
+        let expected = header_hash(resp.headers(), &p)?;
+        let body = resp.bytes().await?;
+        let actual = Xxh3::of(&body);
+        if actual != expected {
+            return Err(ClientError::HashMismatch {
+                path: path.to_string(),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    pub async fn delete_file(&self, path: &str) -> Result<()> {
+        self.delete_file_inner(path, None).await
+    }
+
+    /// Deletes a file only if its current revision is `rev`.
+    pub async fn delete_file_if(&self, path: &str, rev: u64) -> Result<()> {
+        self.delete_file_inner(path, Some(rev)).await
+    }
+
+    async fn delete_file_inner(&self, path: &str, if_match: Option<u64>) -> Result<()> {
+        let p = parse_path(path)?;
+        let mut req = self.request(Method::DELETE, self.file_url(&p));
+        if let Some(rev) = if_match {
+            req = req.header("if-match", format!("\"{rev}\""));
+        }
+        check(req.send().await?, path).await?;
+        Ok(())
+    }
+
+    /// Metadata from `HEAD /files/{path}`.
+    pub async fn get_file_metadata(&self, path: &str) -> Result<FileMetadata> {
+        let p = parse_path(path)?;
+        let resp = self.request(Method::HEAD, self.file_url(&p)).send().await?;
+        if !resp.status().is_success() {
+            // HEAD answers carry no body: map the status alone.
+            return Err(match resp.status() {
+                StatusCode::NOT_FOUND => ClientError::FileNotFound {
+                    path: path.to_string(),
+                },
+                s => ClientError::Server {
+                    status: s.as_u16(),
+                    code: if s == StatusCode::CONFLICT {
+                        ErrorCode::IsADirectory
+                    } else {
+                        ErrorCode::Unknown
+                    },
+                    message: s.to_string(),
+                    path: path.to_string(),
+                },
+            });
+        }
+        let h = resp.headers();
+        let bad = |what: &str| ClientError::Protocol(format!("HEAD {path}: missing or invalid {what}"));
+        Ok(FileMetadata {
+            path: p.to_string(),
+            name: p.name().to_string(),
+            size: header(h, headers::FILE_SIZE)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| bad("X-File-Size"))?,
+            modified: header(h, headers::MODIFIED_TIME)
+                .and_then(parse_rfc3339)
+                .ok_or_else(|| bad("X-Modified-Time"))?,
+            is_directory: false,
+            xxhash3: header_hash(h, &p)?,
+            rev: rev_from_etag(h).ok_or_else(|| bad("ETag"))?,
+        })
+    }
+
+    pub async fn create_directory(&self, path: &str) -> Result<FileMetadata> {
+        let p = parse_path(path)?;
+        let resp = check(self.request(Method::POST, self.dir_url(&p)).send().await?, path).await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Deletes a directory and everything in it.
+    pub async fn delete_directory(&self, path: &str) -> Result<()> {
+        let p = parse_path(path)?;
+        check(self.request(Method::DELETE, self.dir_url(&p)).send().await?, path).await?;
+        Ok(())
+    }
+
+    /// Direct children of a directory (`None` = the root).
+    pub async fn list_directory(&self, path: Option<&str>) -> Result<DirectoryListing> {
+        let p = match path {
+            None => VPath::root(),
+            Some(s) => VPath::parse(s).map_err(|e| ClientError::InvalidPath {
+                path: s.to_string(),
+                reason: e.to_string(),
+            })?,
+        };
+        let resp = check(
+            self.request(Method::GET, self.dir_url(&p)).send().await?,
+            p.as_str(),
+        )
+        .await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Streams a local file to the server, creating (`replace = false`) or replacing it.
+    /// The file is hashed first so the server can refuse a body that changed in flight;
+    /// its mtime travels as `X-Modified-Time`.
+    pub async fn upload_path(&self, remote: &str, local: &Path, replace: bool) -> Result<FileMetadata> {
+        let p = parse_path(remote)?;
+        let io_err = |source| ClientError::Io {
+            path: local.display().to_string(),
+            source,
+        };
+        let (hash, len) = hash_file(local).await.map_err(io_err)?;
+        let file = tokio::fs::File::open(local).await.map_err(io_err)?;
+        let mtime = file
+            .metadata()
+            .await
+            .map_err(io_err)?
+            .modified()
+            .map_err(io_err)?;
+        let mtime = time_nanos(mtime);
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+        let method = if replace { Method::PUT } else { Method::POST };
+        let req = self
+            .request(method, self.file_url(&p))
+            .header(headers::FILE_HASH, hash.to_string())
+            .header(headers::MODIFIED_TIME, format_rfc3339(mtime))
+            .header(CONTENT_LENGTH, len)
+            .body(body);
+        let resp = check(req.send().await?, remote).await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Streams a file to `local`, verifying its xxh3 before it appears there: the bytes go to
+    /// a temporary file beside `local`, which is fsynced and renamed only when the hash
+    /// matches. Returns the verified hash.
+    pub async fn download_to(&self, remote: &str, local: &Path) -> Result<Xxh3> {
+        let p = parse_path(remote)?;
+        let resp = check(self.request(Method::GET, self.file_url(&p)).send().await?, remote).await?;
+        let expected = header_hash(resp.headers(), &p)?;
+        let dir = local
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = local
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.volebarn-{:016x}.tmp", rand::random::<u64>()));
+        let result = async {
+            let io_err = |source| ClientError::Io {
+                path: tmp.display().to_string(),
+                source,
+            };
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err)?;
+            let mut hasher = Xxh3Hasher::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(piece) = stream.next().await {
+                let piece = piece?;
+                hasher.update(&piece);
+                file.write_all(&piece).await.map_err(io_err)?;
+            }
+            let actual = hasher.finish();
+            if actual != expected {
+                return Err(ClientError::HashMismatch {
+                    path: remote.to_string(),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            file.sync_all().await.map_err(io_err)?;
+            drop(file);
+            tokio::fs::rename(&tmp, local)
+                .await
+                .map_err(|source| ClientError::Io {
+                    path: local.display().to_string(),
+                    source,
+                })?;
+            Ok(actual)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+}
+
+fn time_nanos(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+/// xxh3 and length of a file, read in 1 MiB pieces.
+async fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut hasher = Xxh3Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((hasher.finish(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded_so_dots_and_slashes_cannot_escape() {
+        let p = VPath::parse("a b/ü?#%/x.txt").expect("valid");
+        assert_eq!(encode_path(&p), "a%20b/%C3%BC%3F%23%25/x%2Etxt");
+        assert!(matches!(
+            parse_path("a/../b"),
+            Err(ClientError::InvalidPath { .. })
+        ));
+        assert!(matches!(parse_path("a//b"), Err(ClientError::InvalidPath { .. })));
+    }
+}

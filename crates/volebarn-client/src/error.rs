@@ -1,0 +1,83 @@
+//! The seed's `ClientError`, with the server's `error_code` kept.
+
+use volebarn_core::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("Network error: {0}")]
+    Network(#[from] reqwest::Error),
+
+    #[error("File not found: {path}")]
+    FileNotFound { path: String },
+
+    /// Any other non-2xx answer; `code` is the server's `error_code`.
+    #[error("Server error: {status} {code} - {message}")]
+    Server {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        path: String,
+    },
+
+    #[error("Hash mismatch for {path}: expected {expected}, got {actual}")]
+    HashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("Invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: String },
+
+    #[error("TLS error: {0}")]
+    Tls(String),
+
+    #[error("Timeout after {duration}s for operation: {operation}")]
+    Timeout { duration: u64, operation: String },
+
+    #[error("Rate limited: retry after {retry_after}s")]
+    RateLimited { retry_after: u64 },
+
+    #[error("Partial failure: {successful} succeeded, {failed} failed")]
+    PartialFailure {
+        successful: usize,
+        failed: usize,
+        errors: Vec<String>,
+    },
+
+    #[error("I/O error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+
+    #[error("Protocol error: {0}")]
+    Protocol(String),
+
+    #[error("Configuration error: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The API error code this error stands for, when there is one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::FileNotFound { .. } => Some(ErrorCode::FileNotFound),
+            ClientError::Server { code, .. } => Some(*code),
+            ClientError::HashMismatch { .. } => Some(ErrorCode::HashMismatch),
+            ClientError::InvalidPath { .. } => Some(ErrorCode::InvalidPath),
+            ClientError::RateLimited { .. } => Some(ErrorCode::RateLimited),
+            ClientError::Network(_) | ClientError::Timeout { .. } => Some(ErrorCode::NetworkError),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status the server answered, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::FileNotFound { .. } => Some(404),
+            ClientError::Server { status, .. } => Some(*status),
+            ClientError::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;

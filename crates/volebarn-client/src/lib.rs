@@ -1,0 +1,12 @@
+//! `volebarn-client`: the one library every program uses to talk to a Volebarn server.
+//!
+//! Every download is verified against the server's `X-File-Hash` (xxh3); every error keeps
+//! the server's `error_code`. Files on disk are streamed both ways ([`Client::upload_path`],
+//! [`Client::download_to`]) so no call needs a whole large file in memory.
+
+mod client;
+mod error;
+
+pub use client::{Client, ClientConfig};
+pub use error::{ClientError, Result};
+pub use volebarn_core::{DirectoryListing, ErrorCode, FileMetadata, OperationError, VPath, Xxh3};

@@ -1,0 +1,18 @@
+//! `volebarn-core`: what the server, the client and the console app must agree on.
+//!
+//! It owns the wire types (the seed's JSON schemas plus our additions), validated paths
+//! ([`VPath`]), hash newtypes ([`Xxh3`], [`ChunkId`]), error codes ([`ErrorCode`],
+//! [`OperationError`]) and the content-defined chunking parameters ([`chunking`]).
+//! It knows nothing of HTTP, disks or databases: every function here is pure.
+
+pub mod chunking;
+pub mod error;
+pub mod hash;
+pub mod path;
+pub mod timefmt;
+pub mod types;
+
+pub use error::{ErrorCode, OperationError};
+pub use hash::{ChunkId, Xxh3};
+pub use path::{PathError, VPath};
+pub use types::{DirectoryListing, FileMetadata};

@@ -1,0 +1,19 @@
+//! Liveness and the fallback for unknown routes.
+
+use crate::error::ServiceError;
+use axum::http::Uri;
+use axum::Json;
+use volebarn_core::types::HealthStatus;
+
+pub async fn health() -> Json<HealthStatus> {
+    Json(HealthStatus {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+pub async fn no_route(uri: Uri) -> ServiceError {
+    ServiceError::NotFound {
+        path: uri.path().to_string(),
+    }
+}

@@ -1,0 +1,136 @@
+//! HTTP layer: routing, auth, request logging, path and header parsing. Handlers are short:
+//! extract, call the [`Service`], map the result. Knows nothing of RocksDB or chunk files.
+
+mod admin;
+mod directories;
+mod files;
+
+use crate::error::ServiceError;
+use crate::service::{IfMatch, Service};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use percent_encoding::percent_decode_str;
+use std::sync::Arc;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+use volebarn_core::VPath;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub token: Arc<String>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(admin::health))
+        .route(
+            "/files/{*path}",
+            post(files::upload)
+                .put(files::update)
+                .get(files::download)
+                .head(files::head)
+                .delete(files::delete),
+        )
+        .route("/directories", get(directories::list_root))
+        .route("/directories/", get(directories::list_root))
+        .route(
+            "/directories/{*path}",
+            post(directories::create)
+                .get(directories::list)
+                .delete(directories::remove),
+        )
+        .fallback(admin::no_route)
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Bearer token on everything but `/health`, compared in constant time.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if bool::from(t.as_bytes().ct_eq(state.token.as_bytes())) => next.run(req).await,
+        _ => ServiceError::Unauthorized.into_response(),
+    }
+}
+
+/// One line per request: method, route, status, bytes, duration. Never the token.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let bytes_in = content_length(req.headers());
+    let resp = next.run(req).await;
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = resp.status().as_u16(),
+        bytes_in,
+        bytes_out = content_length(resp.headers()),
+        duration_ms = start.elapsed().as_millis() as u64,
+        "request"
+    );
+    resp
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The API path after `prefix` in the request URI, percent-decoded exactly once.
+pub(crate) fn path_from_uri(uri: &Uri, prefix: &str, allow_root: bool) -> Result<VPath, ServiceError> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ServiceError::InvalidPath {
+            path: raw.to_string(),
+            reason: "path is not valid UTF-8".into(),
+        })?;
+    let parsed = if allow_root {
+        VPath::parse(&decoded)
+    } else {
+        VPath::parse_non_root(&decoded)
+    };
+    parsed.map_err(|e| ServiceError::InvalidPath {
+        path: decoded.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn header_str<'a>(
+    h: &'a HeaderMap,
+    name: &str,
+    path: &VPath,
+) -> Result<Option<&'a str>, ServiceError> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| ServiceError::BadRequest {
+            path: path.to_string(),
+            message: format!("header {name} is not valid ASCII"),
+        }),
+    }
+}
+
+pub(crate) fn if_match(h: &HeaderMap, path: &VPath) -> Result<Option<IfMatch>, ServiceError> {
+    Ok(header_str(h, "if-match", path)?.map(IfMatch::parse))
+}

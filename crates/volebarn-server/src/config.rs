@@ -1,0 +1,251 @@
+//! Server configuration: flags > `VOLEBARN_*` environment > TOML file > defaults.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Command line of `volebarn-server`.
+#[derive(Debug, Parser, Default)]
+#[command(name = "volebarn-server", version, about = "Volebarn file-sync server")]
+pub struct Cli {
+    /// TOML config file (sections [server], [tls], [versions]).
+    #[arg(long, env = "VOLEBARN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where metadata, chunks, the generated certificate and token live.
+    #[arg(long, env = "VOLEBARN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "VOLEBARN_HOST")]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 3000].
+    #[arg(long, env = "VOLEBARN_PORT")]
+    pub port: Option<u16>,
+    /// Serve plain HTTP (only on loopback unless --allow-insecure).
+    #[arg(long, env = "VOLEBARN_NO_TLS")]
+    pub no_tls: bool,
+    /// Allow plain HTTP on a non-loopback address.
+    #[arg(long, env = "VOLEBARN_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
+    /// PEM certificate chain (default: a self-signed one generated into DATA/tls/).
+    #[arg(long, env = "VOLEBARN_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "VOLEBARN_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// API token (default: generated into DATA/token and printed once).
+    #[arg(long, env = "VOLEBARN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Largest accepted file, e.g. 100MB, 1GiB or a byte count [default: 100MB].
+    #[arg(long, env = "VOLEBARN_MAX_FILE_SIZE", value_name = "SIZE")]
+    pub max_file_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub versions: VersionsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub max_file_size: Option<SizeValue>,
+    pub data_dir: Option<PathBuf>,
+    pub token: Option<String>,
+    pub allow_insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub enabled: Option<bool>,
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsSection {
+    pub keep: Option<usize>,
+}
+
+/// `max_file_size = "100MB"` or `max_file_size = 1048576`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Parses `100MB`, `1GiB`, `512 KiB` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<u64>() {
+        return Ok(n);
+    }
+    t.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size {s:?}: {e}"))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain HTTP.
+    Off,
+    /// A certificate generated into `<data>/tls/` on first run.
+    SelfSigned,
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+}
+
+/// Everything the server needs to start, fully resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub tls: TlsMode,
+    pub allow_insecure: bool,
+    pub token: Option<String>,
+    pub max_file_size: u64,
+    pub versions_keep: usize,
+}
+
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 100_000_000;
+pub const DEFAULT_VERSIONS_KEEP: usize = 10;
+
+impl ServerConfig {
+    /// Defaults for a data directory: loopback, port 3000, self-signed TLS.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 3000,
+            data_dir: data_dir.into(),
+            tls: TlsMode::SelfSigned,
+            allow_insecure: false,
+            token: None,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            versions_keep: DEFAULT_VERSIONS_KEEP,
+        }
+    }
+
+    /// Merges the command line (which already holds the environment) over the config file.
+    pub fn resolve(cli: Cli) -> Result<Self, String> {
+        let file = match &cli.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = cli
+            .data_dir
+            .or(file.server.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./volebarn-data"));
+        let mut cfg = ServerConfig::new(data_dir);
+        if let Some(h) = cli.host.or(file.server.host) {
+            cfg.host = h;
+        }
+        if let Some(p) = cli.port.or(file.server.port) {
+            cfg.port = p;
+        }
+        cfg.max_file_size = match (cli.max_file_size, file.server.max_file_size) {
+            (Some(s), _) => parse_size(&s)?,
+            (None, Some(SizeValue::Bytes(n))) => n,
+            (None, Some(SizeValue::Text(s))) => parse_size(&s)?,
+            (None, None) => DEFAULT_MAX_FILE_SIZE,
+        };
+        cfg.token = cli.token.or(file.server.token).filter(|t| !t.is_empty());
+        cfg.allow_insecure = cli.allow_insecure || file.server.allow_insecure.unwrap_or(false);
+        if let Some(k) = file.versions.keep {
+            cfg.versions_keep = k;
+        }
+        let tls_enabled = !cli.no_tls && file.tls.enabled.unwrap_or(true);
+        let cert = cli.tls_cert.or(file.tls.cert_path);
+        let key = cli.tls_key.or(file.tls.key_path);
+        cfg.tls = match (tls_enabled, cert, key) {
+            (false, _, _) => TlsMode::Off,
+            (true, None, None) => TlsMode::SelfSigned,
+            (true, Some(cert), Some(key)) => TlsMode::Files { cert, key },
+            (true, _, _) => return Err("a TLS certificate needs both cert and key paths".into()),
+        };
+        Ok(cfg)
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("invalid config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512 KiB"), Ok(512 * 1024));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "[server]\nhost = \"0.0.0.0\"\nport = 4000\nmax_file_size = \"1GiB\"\n\
+             [tls]\nenabled = true\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n[versions]\nkeep = 3\n",
+        )
+        .expect("write");
+        let cli = Cli {
+            config: Some(file.clone()),
+            port: Some(5000),
+            ..Cli::default()
+        };
+        let cfg = ServerConfig::resolve(cli).expect("resolve");
+        assert_eq!(cfg.host, "0.0.0.0");
+        assert_eq!(cfg.port, 5000);
+        assert_eq!(cfg.max_file_size, 1 << 30);
+        assert_eq!(cfg.versions_keep, 3);
+        assert_eq!(
+            cfg.tls,
+            TlsMode::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }
+        );
+        let cli = Cli {
+            config: Some(file),
+            no_tls: true,
+            ..Cli::default()
+        };
+        assert_eq!(ServerConfig::resolve(cli).expect("resolve").tls, TlsMode::Off);
+        let cfg = ServerConfig::resolve(Cli::default()).expect("defaults");
+        assert_eq!((cfg.port, cfg.max_file_size), (3000, DEFAULT_MAX_FILE_SIZE));
+        assert_eq!(cfg.data_dir, PathBuf::from("./volebarn-data"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[server]\nprot = 1\n").expect("write");
+        let err = ServerConfig::resolve(Cli {
+            config: Some(file),
+            ..Cli::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+    }
+}

@@ -1,0 +1,124 @@
+//! The server's error type and the one place that maps it to HTTP (status + `OperationError`).
+
+use crate::storage::StorageError;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use volebarn_core::{ErrorCode, OperationError};
+
+/// Every way a server operation can fail, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("no such file or directory")]
+    NotFound { path: String },
+    #[error("already exists")]
+    AlreadyExists { path: String },
+    #[error("is a directory")]
+    IsADirectory { path: String },
+    #[error("{blocker} is a file, not a directory")]
+    NotADirectory { path: String, blocker: String },
+    #[error("revision {current} does not match If-Match {expected}")]
+    Precondition {
+        path: String,
+        current: u64,
+        expected: String,
+    },
+    #[error("content hash {actual} does not match X-File-Hash {expected}")]
+    HashMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("file is larger than the limit of {limit} bytes")]
+    TooLarge { path: String, limit: u64 },
+    #[error("invalid path: {reason}")]
+    InvalidPath { path: String, reason: String },
+    #[error("{message}")]
+    BadRequest { path: String, message: String },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("the server's disk is full")]
+    InsufficientStorage { path: String },
+    #[error("storage failure: {source}")]
+    Storage { path: String, source: StorageError },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn storage(path: impl Into<String>, source: StorageError) -> Self {
+        let path = path.into();
+        if source.is_disk_full() {
+            ServiceError::InsufficientStorage { path }
+        } else {
+            ServiceError::Storage { path, source }
+        }
+    }
+
+    fn path(&self) -> &str {
+        match self {
+            ServiceError::NotFound { path }
+            | ServiceError::AlreadyExists { path }
+            | ServiceError::IsADirectory { path }
+            | ServiceError::NotADirectory { path, .. }
+            | ServiceError::Precondition { path, .. }
+            | ServiceError::HashMismatch { path, .. }
+            | ServiceError::TooLarge { path, .. }
+            | ServiceError::InvalidPath { path, .. }
+            | ServiceError::BadRequest { path, .. }
+            | ServiceError::InsufficientStorage { path }
+            | ServiceError::Storage { path, .. } => path,
+            ServiceError::Unauthorized | ServiceError::Internal(_) => "",
+        }
+    }
+
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, ErrorCode::FileNotFound),
+            ServiceError::AlreadyExists { .. } => (StatusCode::CONFLICT, ErrorCode::AlreadyExists),
+            ServiceError::IsADirectory { .. } => (StatusCode::CONFLICT, ErrorCode::IsADirectory),
+            ServiceError::NotADirectory { .. } => (StatusCode::CONFLICT, ErrorCode::NotADirectory),
+            ServiceError::Precondition { .. } => {
+                (StatusCode::PRECONDITION_FAILED, ErrorCode::PreconditionFailed)
+            }
+            ServiceError::HashMismatch { .. } => (StatusCode::BAD_REQUEST, ErrorCode::HashMismatch),
+            ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ServiceError::InvalidPath { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
+            ServiceError::BadRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ServiceError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ServiceError::InsufficientStorage { .. } => {
+                (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::InsufficientStorage)
+            }
+            ServiceError::Storage { .. } | ServiceError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError)
+            }
+        }
+    }
+
+    pub fn to_operation_error(&self) -> OperationError {
+        let (status, code) = self.status_and_code();
+        // 5xx bodies never leak internals; the detail goes to the log instead.
+        let message = if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+            "internal server error".to_string()
+        } else {
+            self.to_string()
+        };
+        OperationError::new(self.path(), code, message)
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, path = self.path(), "request failed");
+        }
+        let mut resp = (status, axum::Json(self.to_operation_error())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;

@@ -1,0 +1,247 @@
+//! `volebarn-server`: stores files durably and serves them over HTTPS.
+//!
+//! Layers: [`api`] (HTTP, knows nothing of RocksDB) → [`service`] (the operations and their
+//! write order) → [`storage`] (`MetaStore` + `ChunkStore` traits and their implementations).
+//! `main.rs` only parses flags and calls [`run`]; tests call [`start`] on `127.0.0.1:0`.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod service;
+pub mod storage;
+pub mod tls;
+
+use anyhow::{anyhow, Context};
+use config::{ServerConfig, TlsMode};
+use service::{Service, ServiceConfig};
+use std::future::Future;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use storage::chunks::fs::FsChunkStore;
+use storage::meta::rocks::RocksMetaStore;
+
+/// How long graceful shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes a file readable only by its owner (tokens, private keys), durably.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// The API token: configured, else read from `<data>/token`, else generated there.
+/// Returns the token and whether it was generated just now (to be printed once).
+fn load_token(cfg: &ServerConfig) -> anyhow::Result<(String, bool)> {
+    if let Some(t) = &cfg.token {
+        return Ok((t.clone(), false));
+    }
+    let path = cfg.data_dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok((t, false));
+        }
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, token.as_bytes())?;
+    Ok((token, true))
+}
+
+/// Everything opened and ready; not yet listening.
+pub struct Prepared {
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    pub token: String,
+    pub token_generated: bool,
+    /// The certificate clients should trust (`--ca-cert`) when it was generated here.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Opens storage, loads or generates the token and TLS material, builds the router.
+pub fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let meta = RocksMetaStore::open(&cfg.data_dir.join("meta"))
+        .map_err(|e| anyhow!("opening metadata in {}: {e}", cfg.data_dir.display()))?;
+    let chunks = FsChunkStore::open(&cfg.data_dir.join("chunks"), &cfg.data_dir.join("tmp"))
+        .map_err(|e| anyhow!("opening chunk store: {e}"))?;
+    let service = Service::new(
+        Arc::new(meta),
+        Arc::new(chunks),
+        ServiceConfig {
+            max_file_size: cfg.max_file_size,
+            versions_keep: cfg.versions_keep,
+        },
+    )
+    .map_err(|e| anyhow!("starting the service: {e}"))?;
+    let (token, token_generated) = load_token(cfg)?;
+    let (tls, ca_cert) = match &cfg.tls {
+        TlsMode::Off => (None, None),
+        TlsMode::SelfSigned => {
+            let (cert, key) = tls::ensure_self_signed(&cfg.data_dir)?;
+            (Some(tls::server_config(&cert, &key)?), Some(cert))
+        }
+        TlsMode::Files { cert, key } => (Some(tls::server_config(cert, key)?), None),
+    };
+    let app = api::router(api::AppState {
+        service,
+        token: Arc::new(token.clone()),
+    });
+    Ok(Prepared {
+        app,
+        tls,
+        token,
+        token_generated,
+        ca_cert,
+    })
+}
+
+/// Binds the configured address, refusing plain HTTP off loopback unless allowed.
+pub fn bind(cfg: &ServerConfig) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind((cfg.host.as_str(), cfg.port))
+        .with_context(|| format!("binding {}:{}", cfg.host, cfg.port))?;
+    let addr = listener.local_addr()?;
+    if cfg.tls == TlsMode::Off && !addr.ip().is_loopback() && !cfg.allow_insecure {
+        return Err(anyhow!(
+            "refusing plain HTTP on {addr}: use TLS, a loopback address, or --allow-insecure"
+        ));
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = prepared.app;
+    match prepared.tls {
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(DRAIN_TIMEOUT));
+            });
+            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
+                .context("serving HTTPS")
+        }
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving HTTP")
+        }
+    }
+}
+
+/// The URL clients use for a bound address.
+pub fn base_url(cfg: &ServerConfig, addr: SocketAddr) -> String {
+    let scheme = if cfg.tls == TlsMode::Off { "http" } else { "https" };
+    let host = match addr.ip() {
+        ip if ip.is_loopback() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
+/// Runs the server the way `main` does: prints the listening line (and a generated token
+/// once), serves until SIGINT/SIGTERM.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let prepared = prepare(&cfg)?;
+    let listener = bind(&cfg)?;
+    let addr = listener.local_addr()?;
+    if prepared.token_generated {
+        println!(
+            "volebarn-server generated an API token (saved in {}):",
+            cfg.data_dir.join("token").display()
+        );
+        println!("  {}", prepared.token);
+    }
+    if let Some(ca) = &prepared.ca_cert {
+        println!("clients trust this server with --ca-cert {}", ca.display());
+    }
+    println!("volebarn-server listening on {}", base_url(&cfg, addr));
+    serve(listener, prepared, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// A server running in this process (tests, embedding).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub token: String,
+    pub ca_cert: Option<PathBuf>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops gracefully and waits until storage is closed.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(|e| anyhow!("server task: {e}"))?
+    }
+}
+
+/// Starts a server on the configured address (use port 0 in tests) in the background.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
+    let prepared = prepare(&cfg)?;
+    let listener = bind(&cfg)?;
+    let addr = listener.local_addr()?;
+    let (token, ca_cert) = (prepared.token.clone(), prepared.ca_cert.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, prepared, async move {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        addr,
+        url: base_url(&cfg, addr),
+        token,
+        ca_cert,
+        stop: Some(stop),
+        task,
+    })
+}

@@ -1,0 +1,29 @@
+//! `volebarn-server` binary: parse flags, then hand over to the library.
+
+use clap::Parser;
+use volebarn_server::config::{Cli, ServerConfig};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match ServerConfig::resolve(Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("volebarn-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match volebarn_server::run(cfg).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("volebarn-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The conformance suite every [`MetaStore`] implementation must pass.
+
+use super::{Entry, MetaBatch, MetaOp, MetaStore};
+use crate::storage::records::{Change, ChangeKind, ChunkRef, DirRecord, FileRecord, VersionRecord};
+use volebarn_core::{ChunkId, VPath};
+
+fn p(s: &str) -> VPath {
+    VPath::parse(s).expect("valid test path")
+}
+
+fn file(rev: u64, xxh3: u64, mtime: i64) -> FileRecord {
+    FileRecord {
+        size: 10,
+        xxh3,
+        mtime,
+        rev,
+        chunks: vec![ChunkRef {
+            id: [rev as u8; 32],
+            len: 10,
+        }],
+    }
+}
+
+fn commit<S: MetaStore>(s: &S, ops: Vec<MetaOp>) {
+    s.commit(MetaBatch { ops }).expect("commit");
+}
+
+/// Runs every check against fresh stores made by `make` (the second value keeps temp dirs alive).
+/// A named check of the suite.
+type Check<S> = (&'static str, fn(&S));
+
+pub fn run_all<S: MetaStore, G>(make: impl Fn() -> (S, G)) {
+    let checks: [Check<S>; 7] = [
+        ("empty store", empty_store),
+        ("listing", listing),
+        ("chunk refcounts", chunk_refcounts),
+        ("failed batch applies nothing", failed_batch_applies_nothing),
+        ("versions", versions),
+        ("journal", journal),
+        ("indexes", indexes),
+    ];
+    for (name, check) in checks {
+        let (store, _guard) = make();
+        eprintln!("meta conformance: {name}");
+        check(&store);
+    }
+}
+
+fn empty_store<S: MetaStore>(s: &S) {
+    assert!(matches!(s.get(&VPath::root()).expect("get"), Some(Entry::Dir(_))));
+    assert_eq!(s.get(&p("nope")).expect("get"), None);
+    assert!(s.children(&VPath::root()).expect("children").is_empty());
+    assert_eq!(s.head_rev().expect("head"), 0);
+    assert_eq!(s.stats().expect("stats").files, 0);
+}
+
+fn listing<S: MetaStore>(s: &S) {
+    let dir = DirRecord { mtime: 1, rev: 1 };
+    commit(
+        s,
+        vec![
+            MetaOp::PutDir(p("a"), dir),
+            MetaOp::PutFile(p("a/x"), file(2, 1, 1)),
+            MetaOp::PutDir(p("a/sub"), dir),
+            MetaOp::PutFile(p("a/sub/deep"), file(3, 1, 1)),
+            MetaOp::PutFile(p("ab"), file(4, 1, 1)),
+            MetaOp::PutFile(p("a b"), file(5, 1, 1)),
+            MetaOp::PutFile(p("Ä"), file(6, 1, 1)),
+        ],
+    );
+    let names = |d: &str| -> Vec<String> {
+        s.children(&p(d))
+            .expect("children")
+            .into_iter()
+            .map(|(path, _)| path.to_string())
+            .collect()
+    };
+    assert_eq!(names(""), ["a", "a b", "ab", "Ä"]);
+    assert_eq!(names("a"), ["a/sub", "a/x"]);
+    assert_eq!(names("a/sub"), ["a/sub/deep"]);
+    let desc: Vec<String> = s
+        .descendants(&p("a"))
+        .expect("descendants")
+        .into_iter()
+        .map(|(path, _)| path.to_string())
+        .collect();
+    assert_eq!(desc, ["a/sub", "a/sub/deep", "a/x"]);
+    assert!(matches!(s.get(&p("a/x")).expect("get"), Some(Entry::File(f)) if f.rev == 2));
+    assert!(matches!(s.get(&p("a/sub")).expect("get"), Some(Entry::Dir(_))));
+    commit(
+        s,
+        vec![MetaOp::DeleteFile(p("a/x")), MetaOp::DeleteDir(p("a/sub"))],
+    );
+    assert_eq!(s.get(&p("a/x")).expect("get"), None);
+    assert_eq!(s.stats().expect("stats").files, 4);
+}
+
+fn chunk_refcounts<S: MetaStore>(s: &S) {
+    let id = ChunkId([9; 32]);
+    let adj = |delta| MetaOp::AdjustChunk { id, size: 100, delta };
+    let out = s
+        .commit(MetaBatch {
+            ops: vec![adj(1), adj(1)],
+        })
+        .expect("commit");
+    assert!(out.freed_chunks.is_empty());
+    assert_eq!(s.chunk(&id).expect("chunk").map(|c| c.refs), Some(2));
+    assert_eq!(s.stats().expect("stats").chunks, 1);
+    assert_eq!(s.stats().expect("stats").chunk_bytes, 100);
+    let out = s.commit(MetaBatch { ops: vec![adj(-1)] }).expect("commit");
+    assert!(out.freed_chunks.is_empty());
+    let out = s.commit(MetaBatch { ops: vec![adj(-1)] }).expect("commit");
+    assert_eq!(out.freed_chunks, vec![id]);
+    assert_eq!(s.chunk(&id).expect("chunk"), None);
+    assert_eq!(s.stats().expect("stats").chunks, 0);
+    // Re-referenced inside the same batch that drops it: not freed.
+    commit(s, vec![adj(1)]);
+    let out = s
+        .commit(MetaBatch {
+            ops: vec![adj(-1), adj(1)],
+        })
+        .expect("commit");
+    assert!(out.freed_chunks.is_empty());
+}
+
+fn failed_batch_applies_nothing<S: MetaStore>(s: &S) {
+    let id = ChunkId([3; 32]);
+    let res = s.commit(MetaBatch {
+        ops: vec![
+            MetaOp::PutFile(p("f"), file(1, 1, 1)),
+            MetaOp::AdjustChunk {
+                id,
+                size: 1,
+                delta: -1,
+            },
+        ],
+    });
+    assert!(res.is_err(), "a refcount below zero must be refused");
+    assert_eq!(s.get(&p("f")).expect("get"), None);
+    assert_eq!(s.stats().expect("stats").files, 0);
+}
+
+fn versions<S: MetaStore>(s: &S) {
+    let v = |rev| VersionRecord {
+        file: file(rev, rev, 0),
+        deleted: rev == 3,
+        archived_at: 0,
+    };
+    commit(
+        s,
+        vec![
+            MetaOp::PutVersion(p("doc"), v(3)),
+            MetaOp::PutVersion(p("doc"), v(1)),
+            MetaOp::PutVersion(p("doc/inner"), v(2)),
+            MetaOp::PutVersion(p("docs"), v(2)),
+        ],
+    );
+    let revs: Vec<u64> = s
+        .versions(&p("doc"))
+        .expect("versions")
+        .iter()
+        .map(|v| v.file.rev)
+        .collect();
+    assert_eq!(revs, [1, 3], "oldest first, only this path");
+    commit(s, vec![MetaOp::DeleteVersion(p("doc"), 1)]);
+    let left = s.versions(&p("doc")).expect("versions");
+    assert_eq!(left.len(), 1);
+    assert!(left[0].deleted);
+}
+
+fn journal<S: MetaStore>(s: &S) {
+    for rev in 1..=5u64 {
+        let change = Change {
+            rev,
+            kind: ChangeKind::Put,
+            path: format!("f{rev}"),
+            to_path: None,
+            at: 0,
+        };
+        commit(s, vec![MetaOp::Journal(change)]);
+    }
+    assert_eq!(s.head_rev().expect("head"), 5);
+    let revs: Vec<u64> = s
+        .changes_since(2, 100)
+        .expect("changes")
+        .iter()
+        .map(|c| c.rev)
+        .collect();
+    assert_eq!(revs, [3, 4, 5]);
+    assert_eq!(s.changes_since(0, 2).expect("changes").len(), 2);
+    assert!(s.changes_since(5, 10).expect("changes").is_empty());
+}
+
+fn indexes<S: MetaStore>(s: &S) {
+    commit(
+        s,
+        vec![
+            MetaOp::PutFile(p("one"), file(1, 0xAA, -50)),
+            MetaOp::PutFile(p("two"), file(2, 0xAA, 200)),
+            MetaOp::PutFile(p("three"), file(3, 0xBB, 100)),
+        ],
+    );
+    let names = |v: Vec<VPath>| -> Vec<String> { v.into_iter().map(|p| p.to_string()).collect() };
+    assert_eq!(names(s.files_with_hash(0xAA).expect("hash")), ["one", "two"]);
+    assert_eq!(names(s.modified_since(0).expect("mod")), ["three", "two"]);
+    assert_eq!(
+        names(s.modified_since(-100).expect("mod")),
+        ["one", "three", "two"]
+    );
+    // Replacing and deleting keep the indexes exact.
+    commit(
+        s,
+        vec![
+            MetaOp::PutFile(p("one"), file(4, 0xBB, 300)),
+            MetaOp::DeleteFile(p("two")),
+        ],
+    );
+    assert!(s.files_with_hash(0xAA).expect("hash").is_empty());
+    assert_eq!(names(s.files_with_hash(0xBB).expect("hash")), ["one", "three"]);
+    assert_eq!(names(s.modified_since(0).expect("mod")), ["three", "one"]);
+}

@@ -1,0 +1,463 @@
+//! [`MetaStore`] on RocksDB (DESIGN.md §4).
+//!
+//! Keys: a path is stored with `/` replaced by `0x00`, so that the children of a directory
+//! are one prefix and the whole subtree sorts together. Versions append `0xFF ‖ rev` (0xFF
+//! never occurs in UTF-8). Journal and revision keys are big-endian `u64`.
+
+use super::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, StoreStats};
+use crate::storage::codec::{decode, encode};
+use crate::storage::records::{Change, ChunkInfo, DirRecord, FileRecord, VersionRecord};
+use crate::storage::{StorageError, StorageResult};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use volebarn_core::{ChunkId, VPath};
+
+const CF_FILES: &str = "files";
+const CF_DIRS: &str = "directories";
+const CF_HASH: &str = "hash_index";
+const CF_MODIFIED: &str = "modified_index";
+const CF_CHUNKS: &str = "chunks";
+const CF_VERSIONS: &str = "versions";
+const CF_JOURNAL: &str = "journal";
+const CF_META: &str = "meta";
+const ALL_CFS: [&str; 8] = [
+    CF_FILES,
+    CF_DIRS,
+    CF_HASH,
+    CF_MODIFIED,
+    CF_CHUNKS,
+    CF_VERSIONS,
+    CF_JOURNAL,
+    CF_META,
+];
+
+const KEY_HEAD_REV: &[u8] = b"head_rev";
+const KEY_SCHEMA: &[u8] = b"schema_version";
+const KEY_STATS: &[u8] = b"stats";
+const SCHEMA_VERSION: u32 = 1;
+
+pub struct RocksMetaStore {
+    db: DB,
+    /// Serializes commits: refcounts and indexes are read-modify-write.
+    commit_lock: Mutex<()>,
+}
+
+fn db_err(e: rocksdb::Error) -> StorageError {
+    StorageError::Db(e.into_string())
+}
+
+/// `a/b/c` → `a\0b\0c`.
+pub fn path_key(p: &VPath) -> Vec<u8> {
+    p.as_str()
+        .bytes()
+        .map(|b| if b == b'/' { 0 } else { b })
+        .collect()
+}
+
+fn key_path(k: &[u8]) -> StorageResult<VPath> {
+    let s: Vec<u8> = k.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
+    let s = String::from_utf8(s).map_err(|_| StorageError::Corrupt("non-UTF-8 key".into()))?;
+    VPath::parse(&s).map_err(|e| StorageError::Corrupt(format!("bad stored path {s:?}: {e}")))
+}
+
+/// Prefix of every key strictly below `dir`.
+fn subtree_prefix(dir: &VPath) -> Vec<u8> {
+    let mut k = path_key(dir);
+    if !dir.is_root() {
+        k.push(0);
+    }
+    k
+}
+
+fn version_prefix(p: &VPath) -> Vec<u8> {
+    let mut k = path_key(p);
+    k.push(0xFF);
+    k
+}
+
+fn version_key(p: &VPath, rev: u64) -> Vec<u8> {
+    let mut k = version_prefix(p);
+    k.extend_from_slice(&rev.to_be_bytes());
+    k
+}
+
+fn hash_key(xxh3: u64, p: &VPath) -> Vec<u8> {
+    let mut k = xxh3.to_be_bytes().to_vec();
+    k.extend_from_slice(&path_key(p));
+    k
+}
+
+/// mtime as an order-preserving unsigned key (flip the sign bit).
+fn mtime_key(mtime: i64, p: &VPath) -> Vec<u8> {
+    let mut k = ((mtime as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(&path_key(p));
+    k
+}
+
+fn be_u64(b: &[u8]) -> StorageResult<u64> {
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| StorageError::Corrupt("bad u64 value".into()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+#[derive(bitcode::Encode, bitcode::Decode, Default, Clone, Copy)]
+struct StatsRecord {
+    files: u64,
+    chunks: u64,
+    chunk_bytes: u64,
+}
+
+impl RocksMetaStore {
+    pub fn open(dir: &Path) -> StorageResult<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_keep_log_file_num(4);
+        opts.increase_parallelism(2);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
+        let store = RocksMetaStore {
+            db,
+            commit_lock: Mutex::new(()),
+        };
+        match store.db.get_cf(store.cf(CF_META), KEY_SCHEMA).map_err(db_err)? {
+            None => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                store
+                    .db
+                    .put_cf_opt(store.cf(CF_META), KEY_SCHEMA, SCHEMA_VERSION.to_be_bytes(), &wo)
+                    .map_err(db_err)?;
+            }
+            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(_) => {
+                return Err(StorageError::Corrupt(
+                    "metadata schema version is newer than this server".into(),
+                ))
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every name in ALL_CFS is created at open, so the handle always exists.
+        self.db
+            .cf_handle(name)
+            .unwrap_or_else(|| unreachable!("column family {name} opened with the DB"))
+    }
+
+    fn get_decoded<T: bitcode::DecodeOwned>(&self, cf: &str, key: &[u8]) -> StorageResult<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(cf), key).map_err(db_err)? {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Entries of one CF below `dir`; with `direct_only`, skips whole subtrees by seeking past
+    /// them, so a listing costs O(children), not O(descendants).
+    fn scan_below(
+        &self,
+        cf_name: &str,
+        dir: &VPath,
+        direct_only: bool,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let prefix = subtree_prefix(dir);
+        let mut it = self.db.raw_iterator_cf(self.cf(cf_name));
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if direct_only {
+                let rest = &k[prefix.len()..];
+                if let Some(i) = rest.iter().position(|&b| b == 0) {
+                    // `child\0…` all sort before `child\x01`: jump over the whole subtree.
+                    let mut skip = k[..prefix.len() + i].to_vec();
+                    skip.push(1);
+                    it.seek(&skip);
+                    continue;
+                }
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(db_err)?;
+        Ok(out)
+    }
+
+    fn entries_below(&self, dir: &VPath, direct_only: bool) -> StorageResult<Vec<(VPath, Entry)>> {
+        let mut out = Vec::new();
+        for (k, v) in self.scan_below(CF_FILES, dir, direct_only)? {
+            out.push((key_path(&k)?, Entry::File(decode(&v)?)));
+        }
+        for (k, v) in self.scan_below(CF_DIRS, dir, direct_only)? {
+            out.push((key_path(&k)?, Entry::Dir(decode(&v)?)));
+        }
+        out.sort_by_cached_key(|(p, _)| path_key(p));
+        Ok(out)
+    }
+
+    fn stats_record(&self) -> StorageResult<StatsRecord> {
+        Ok(self.get_decoded(CF_META, KEY_STATS)?.unwrap_or_default())
+    }
+}
+
+/// Commit-time view of state, so several ops on one key inside a batch see each other.
+#[derive(Default)]
+struct Pending {
+    files: HashMap<VPath, Option<FileRecord>>,
+    chunks: HashMap<ChunkId, Option<ChunkInfo>>,
+}
+
+impl MetaStore for RocksMetaStore {
+    fn get(&self, path: &VPath) -> StorageResult<Option<Entry>> {
+        if path.is_root() {
+            return Ok(Some(Entry::Dir(DirRecord { mtime: 0, rev: 0 })));
+        }
+        let key = path_key(path);
+        if let Some(f) = self.get_decoded::<FileRecord>(CF_FILES, &key)? {
+            return Ok(Some(Entry::File(f)));
+        }
+        Ok(self.get_decoded::<DirRecord>(CF_DIRS, &key)?.map(Entry::Dir))
+    }
+
+    fn children(&self, dir: &VPath) -> StorageResult<Vec<(VPath, Entry)>> {
+        self.entries_below(dir, true)
+    }
+
+    fn descendants(&self, dir: &VPath) -> StorageResult<Vec<(VPath, Entry)>> {
+        self.entries_below(dir, false)
+    }
+
+    fn chunk(&self, id: &ChunkId) -> StorageResult<Option<ChunkInfo>> {
+        self.get_decoded(CF_CHUNKS, &id.0)
+    }
+
+    fn versions(&self, path: &VPath) -> StorageResult<Vec<VersionRecord>> {
+        let prefix = version_prefix(path);
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_VERSIONS), &prefix) {
+            let (k, v) = item.map_err(db_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn head_rev(&self) -> StorageResult<u64> {
+        match self.db.get_cf(self.cf(CF_META), KEY_HEAD_REV).map_err(db_err)? {
+            Some(v) => be_u64(&v),
+            None => Ok(0),
+        }
+    }
+
+    fn changes_since(&self, since: u64, limit: usize) -> StorageResult<Vec<Change>> {
+        let start = since.saturating_add(1).to_be_bytes();
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_JOURNAL), mode).take(limit) {
+            let (_, v) = item.map_err(db_err)?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn files_with_hash(&self, xxh3: u64) -> StorageResult<Vec<VPath>> {
+        let prefix = xxh3.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_HASH), prefix) {
+            let (k, _) = item.map_err(db_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(key_path(&k[8..])?);
+        }
+        Ok(out)
+    }
+
+    fn modified_since(&self, since: i64) -> StorageResult<Vec<VPath>> {
+        let start = ((since as u64) ^ (1 << 63)).to_be_bytes();
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_MODIFIED), mode) {
+            let (k, _) = item.map_err(db_err)?;
+            out.push(key_path(&k[8..])?);
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> StorageResult<StoreStats> {
+        let s = self.stats_record()?;
+        Ok(StoreStats {
+            files: s.files,
+            chunks: s.chunks,
+            chunk_bytes: s.chunk_bytes,
+        })
+    }
+
+    fn commit(&self, batch: MetaBatch) -> StorageResult<CommitOutcome> {
+        let _guard = self
+            .commit_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut wb = WriteBatch::default();
+        let mut pending = Pending::default();
+        let mut stats = self.stats_record()?;
+        let mut head: Option<u64> = None;
+
+        for op in batch.ops {
+            match op {
+                MetaOp::PutFile(path, rec) => {
+                    let old = self.current_file(&pending, &path)?;
+                    let key = path_key(&path);
+                    if let Some(old) = &old {
+                        wb.delete_cf(self.cf(CF_HASH), hash_key(old.xxh3, &path));
+                        wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, &path));
+                    } else {
+                        stats.files += 1;
+                    }
+                    wb.put_cf(self.cf(CF_HASH), hash_key(rec.xxh3, &path), []);
+                    wb.put_cf(self.cf(CF_MODIFIED), mtime_key(rec.mtime, &path), []);
+                    wb.put_cf(self.cf(CF_FILES), &key, encode(&rec));
+                    pending.files.insert(path, Some(rec));
+                }
+                MetaOp::DeleteFile(path) => {
+                    if let Some(old) = self.current_file(&pending, &path)? {
+                        wb.delete_cf(self.cf(CF_HASH), hash_key(old.xxh3, &path));
+                        wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, &path));
+                        wb.delete_cf(self.cf(CF_FILES), path_key(&path));
+                        stats.files = stats.files.saturating_sub(1);
+                        pending.files.insert(path, None);
+                    }
+                }
+                MetaOp::PutDir(path, rec) => wb.put_cf(self.cf(CF_DIRS), path_key(&path), encode(&rec)),
+                MetaOp::DeleteDir(path) => wb.delete_cf(self.cf(CF_DIRS), path_key(&path)),
+                MetaOp::AdjustChunk { id, size, delta } => {
+                    let cur = match pending.chunks.get(&id) {
+                        Some(c) => *c,
+                        None => self.chunk(&id)?,
+                    };
+                    let refs = cur.map_or(0, |c| c.refs as i64) + delta;
+                    if refs < 0 {
+                        return Err(StorageError::Corrupt(format!(
+                            "refcount of chunk {id} would drop below zero"
+                        )));
+                    }
+                    let next = if refs == 0 {
+                        wb.delete_cf(self.cf(CF_CHUNKS), id.0);
+                        None
+                    } else {
+                        let info = ChunkInfo {
+                            refs: refs as u64,
+                            size: cur.map_or(size, |c| c.size),
+                        };
+                        wb.put_cf(self.cf(CF_CHUNKS), id.0, encode(&info));
+                        Some(info)
+                    };
+                    match (cur.is_some(), next.is_some()) {
+                        (false, true) => {
+                            stats.chunks += 1;
+                            stats.chunk_bytes += u64::from(size);
+                        }
+                        (true, false) => {
+                            let s = cur.map_or(0, |c| u64::from(c.size));
+                            stats.chunks = stats.chunks.saturating_sub(1);
+                            stats.chunk_bytes = stats.chunk_bytes.saturating_sub(s);
+                        }
+                        _ => {}
+                    }
+                    pending.chunks.insert(id, next);
+                }
+                MetaOp::PutVersion(path, v) => {
+                    wb.put_cf(self.cf(CF_VERSIONS), version_key(&path, v.file.rev), encode(&v))
+                }
+                MetaOp::DeleteVersion(path, rev) => {
+                    wb.delete_cf(self.cf(CF_VERSIONS), version_key(&path, rev))
+                }
+                MetaOp::Journal(change) => {
+                    head = Some(head.map_or(change.rev, |h| h.max(change.rev)));
+                    wb.put_cf(self.cf(CF_JOURNAL), change.rev.to_be_bytes(), encode(&change));
+                }
+            }
+        }
+        if let Some(h) = head {
+            let h = h.max(self.head_rev()?);
+            wb.put_cf(self.cf(CF_META), KEY_HEAD_REV, h.to_be_bytes());
+        }
+        wb.put_cf(self.cf(CF_META), KEY_STATS, encode(&stats));
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo).map_err(db_err)?;
+
+        let mut freed: Vec<ChunkId> = pending
+            .chunks
+            .into_iter()
+            .filter_map(|(id, info)| info.is_none().then_some(id))
+            .collect();
+        freed.sort();
+        Ok(CommitOutcome { freed_chunks: freed })
+    }
+}
+
+impl RocksMetaStore {
+    fn current_file(&self, pending: &Pending, path: &VPath) -> StorageResult<Option<FileRecord>> {
+        if let Some(p) = pending.files.get(path) {
+            return Ok(p.clone());
+        }
+        self.get_decoded(CF_FILES, &path_key(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance() {
+        super::super::conformance::run_all(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = RocksMetaStore::open(&dir.path().join("meta")).expect("open");
+            (store, dir)
+        });
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = VPath::parse("a/b.txt").expect("path");
+        {
+            let s = RocksMetaStore::open(&dir.path().join("meta")).expect("open");
+            let mut b = MetaBatch::default();
+            b.push(MetaOp::PutFile(
+                p.clone(),
+                FileRecord {
+                    size: 1,
+                    xxh3: 2,
+                    mtime: 3,
+                    rev: 4,
+                    chunks: vec![],
+                },
+            ));
+            b.push(MetaOp::Journal(Change {
+                rev: 4,
+                kind: crate::storage::ChangeKind::Put,
+                path: p.to_string(),
+                to_path: None,
+                at: 3,
+            }));
+            s.commit(b).expect("commit");
+        }
+        let s = RocksMetaStore::open(&dir.path().join("meta")).expect("reopen");
+        assert!(matches!(s.get(&p).expect("get"), Some(Entry::File(f)) if f.rev == 4));
+        assert_eq!(s.head_rev().expect("head"), 4);
+        assert_eq!(s.stats().expect("stats").files, 1);
+    }
+}
