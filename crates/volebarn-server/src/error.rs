@@ -34,6 +34,8 @@ pub enum ServiceError {
     InvalidPath { path: String, reason: String },
     #[error("{message}")]
     BadRequest { path: String, message: String },
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { path: String },
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("the server's disk is full")]
@@ -65,6 +67,7 @@ impl ServiceError {
             | ServiceError::TooLarge { path, .. }
             | ServiceError::InvalidPath { path, .. }
             | ServiceError::BadRequest { path, .. }
+            | ServiceError::MethodNotAllowed { path }
             | ServiceError::InsufficientStorage { path }
             | ServiceError::Storage { path, .. } => path,
             ServiceError::Unauthorized | ServiceError::Internal(_) => "",
@@ -84,6 +87,7 @@ impl ServiceError {
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             ServiceError::InvalidPath { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
             ServiceError::BadRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ServiceError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest),
             ServiceError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             ServiceError::InsufficientStorage { .. } => {
                 (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::InsufficientStorage)

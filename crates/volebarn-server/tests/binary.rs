@@ -108,8 +108,6 @@ async fn binary_prints_url_and_token_streams_1gib_in_bounded_memory() {
         )
         .build()
         .expect("http");
-    // The default limit is 100MB: raise it by restarting with a flag would need a new
-    // process, so this upload goes through the limit-free path of a bigger config below.
     let resp = http
         .post(format!("{}/files/huge.bin", p.url))
         .bearer_auth(&token)

@@ -177,3 +177,43 @@ async fn not_found_and_bad_headers() {
     assert_eq!(error_of(resp).await.0, 400);
     assert!(t.chunk_files().is_empty());
 }
+
+#[tokio::test]
+async fn wrong_method_and_empty_path_get_operation_errors() {
+    let t = TestServer::start().await;
+    let resp = t
+        .raw()
+        .patch(t.url("/files/x"))
+        .bearer_auth(t.token())
+        .send()
+        .await
+        .expect("patch");
+    let (status, op) = error_of(resp).await;
+    assert_eq!((status, op.error_code), (405, ErrorCode::BadRequest));
+    let resp = t
+        .raw()
+        .post(t.url("/files/"))
+        .bearer_auth(t.token())
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    let (status, op) = error_of(resp).await;
+    assert_eq!((status, op.error_code), (400, ErrorCode::InvalidPath));
+    assert!(t.chunk_files().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_off_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = volebarn_server::config::ServerConfig::new(dir.path().join("data"));
+    cfg.host = "0.0.0.0".into();
+    cfg.port = 0;
+    cfg.tls = volebarn_server::config::TlsMode::Off;
+    let err = volebarn_server::start(cfg.clone()).await.err().expect("refused");
+    assert!(err.to_string().contains("--allow-insecure"), "{err}");
+    cfg.allow_insecure = true;
+    let server = volebarn_server::start(cfg).await.expect("allowed explicitly");
+    assert!(server.url.starts_with("http://"));
+    server.shutdown().await.expect("shutdown");
+}

@@ -259,3 +259,27 @@ async fn disconnect_mid_upload_leaves_nothing_behind() {
         .entries
         .is_empty());
 }
+
+#[tokio::test]
+async fn version_retention_frees_the_oldest_versions() {
+    let t = TestServer::start_with(|c| c.versions_keep = 2).await;
+    let contents: Vec<Vec<u8>> = (0..5).map(|i| pseudo_random(400_000, 100 + i)).collect();
+    t.client
+        .upload_file("v", Bytes::from(contents[0].clone()))
+        .await
+        .expect("upload");
+    for c in &contents[1..] {
+        t.client
+            .update_file("v", Bytes::from(c.clone()))
+            .await
+            .expect("overwrite");
+    }
+    // Current content plus the two most recent previous versions.
+    let mut kept: Vec<ChunkId> = contents[2..].iter().flat_map(|c| distinct_chunks(c)).collect();
+    kept.sort();
+    assert_eq!(on_disk_ids(&t), kept);
+    assert_eq!(
+        t.client.download_file("v").await.expect("download"),
+        Bytes::from(contents[4].clone())
+    );
+}

@@ -17,3 +17,17 @@ pub async fn no_route(uri: Uri) -> ServiceError {
         path: uri.path().to_string(),
     }
 }
+
+pub async fn method_not_allowed(uri: Uri) -> ServiceError {
+    ServiceError::MethodNotAllowed {
+        path: uri.path().to_string(),
+    }
+}
+
+/// `/files/` names no file: the same answer as any other invalid path.
+pub async fn empty_file_path() -> ServiceError {
+    ServiceError::InvalidPath {
+        path: String::new(),
+        reason: "a file path cannot be empty".into(),
+    }
+}

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use percent_encoding::percent_decode_str;
 use std::sync::Arc;
@@ -44,7 +44,9 @@ pub fn router(state: AppState) -> Router {
                 .get(directories::list)
                 .delete(directories::remove),
         )
+        .route("/files/", any(admin::empty_file_path))
         .fallback(admin::no_route)
+        .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn(log_request))
