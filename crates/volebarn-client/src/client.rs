@@ -51,18 +51,18 @@ impl ClientConfig {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    pub(crate) base: String,
     token: String,
 }
 
-fn parse_path(path: &str) -> Result<VPath> {
+pub(crate) fn parse_path(path: &str) -> Result<VPath> {
     VPath::parse_non_root(path).map_err(|e| ClientError::InvalidPath {
         path: path.to_string(),
         reason: e.to_string(),
     })
 }
 
-fn encode_path(p: &VPath) -> String {
+pub(crate) fn encode_path(p: &VPath) -> String {
     p.as_str()
         .split('/')
         .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
@@ -70,7 +70,7 @@ fn encode_path(p: &VPath) -> String {
         .join("/")
 }
 
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -118,7 +118,7 @@ async fn error_from(resp: Response, path: &str) -> ClientError {
     }
 }
 
-async fn check(resp: Response, path: &str) -> Result<Response> {
+pub(crate) async fn check(resp: Response, path: &str) -> Result<Response> {
     if resp.status().is_success() {
         Ok(resp)
     } else {
@@ -156,11 +156,11 @@ impl Client {
         })
     }
 
-    fn request(&self, method: Method, url: String) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: String) -> RequestBuilder {
         self.http.request(method, url).bearer_auth(&self.token)
     }
 
-    fn file_url(&self, p: &VPath) -> String {
+    pub(crate) fn file_url(&self, p: &VPath) -> String {
         format!("{}/files/{}", self.base, encode_path(p))
     }
 

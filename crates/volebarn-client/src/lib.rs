@@ -4,9 +4,17 @@
 //! the server's `error_code`. Files on disk are streamed both ways ([`Client::upload_path`],
 //! [`Client::download_to`]) so no call needs a whole large file in memory.
 
+mod bulk;
 mod client;
 mod error;
+mod namespace;
 
+pub use bulk::{BulkDownload, FileDownload, FileUpload};
 pub use client::{Client, ClientConfig};
 pub use error::{ClientError, Result};
+pub use volebarn_core::sync::{ConflictStrategy, SyncPlan};
+pub use volebarn_core::types::{
+    BulkDeleteResponse, BulkUploadResponse, ChangeEntry, ChangeKind, ChangesResponse, ChunkedCommit,
+    ClientEntry, ClientManifest, FileManifest, SyncRequest, VersionInfo, VersionList,
+};
 pub use volebarn_core::{DirectoryListing, ErrorCode, FileMetadata, OperationError, VPath, Xxh3};

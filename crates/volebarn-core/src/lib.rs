@@ -2,13 +2,15 @@
 //!
 //! It owns the wire types (the seed's JSON schemas plus our additions), validated paths
 //! ([`VPath`]), hash newtypes ([`Xxh3`], [`ChunkId`]), error codes ([`ErrorCode`],
-//! [`OperationError`]) and the content-defined chunking parameters ([`chunking`]).
+//! [`OperationError`]), the content-defined chunking parameters ([`chunking`]) and the three-way
+//! sync planner ([`sync`]).
 //! It knows nothing of HTTP, disks or databases: every function here is pure.
 
 pub mod chunking;
 pub mod error;
 pub mod hash;
 pub mod path;
+pub mod sync;
 pub mod timefmt;
 pub mod types;
 

@@ -36,6 +36,26 @@ pub mod rfc3339_nanos {
     }
 }
 
+/// Serde adapter for optional `UnixNanos` fields.
+pub mod rfc3339_nanos_opt {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &Option<UnixNanos>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(n) => s.serialize_some(&format_rfc3339(*n)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<UnixNanos>, D::Error> {
+        let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        match s {
+            None => Ok(None),
+            Some(s) => parse_rfc3339(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("bad RFC 3339 time {s:?}"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

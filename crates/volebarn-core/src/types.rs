@@ -1,6 +1,6 @@
 //! Wire types: exactly the seed's JSON schemas, plus `rev` (DESIGN.md §4).
 
-use crate::hash::Xxh3;
+use crate::hash::{ChunkId, Xxh3};
 use crate::timefmt::{rfc3339_nanos, UnixNanos};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,180 @@ pub struct FileMetadata {
 pub struct DirectoryListing {
     pub path: String,
     pub entries: Vec<FileMetadata>,
+}
+
+/// One entry of `GET /versions/{path}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub rev: u64,
+    pub size: u64,
+    pub xxhash3: Xxh3,
+    #[serde(with = "rfc3339_nanos")]
+    pub modified: UnixNanos,
+    /// The file was deleted right after this version.
+    pub deleted: bool,
+    /// This is the file's current content.
+    pub current: bool,
+    /// When this version stopped being current.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::timefmt::rfc3339_nanos_opt"
+    )]
+    pub archived: Option<UnixNanos>,
+}
+
+/// One chunk of a chunked commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkSpec {
+    pub id: ChunkId,
+    pub len: u32,
+}
+
+/// Body of `PUT`/`POST /files/{path}` with `Content-Type: application/vnd.volebarn.chunks+json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkedCommit {
+    pub size: u64,
+    pub xxhash3: Xxh3,
+    pub chunks: Vec<ChunkSpec>,
+}
+
+/// Content type of a chunked commit.
+pub const CHUNKS_CONTENT_TYPE: &str = "application/vnd.volebarn.chunks+json";
+
+/// `POST /chunks/missing` request and answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkIds {
+    pub ids: Vec<ChunkId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingChunks {
+    pub missing: Vec<ChunkId>,
+}
+
+/// `POST /move` and `POST /copy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRequest {
+    pub from_path: String,
+    pub to_path: String,
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// `POST /versions/{path}/restore`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub rev: u64,
+}
+
+/// `POST /bulk/delete` and `POST /bulk/download` requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathList {
+    pub paths: Vec<String>,
+}
+
+/// `POST /bulk/upload` answer (the seed's).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BulkUploadResponse {
+    pub success: Vec<String>,
+    pub failed: Vec<crate::OperationError>,
+    /// Metadata of every stored file, in `success` order (our addition: carries `rev`).
+    #[serde(default)]
+    pub files: Vec<FileMetadata>,
+}
+
+/// `POST /bulk/delete` answer (the seed's).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BulkDeleteResponse {
+    pub success: Vec<String>,
+    pub failed: Vec<crate::OperationError>,
+}
+
+/// What a change did (`GET /changes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Put,
+    Delete,
+    Mkdir,
+    Rmdir,
+    Move,
+    Copy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEntry {
+    pub rev: u64,
+    pub kind: ChangeKind,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_path: Option<String>,
+    /// The entry's metadata when it is still what this change produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<FileMetadata>,
+}
+
+/// `GET /changes` answer: continue with `since = next`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    pub changes: Vec<ChangeEntry>,
+    pub next: u64,
+}
+
+/// `GET /versions/{path}` answer, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionList {
+    pub path: String,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// The seed's `FileManifest`: every entry below a directory, keyed by path.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileManifest {
+    pub files: std::collections::BTreeMap<String, FileMetadata>,
+}
+
+/// One entry of a client's manifest in `POST /bulk/sync`: the seed's `FileMetadata` fields
+/// plus the base the client last synced (DESIGN.md §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientEntry {
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(with = "rfc3339_nanos")]
+    pub modified: UnixNanos,
+    #[serde(default)]
+    pub is_directory: bool,
+    #[serde(default)]
+    pub xxhash3: Xxh3,
+    /// The server revision this path had when the client last synced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_rev: Option<u64>,
+    /// The content hash at that sync, when the client keeps it (saves a history lookup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_xxhash3: Option<Xxh3>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClientManifest {
+    pub files: std::collections::BTreeMap<String, ClientEntry>,
+}
+
+/// `POST /bulk/sync`: the seed's `SyncRequest` plus `deleted: { path: base_rev }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub client_manifest: ClientManifest,
+    #[serde(default)]
+    pub conflict_resolution: crate::sync::ConflictStrategy,
+    /// Paths the client had at its last sync and has deleted since, with their base rev.
+    #[serde(default)]
+    pub deleted: std::collections::BTreeMap<String, u64>,
 }
 
 /// `GET /health`.

@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub token: Option<String>,
     pub max_file_size: u64,
     pub versions_keep: usize,
+    pub retention: crate::service::Retention,
+    /// How often the background GC runs.
+    pub gc_interval: std::time::Duration,
 }
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 100_000_000;
@@ -135,6 +138,8 @@ impl ServerConfig {
             token: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             versions_keep: DEFAULT_VERSIONS_KEEP,
+            retention: crate::service::Retention::default(),
+            gc_interval: std::time::Duration::from_secs(3600),
         }
     }
 

@@ -34,6 +34,10 @@ pub enum ServiceError {
     InvalidPath { path: String, reason: String },
     #[error("{message}")]
     BadRequest { path: String, message: String },
+    #[error("changes since revision {since} are no longer kept (journal holds {floor}..{head}); re-read the manifest")]
+    Gone { since: u64, floor: u64, head: u64 },
+    #[error("chunks missing: {}", ids.join(", "))]
+    MissingChunks { path: String, ids: Vec<String> },
     #[error("method not allowed on this route")]
     MethodNotAllowed { path: String },
     #[error("missing or invalid bearer token")]
@@ -68,9 +72,10 @@ impl ServiceError {
             | ServiceError::InvalidPath { path, .. }
             | ServiceError::BadRequest { path, .. }
             | ServiceError::MethodNotAllowed { path }
+            | ServiceError::MissingChunks { path, .. }
             | ServiceError::InsufficientStorage { path }
             | ServiceError::Storage { path, .. } => path,
-            ServiceError::Unauthorized | ServiceError::Internal(_) => "",
+            ServiceError::Unauthorized | ServiceError::Internal(_) | ServiceError::Gone { .. } => "",
         }
     }
 
@@ -87,6 +92,8 @@ impl ServiceError {
             ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             ServiceError::InvalidPath { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
             ServiceError::BadRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            ServiceError::Gone { .. } => (StatusCode::GONE, ErrorCode::Gone),
+            ServiceError::MissingChunks { .. } => (StatusCode::BAD_REQUEST, ErrorCode::MissingChunks),
             ServiceError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest),
             ServiceError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             ServiceError::InsufficientStorage { .. } => {
@@ -115,6 +122,8 @@ impl IntoResponse for ServiceError {
         let (status, _) = self.status_and_code();
         if status.is_server_error() {
             tracing::error!(error = %self, path = self.path(), "request failed");
+        } else {
+            tracing::debug!(error = %self, path = self.path(), "request refused");
         }
         let mut resp = (status, axum::Json(self.to_operation_error())).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -23,6 +23,9 @@ use std::time::Duration;
 use storage::chunks::fs::FsChunkStore;
 use storage::meta::rocks::RocksMetaStore;
 
+const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// How long graceful shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,6 +67,8 @@ fn load_token(cfg: &ServerConfig) -> anyhow::Result<(String, bool)> {
 /// Everything opened and ready; not yet listening.
 pub struct Prepared {
     app: axum::Router,
+    service: Service,
+    gc_interval: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
     pub token: String,
     pub token_generated: bool,
@@ -85,6 +90,7 @@ pub fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         ServiceConfig {
             max_file_size: cfg.max_file_size,
             versions_keep: cfg.versions_keep,
+            retention: cfg.retention.clone(),
         },
     )
     .map_err(|e| anyhow!("starting the service: {e}"))?;
@@ -98,11 +104,13 @@ pub fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         TlsMode::Files { cert, key } => (Some(tls::server_config(cert, key)?), None),
     };
     let app = api::router(api::AppState {
-        service,
+        service: service.clone(),
         token: Arc::new(token.clone()),
     });
     Ok(Prepared {
         app,
+        service,
+        gc_interval: cfg.gc_interval,
         tls,
         token,
         token_generated,
@@ -131,7 +139,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let app = prepared.app;
-    match prepared.tls {
+    let gc = tokio::spawn(gc_loop(prepared.service.clone(), prepared.gc_interval));
+    let served = match prepared.tls {
         Some(tls) => {
             let handle = axum_server::Handle::new();
             let h = handle.clone();
@@ -139,8 +148,20 @@ pub async fn serve(
                 shutdown.await;
                 h.graceful_shutdown(Some(DRAIN_TIMEOUT));
             });
-            axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))
-                .handle(handle)
+            let mut server = axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )
+            .handle(handle);
+            // Large HTTP/2 windows: fast big uploads, and room for the many small DATA frames
+            // a multipart body of small files arrives in (h2 refuses a connection whose
+            // buffered small frames exceed half its window).
+            server
+                .http_builder()
+                .http2()
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .initial_stream_window_size(H2_STREAM_WINDOW);
+            server
                 .serve(app.into_make_service())
                 .await
                 .context("serving HTTPS")
@@ -151,6 +172,29 @@ pub async fn serve(
                 .with_graceful_shutdown(shutdown)
                 .await
                 .context("serving HTTP")
+        }
+    };
+    // The GC task holds the service (and so the database): stop it before returning.
+    gc.abort();
+    let _ = gc.await;
+    served
+}
+
+/// Runs garbage collection every `interval` (versions past their age, unreferenced and
+/// orphan chunks).
+async fn gc_loop(service: Service, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: skip it, start-up is busy enough
+    loop {
+        tick.tick().await;
+        match service.gc(volebarn_core::timefmt::now_nanos()).await {
+            Ok(r) => tracing::info!(
+                versions = r.versions_dropped,
+                orphans = r.orphans_deleted,
+                "gc pass"
+            ),
+            Err(e) => tracing::warn!(error = %e, "gc pass failed"),
         }
     }
 }
@@ -209,6 +253,8 @@ async fn shutdown_signal() {
 /// A server running in this process (tests, embedding).
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The service itself, for tests that drive GC with an injected clock.
+    pub service: Service,
     pub url: String,
     pub token: String,
     pub ca_cert: Option<PathBuf>,
@@ -218,11 +264,15 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Stops gracefully and waits until storage is closed.
-    pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let RunningServer {
+            service, stop, task, ..
+        } = self;
+        drop(service);
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        (&mut self.task).await.map_err(|e| anyhow!("server task: {e}"))?
+        task.await.map_err(|e| anyhow!("server task: {e}"))?
     }
 }
 
@@ -232,12 +282,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
     let listener = bind(&cfg)?;
     let addr = listener.local_addr()?;
     let (token, ca_cert) = (prepared.token.clone(), prepared.ca_cert.clone());
+    let service = prepared.service.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, prepared, async move {
         let _ = stopped.await;
     }));
     Ok(RunningServer {
         addr,
+        service,
         url: base_url(&cfg, addr),
         token,
         ca_cert,

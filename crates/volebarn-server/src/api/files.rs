@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
 use volebarn_core::timefmt::{format_rfc3339, parse_rfc3339};
-use volebarn_core::types::headers;
+use volebarn_core::types::{headers, ChunkedCommit, CHUNKS_CONTENT_TYPE};
 use volebarn_core::{FileMetadata, VPath, Xxh3};
 
 const PREFIX: &str = "/files/";
@@ -57,8 +57,18 @@ async fn write(
     let path = path_from_uri(req.uri(), PREFIX, false)?;
     let opts = upload_options(req.headers(), &path)?;
     let mode = mode_of(req.headers(), &path)?;
-    let body = req.into_body().into_data_stream();
-    let meta = st.service.write_file(&path, mode, opts, body).await?;
+    let chunked = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().map(str::trim) == Some(CHUNKS_CONTENT_TYPE));
+    let meta = if chunked {
+        let commit: ChunkedCommit = super::json_body(req.into_body(), super::MAX_JSON_BODY).await?;
+        st.service.commit_chunks(&path, mode, commit, opts.mtime).await?
+    } else {
+        let body = req.into_body().into_data_stream();
+        st.service.write_file(&path, mode, opts, body).await?
+    };
     Ok((path, meta))
 }
 

@@ -2,8 +2,13 @@
 //! extract, call the [`Service`], map the result. Knows nothing of RocksDB or chunk files.
 
 mod admin;
+mod bulk;
+mod changes;
+mod chunks;
 mod directories;
 mod files;
+mod namespace;
+mod versions;
 
 use crate::error::ServiceError;
 use crate::service::{IfMatch, Service};
@@ -11,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use percent_encoding::percent_decode_str;
 use std::sync::Arc;
@@ -36,6 +41,18 @@ pub fn router(state: AppState) -> Router {
                 .head(files::head)
                 .delete(files::delete),
         )
+        .route("/bulk/upload", post(bulk::upload))
+        .route("/bulk/download", post(bulk::download))
+        .route("/bulk/delete", post(bulk::delete))
+        .route("/bulk/manifest", get(bulk::manifest))
+        .route("/bulk/sync", post(bulk::sync))
+        .route("/move", post(namespace::move_path))
+        .route("/copy", post(namespace::copy_path))
+        .route("/search", get(namespace::search))
+        .route("/changes", get(changes::changes))
+        .route("/versions/{*path}", get(versions::list).post(versions::restore))
+        .route("/chunks/missing", post(chunks::missing))
+        .route("/chunks/{id}", put(chunks::put))
         .route("/directories", get(directories::list_root))
         .route("/directories/", get(directories::list_root))
         .route(
@@ -135,4 +152,55 @@ pub(crate) fn header_str<'a>(
 
 pub(crate) fn if_match(h: &HeaderMap, path: &VPath) -> Result<Option<IfMatch>, ServiceError> {
     Ok(header_str(h, "if-match", path)?.map(IfMatch::parse))
+}
+
+/// Largest JSON request body accepted (a manifest of ~100k entries fits).
+pub(crate) const MAX_JSON_BODY: usize = 256 * 1024 * 1024;
+
+/// Reads a whole (small) body, answering 413 over `limit`.
+pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ServiceError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            ServiceError::TooLarge {
+                path: String::new(),
+                limit: limit as u64,
+            }
+        } else {
+            ServiceError::BadRequest {
+                path: String::new(),
+                message: format!("reading the body failed: {e}"),
+            }
+        }
+    })
+}
+
+/// Reads a JSON body into `T`, answering 413/400 with an `OperationError` on failure.
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<T, ServiceError> {
+    let bytes = read_body(body, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ServiceError::BadRequest {
+        path: String::new(),
+        message: format!("invalid JSON body: {e}"),
+    })
+}
+
+/// The query string as key/value pairs (later keys win).
+pub(crate) fn query_map(uri: &Uri) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub(crate) fn parse_api_path(raw: &str, allow_root: bool) -> Result<VPath, ServiceError> {
+    let parsed = if allow_root {
+        VPath::parse(raw)
+    } else {
+        VPath::parse_non_root(raw)
+    };
+    parsed.map_err(|e| ServiceError::InvalidPath {
+        path: raw.to_string(),
+        reason: e.to_string(),
+    })
 }

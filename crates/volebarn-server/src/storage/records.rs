@@ -58,6 +58,7 @@ pub enum ChangeKind {
     Mkdir,
     Rmdir,
     Move,
+    Copy,
 }
 
 /// One journal entry; `rev` is the global revision the mutation got.

@@ -27,7 +27,7 @@ pub fn run_all<S: ChunkStore, G>(make: impl Fn() -> (S, G)) {
 fn round_trip<S: ChunkStore>(s: &S) {
     let data = vec![7u8; 300_000];
     let id = ChunkId::of(&data);
-    let staged = s.stage(id, &data).expect("stage");
+    let staged = s.stage(id, &data, true).expect("stage");
     assert!(!s.contains(&id).expect("contains"), "staged is not visible yet");
     s.publish(vec![staged]).expect("publish");
     assert!(s.contains(&id).expect("contains"));
@@ -41,16 +41,16 @@ fn round_trip<S: ChunkStore>(s: &S) {
 
 fn dropped_stage_leaves_nothing<S: ChunkStore>(s: &S) {
     let id = ChunkId::of(b"abandoned");
-    drop(s.stage(id, b"abandoned").expect("stage"));
+    drop(s.stage(id, b"abandoned", false).expect("stage"));
     assert_eq!(s.clean_temp().expect("clean"), 0, "no temp file left");
     assert!(s.list().expect("list").is_empty());
 }
 
 fn publish_is_idempotent<S: ChunkStore>(s: &S) {
     let id = ChunkId::of(b"same");
-    s.publish(vec![s.stage(id, b"same").expect("stage")])
+    s.publish(vec![s.stage(id, b"same", true).expect("stage")])
         .expect("publish");
-    s.publish(vec![s.stage(id, b"same").expect("stage")])
+    s.publish(vec![s.stage(id, b"same", true).expect("stage")])
         .expect("publish again");
     assert_eq!(s.read(&id).expect("read"), b"same");
     assert_eq!(s.list().expect("list").len(), 1);

@@ -46,7 +46,7 @@ fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl ChunkStore for FsChunkStore {
-    fn stage(&self, id: ChunkId, data: &[u8]) -> StorageResult<StagedChunk> {
+    fn stage(&self, id: ChunkId, data: &[u8], durable: bool) -> StorageResult<StagedChunk> {
         let tmp = self.temp_path();
         let staged = StagedChunk {
             id,
@@ -56,8 +56,16 @@ impl ChunkStore for FsChunkStore {
         };
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_data()?;
+        if durable {
+            f.sync_data()?;
+        }
         Ok(staged)
+    }
+
+    fn sync_staged(&self) -> StorageResult<()> {
+        let dir = File::open(&self.tmp)?;
+        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+        Ok(())
     }
 
     fn publish(&self, staged: Vec<StagedChunk>) -> StorageResult<()> {
@@ -126,6 +134,21 @@ impl ChunkStore for FsChunkStore {
         }
     }
 
+    fn modified(&self, id: &ChunkId) -> StorageResult<Option<i64>> {
+        match fs::metadata(self.chunk_path(id)) {
+            Ok(m) => {
+                let t = m.modified()?;
+                let nanos = match t.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+                    Err(_) => 0,
+                };
+                Ok(Some(nanos))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn list(&self) -> StorageResult<Vec<ChunkId>> {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
@@ -177,7 +200,7 @@ mod tests {
         let id = ChunkId::of(b"x");
         let hex = id.to_hex();
         store
-            .publish(vec![store.stage(id, b"x").expect("stage")])
+            .publish(vec![store.stage(id, b"x", true).expect("stage")])
             .expect("publish");
         let expected = dir
             .path()

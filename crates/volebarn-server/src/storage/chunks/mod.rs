@@ -36,8 +36,12 @@ impl Drop for StagedChunk {
 }
 
 pub trait ChunkStore: Send + Sync + 'static {
-    /// Writes `data` (whose BLAKE3 is `id`) to a temporary place and makes it durable.
-    fn stage(&self, id: ChunkId, data: &[u8]) -> StorageResult<StagedChunk>;
+    /// Writes `data` (whose BLAKE3 is `id`) to a temporary place; with `durable`, fsyncs it.
+    /// Without, the caller must call [`ChunkStore::sync_staged`] before publishing.
+    fn stage(&self, id: ChunkId, data: &[u8], durable: bool) -> StorageResult<StagedChunk>;
+    /// Makes every chunk staged so far durable at once (one `syncfs` instead of one fsync
+    /// per chunk: the batched durability of DESIGN.md §4).
+    fn sync_staged(&self) -> StorageResult<()>;
     /// Makes staged chunks visible under their ids (keeping any copy already there) and
     /// durable, so metadata may reference them once this returns.
     fn publish(&self, staged: Vec<StagedChunk>) -> StorageResult<()>;
@@ -46,6 +50,8 @@ pub trait ChunkStore: Send + Sync + 'static {
     fn read(&self, id: &ChunkId) -> StorageResult<Vec<u8>>;
     /// Removes a chunk; removing an absent chunk is not an error.
     fn delete(&self, id: &ChunkId) -> StorageResult<()>;
+    /// When the chunk was stored (Unix nanoseconds); `None` when absent.
+    fn modified(&self, id: &ChunkId) -> StorageResult<Option<i64>>;
     /// Every stored chunk (for fsck, GC and tests).
     fn list(&self) -> StorageResult<Vec<ChunkId>>;
     /// Removes temporary files a crash left behind; returns how many.

@@ -30,7 +30,9 @@ fn commit<S: MetaStore>(s: &S, ops: Vec<MetaOp>) {
 type Check<S> = (&'static str, fn(&S));
 
 pub fn run_all<S: MetaStore, G>(make: impl Fn() -> (S, G)) {
-    let checks: [Check<S>; 7] = [
+    let checks: [Check<S>; 9] = [
+        ("paged descendants", paged_descendants),
+        ("journal trimming and old versions", trimming),
         ("empty store", empty_store),
         ("listing", listing),
         ("chunk refcounts", chunk_refcounts),
@@ -218,4 +220,82 @@ fn indexes<S: MetaStore>(s: &S) {
     assert!(s.files_with_hash(0xAA).expect("hash").is_empty());
     assert_eq!(names(s.files_with_hash(0xBB).expect("hash")), ["one", "three"]);
     assert_eq!(names(s.modified_since(0).expect("mod")), ["three", "one"]);
+}
+
+fn paged_descendants<S: MetaStore>(s: &S) {
+    let mut ops = vec![MetaOp::PutDir(p("d"), DirRecord { mtime: 1, rev: 1 })];
+    for i in 0..25 {
+        ops.push(MetaOp::PutFile(p(&format!("d/f{i:02}")), file(i + 2, 1, 1)));
+    }
+    ops.push(MetaOp::PutDir(p("d/sub"), DirRecord { mtime: 1, rev: 30 }));
+    ops.push(MetaOp::PutFile(p("d/sub/x"), file(31, 1, 1)));
+    ops.push(MetaOp::PutFile(p("e"), file(32, 1, 1)));
+    commit(s, ops);
+    let mut all = Vec::new();
+    let mut after: Option<VPath> = None;
+    loop {
+        let page = s.descendants_page(&p("d"), after.as_ref(), 7).expect("page");
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 7);
+        after = page.last().map(|(p, _)| p.clone());
+        all.extend(page.into_iter().map(|(p, _)| p.to_string()));
+    }
+    let whole: Vec<String> = s
+        .descendants(&p("d"))
+        .expect("all")
+        .into_iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(all, whole);
+    assert_eq!(all.len(), 27);
+    let from_root = s.descendants_page(&VPath::root(), None, 1000).expect("root page");
+    assert_eq!(from_root.len(), 29);
+    assert_eq!(s.stats().expect("stats").file_bytes, 27 * 10);
+}
+
+fn trimming<S: MetaStore>(s: &S) {
+    for rev in 1..=10u64 {
+        let change = Change {
+            rev,
+            kind: ChangeKind::Put,
+            path: "x".into(),
+            to_path: None,
+            at: 0,
+        };
+        commit(s, vec![MetaOp::Journal(change)]);
+    }
+    assert_eq!(s.journal_floor().expect("floor"), 0);
+    commit(s, vec![MetaOp::TrimJournal(6)]);
+    assert_eq!(s.journal_floor().expect("floor"), 6);
+    let revs: Vec<u64> = s
+        .changes_since(0, 100)
+        .expect("changes")
+        .iter()
+        .map(|c| c.rev)
+        .collect();
+    assert_eq!(revs, [7, 8, 9, 10]);
+    assert_eq!(s.head_rev().expect("head"), 10);
+
+    let v = |rev, at| VersionRecord {
+        file: file(rev, rev, 0),
+        deleted: false,
+        archived_at: at,
+    };
+    commit(
+        s,
+        vec![
+            MetaOp::PutVersion(p("old"), v(1, 100)),
+            MetaOp::PutVersion(p("old"), v(2, 300)),
+            MetaOp::PutVersion(p("n/b"), v(3, 50)),
+        ],
+    );
+    let old: Vec<(String, u64)> = s
+        .versions_archived_before(200, 100)
+        .expect("old versions")
+        .into_iter()
+        .map(|(p, v)| (p.to_string(), v.file.rev))
+        .collect();
+    assert_eq!(old, [("n/b".to_string(), 3), ("old".to_string(), 1)]);
 }

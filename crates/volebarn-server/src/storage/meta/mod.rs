@@ -34,6 +34,8 @@ pub enum MetaOp {
     DeleteVersion(VPath, u64),
     /// Append to the journal; also advances the head revision to `change.rev`.
     Journal(Change),
+    /// Forget journal entries with `rev <= upto` (the journal floor becomes `upto`).
+    TrimJournal(u64),
 }
 
 /// Every metadata change of one operation, committed atomically and durably.
@@ -68,6 +70,22 @@ pub trait MetaStore: Send + Sync + 'static {
     fn versions(&self, path: &VPath) -> StorageResult<Vec<VersionRecord>>;
     /// The highest revision ever committed (0 for an empty store).
     fn head_rev(&self) -> StorageResult<u64>;
+    /// Everything below `dir` in path order, starting after `after`, at most `limit`
+    /// entries: pages of a manifest that never sits in memory whole.
+    fn descendants_page(
+        &self,
+        dir: &VPath,
+        after: Option<&VPath>,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, Entry)>>;
+    /// Kept versions archived before `before`, at most `limit`, with their paths.
+    fn versions_archived_before(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, VersionRecord)>>;
+    /// Journal entries with `rev <= floor` have been trimmed away.
+    fn journal_floor(&self) -> StorageResult<u64>;
     /// Journal entries with `rev > since`, oldest first, at most `limit`.
     fn changes_since(&self, since: u64, limit: usize) -> StorageResult<Vec<Change>>;
     /// Paths of current files whose content hash is `xxh3`.
@@ -82,6 +100,8 @@ pub trait MetaStore: Send + Sync + 'static {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
     pub files: u64,
+    /// Sum of current file sizes (logical bytes, before dedup).
+    pub file_bytes: u64,
     pub chunks: u64,
     pub chunk_bytes: u64,
 }

@@ -36,6 +36,7 @@ const ALL_CFS: [&str; 8] = [
 const KEY_HEAD_REV: &[u8] = b"head_rev";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_STATS: &[u8] = b"stats";
+const KEY_JOURNAL_FLOOR: &[u8] = b"journal_floor";
 const SCHEMA_VERSION: u32 = 1;
 
 pub struct RocksMetaStore {
@@ -106,6 +107,7 @@ fn be_u64(b: &[u8]) -> StorageResult<u64> {
 #[derive(bitcode::Encode, bitcode::Decode, Default, Clone, Copy)]
 struct StatsRecord {
     files: u64,
+    file_bytes: u64,
     chunks: u64,
     chunk_bytes: u64,
 }
@@ -259,6 +261,81 @@ impl MetaStore for RocksMetaStore {
         }
     }
 
+    fn descendants_page(
+        &self,
+        dir: &VPath,
+        after: Option<&VPath>,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, Entry)>> {
+        let prefix = subtree_prefix(dir);
+        let start = match after {
+            Some(a) if path_key(a) > prefix => path_key(a),
+            _ => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for (cf_name, is_file) in [(CF_FILES, true), (CF_DIRS, false)] {
+            let mut it = self.db.raw_iterator_cf(self.cf(cf_name));
+            it.seek(&start);
+            let mut taken = 0;
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                if !k.starts_with(&prefix) || taken == limit {
+                    break;
+                }
+                if after.is_none() || k != start.as_slice() {
+                    let entry = if is_file {
+                        Entry::File(decode(v)?)
+                    } else {
+                        Entry::Dir(decode(v)?)
+                    };
+                    out.push((k.to_vec(), key_path(k)?, entry));
+                    taken += 1;
+                }
+                it.next();
+            }
+            it.status().map_err(db_err)?;
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        Ok(out.into_iter().map(|(_, p, e)| (p, e)).collect())
+    }
+
+    fn versions_archived_before(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_VERSIONS), rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(db_err)?;
+            let rec: VersionRecord = decode(&v)?;
+            if rec.archived_at < before {
+                let split = k.iter().rposition(|&b| b == 0xFF).filter(|&i| k.len() == i + 9);
+                let Some(i) = split else {
+                    return Err(StorageError::Corrupt("bad version key".into()));
+                };
+                out.push((key_path(&k[..i])?, rec));
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn journal_floor(&self) -> StorageResult<u64> {
+        match self
+            .db
+            .get_cf(self.cf(CF_META), KEY_JOURNAL_FLOOR)
+            .map_err(db_err)?
+        {
+            Some(v) => be_u64(&v),
+            None => Ok(0),
+        }
+    }
+
     fn changes_since(&self, since: u64, limit: usize) -> StorageResult<Vec<Change>> {
         let start = since.saturating_add(1).to_be_bytes();
         let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
@@ -298,6 +375,7 @@ impl MetaStore for RocksMetaStore {
         let s = self.stats_record()?;
         Ok(StoreStats {
             files: s.files,
+            file_bytes: s.file_bytes,
             chunks: s.chunks,
             chunk_bytes: s.chunk_bytes,
         })
@@ -321,9 +399,11 @@ impl MetaStore for RocksMetaStore {
                     if let Some(old) = &old {
                         wb.delete_cf(self.cf(CF_HASH), hash_key(old.xxh3, &path));
                         wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, &path));
+                        stats.file_bytes = stats.file_bytes.saturating_sub(old.size);
                     } else {
                         stats.files += 1;
                     }
+                    stats.file_bytes += rec.size;
                     wb.put_cf(self.cf(CF_HASH), hash_key(rec.xxh3, &path), []);
                     wb.put_cf(self.cf(CF_MODIFIED), mtime_key(rec.mtime, &path), []);
                     wb.put_cf(self.cf(CF_FILES), &key, encode(&rec));
@@ -335,6 +415,7 @@ impl MetaStore for RocksMetaStore {
                         wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, &path));
                         wb.delete_cf(self.cf(CF_FILES), path_key(&path));
                         stats.files = stats.files.saturating_sub(1);
+                        stats.file_bytes = stats.file_bytes.saturating_sub(old.size);
                         pending.files.insert(path, None);
                     }
                 }
@@ -381,6 +462,12 @@ impl MetaStore for RocksMetaStore {
                 }
                 MetaOp::DeleteVersion(path, rev) => {
                     wb.delete_cf(self.cf(CF_VERSIONS), version_key(&path, rev))
+                }
+                MetaOp::TrimJournal(upto) => {
+                    let end = upto.saturating_add(1).to_be_bytes();
+                    wb.delete_range_cf(self.cf(CF_JOURNAL), 0u64.to_be_bytes(), end);
+                    let floor = upto.max(self.journal_floor()?);
+                    wb.put_cf(self.cf(CF_META), KEY_JOURNAL_FLOOR, floor.to_be_bytes());
                 }
                 MetaOp::Journal(change) => {
                     head = Some(head.map_or(change.rev, |h| h.max(change.rev)));

@@ -1,0 +1,185 @@
+//! Many files per request: bulk upload/download/delete, the manifest and the sync plan.
+
+use crate::client::{check, header, parse_path, Client};
+use crate::error::{ClientError, Result};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use percent_encoding::percent_decode_str;
+use reqwest::Method;
+use volebarn_core::sync::SyncPlan;
+use volebarn_core::types::{
+    headers, BulkDeleteResponse, BulkUploadResponse, FileManifest, PathList, SyncRequest,
+};
+use volebarn_core::{OperationError, Xxh3};
+
+/// One file of a bulk upload (the seed's `FileUpload`).
+#[derive(Debug, Clone)]
+pub struct FileUpload {
+    pub path: String,
+    pub content: Bytes,
+}
+
+/// One verified file of a bulk download (the seed's `FileDownload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDownload {
+    pub path: String,
+    pub content: Bytes,
+    pub xxhash3: Xxh3,
+    pub rev: Option<u64>,
+}
+
+/// The seed's `BulkDownloadResponse`, plus the paths the server could not send.
+#[derive(Debug, Clone, Default)]
+pub struct BulkDownload {
+    pub files: Vec<FileDownload>,
+    pub missing: Vec<OperationError>,
+}
+
+#[derive(serde::Deserialize)]
+struct MissingReport {
+    missing: Vec<OperationError>,
+}
+
+impl Client {
+    /// Uploads many files in one `multipart/form-data` request; existing files are replaced.
+    /// Each part carries its xxh3 so the server refuses a part damaged in flight; parts fail
+    /// individually (see `failed` in the answer).
+    pub async fn bulk_upload(&self, files: Vec<FileUpload>) -> Result<BulkUploadResponse> {
+        let mut form = reqwest::multipart::Form::new();
+        for f in files {
+            parse_path(&f.path)?;
+            let mut part_headers = reqwest::header::HeaderMap::new();
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(&Xxh3::of(&f.content).to_string()) {
+                part_headers.insert(headers::FILE_HASH, v);
+            }
+            // The path travels as a text field: filenames in Content-Disposition are not
+            // reliably UTF-8 across implementations.
+            form = form.text("path", f.path).part(
+                "file",
+                reqwest::multipart::Part::stream(f.content)
+                    .file_name("file")
+                    .headers(part_headers),
+            );
+        }
+        let resp = self
+            .request(Method::POST, format!("{}/bulk/upload", self.base))
+            .multipart(form)
+            .send()
+            .await?;
+        Ok(check(resp, "").await?.json().await?)
+    }
+
+    /// Downloads many files in one request, verifying every file's xxh3.
+    pub async fn bulk_download(&self, paths: &[String]) -> Result<BulkDownload> {
+        let body = PathList {
+            paths: paths.to_vec(),
+        };
+        let resp = self
+            .request(Method::POST, format!("{}/bulk/download", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        let resp = check(resp, "").await?;
+        let content_type = header(resp.headers(), "content-type")
+            .unwrap_or_default()
+            .to_string();
+        let boundary = content_type
+            .parse::<mime::Mime>()
+            .ok()
+            .filter(|m| m.type_() == mime::MULTIPART)
+            .and_then(|m| m.get_param(mime::BOUNDARY).map(|b| b.to_string()))
+            .ok_or_else(|| {
+                ClientError::Protocol(format!("bulk download is not multipart: {content_type:?}"))
+            })?;
+        let mut parts = multer::Multipart::new(resp.bytes_stream(), boundary);
+        let mut out = BulkDownload::default();
+        while let Some(part) = parts
+            .next_field()
+            .await
+            .map_err(|e| ClientError::Protocol(format!("bulk download: {e}")))?
+        {
+            let h = part.headers().clone();
+            if h.get("x-volebarn-report").is_some() {
+                let bytes = part
+                    .bytes()
+                    .await
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let report: MissingReport = serde_json::from_slice(&bytes)
+                    .map_err(|e| ClientError::Protocol(format!("bulk download report: {e}")))?;
+                out.missing = report.missing;
+                continue;
+            }
+            let raw_path = h
+                .get("x-file-path")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let path = percent_decode_str(raw_path).decode_utf8_lossy().to_string();
+            let expected: Xxh3 = h
+                .get(headers::FILE_HASH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    ClientError::Protocol(format!("bulk download part {path} has no X-File-Hash"))
+                })?;
+            let rev = h
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim_matches('"').parse().ok());
+            let mut content = Vec::new();
+            let mut stream = part;
+            while let Some(piece) = stream.next().await {
+                content.extend_from_slice(
+                    &piece.map_err(|e| ClientError::Protocol(format!("bulk download: {e}")))?,
+                );
+            }
+            let actual = Xxh3::of(&content);
+            if actual != expected {
+                return Err(ClientError::HashMismatch {
+                    path,
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            out.files.push(FileDownload {
+                path,
+                content: Bytes::from(content),
+                xxhash3: actual,
+                rev,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes files and directories (recursively); each path succeeds or fails alone.
+    pub async fn bulk_delete(&self, paths: &[String]) -> Result<BulkDeleteResponse> {
+        let body = PathList {
+            paths: paths.to_vec(),
+        };
+        let resp = self
+            .request(Method::POST, format!("{}/bulk/delete", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        Ok(check(resp, "").await?.json().await?)
+    }
+
+    /// Every file and directory below `path` (`None` = everything).
+    pub async fn get_manifest(&self, path: Option<&str>) -> Result<FileManifest> {
+        let mut req = self.request(Method::GET, format!("{}/bulk/manifest", self.base));
+        if let Some(p) = path {
+            req = req.query(&[("path", p)]);
+        }
+        let resp = check(req.send().await?, path.unwrap_or("")).await?;
+        Ok(resp.json().await?)
+    }
+
+    /// Asks the server for the three-way sync plan of a local manifest (with base revs).
+    pub async fn sync_plan(&self, request: &SyncRequest) -> Result<SyncPlan> {
+        let resp = self
+            .request(Method::POST, format!("{}/bulk/sync", self.base))
+            .json(request)
+            .send()
+            .await?;
+        Ok(check(resp, "").await?.json().await?)
+    }
+}

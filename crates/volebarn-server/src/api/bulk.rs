@@ -1,0 +1,270 @@
+//! `/bulk/*`: multipart upload, multipart/mixed download, delete, manifest, sync.
+
+use super::{json_body, parse_api_path, query_map, AppState, MAX_JSON_BODY};
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::{BulkItem, IfMatch, WriteMode};
+use axum::body::Body;
+use axum::extract::{Multipart, State};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use volebarn_core::sync::SyncPlan;
+use volebarn_core::timefmt::parse_rfc3339;
+use volebarn_core::types::{headers, BulkDeleteResponse, BulkUploadResponse, PathList, SyncRequest};
+use volebarn_core::{OperationError, VPath, Xxh3};
+
+fn part_header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// One part's options from its own headers.
+fn part_options(h: &HeaderMap, path: &VPath) -> ServiceResult<(Option<Xxh3>, Option<i64>, WriteMode)> {
+    let bad = |what: &str, v: &str| ServiceError::BadRequest {
+        path: path.to_string(),
+        message: format!("invalid {what} {v:?}"),
+    };
+    let hash = part_header(h, headers::FILE_HASH)
+        .map(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .parse::<Xxh3>()
+                .map_err(|_| bad("X-File-Hash", v))
+        })
+        .transpose()?;
+    let mtime = part_header(h, headers::MODIFIED_TIME)
+        .map(|v| parse_rfc3339(v).ok_or_else(|| bad("X-Modified-Time", v)))
+        .transpose()?;
+    let if_match = part_header(h, "if-match").map(IfMatch::parse);
+    Ok((hash, mtime, WriteMode::Upsert { if_match }))
+}
+
+/// `multipart/form-data`, one part per file named by its filename (or by a `path` field
+/// sent just before it). Parts are streamed to storage one by one; a bad part fails alone.
+/// Existing files are replaced (a part may carry `If-Match` to make that conditional).
+pub async fn upload(
+    State(st): State<AppState>,
+    mut form: Multipart,
+) -> ServiceResult<Json<BulkUploadResponse>> {
+    let mut items = Vec::new();
+    let mut failed: Vec<OperationError> = Vec::new();
+    let mut pending_path: Option<String> = None;
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(ServiceError::BadRequest {
+                    path: String::new(),
+                    message: format!("malformed multipart body: {}", error_chain(&e)),
+                })
+            }
+        };
+        if field.file_name().is_none() && field.name() == Some("path") {
+            let text = field.text().await.map_err(|e| ServiceError::BadRequest {
+                path: String::new(),
+                message: format!("reading the path field failed: {e}"),
+            })?;
+            pending_path = Some(text);
+            continue;
+        }
+        let Some(raw) = pending_path
+            .take()
+            .or_else(|| field.file_name().map(str::to_string))
+        else {
+            failed.push(OperationError::new(
+                "",
+                volebarn_core::ErrorCode::BadRequest,
+                "part has no filename or path field",
+            ));
+            continue;
+        };
+        let outcome = async {
+            let path = parse_api_path(&raw, false)?;
+            if !seen.insert(path.clone()) {
+                return Err(ServiceError::BadRequest {
+                    path: raw.clone(),
+                    message: "path appears twice in one request".into(),
+                });
+            }
+            let (hash, mtime, mode) = part_options(field.headers(), &path)?;
+            let content = st.service.stage_body(&path, field, false).await?;
+            content.verify(&path, hash)?;
+            Ok(BulkItem {
+                path,
+                mode,
+                content,
+                mtime,
+            })
+        }
+        .await;
+        match outcome {
+            Ok(item) => items.push(item),
+            Err(e @ ServiceError::BadRequest { .. })
+                if e.to_string().contains("reading the request body failed") =>
+            {
+                return Err(e)
+            }
+            Err(e) => failed.push(e.to_operation_error()),
+        }
+    }
+    Ok(Json(st.service.commit_bulk(items, failed).await?))
+}
+
+fn encode_header_path(p: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(p, KEEP).to_string()
+}
+
+/// `{ paths }` → `multipart/mixed`: one part per file with `X-File-Path` (percent-encoded),
+/// `X-File-Hash`, `ETag` and `Content-Length`; paths that could not be sent are listed in a
+/// final `application/json` part `{ "missing": [OperationError] }`.
+pub async fn download(State(st): State<AppState>, body: Body) -> ServiceResult<Response> {
+    let req: PathList = json_body(body, MAX_JSON_BODY).await?;
+    let boundary = format!("volebarn-{:032x}", rand::random::<u128>());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let service = st.service.clone();
+    let b = boundary.clone();
+    tokio::spawn(async move {
+        let mut missing: Vec<OperationError> = Vec::new();
+        for raw in req.paths {
+            let file = match parse_api_path(&raw, false) {
+                Ok(p) => service.open_file(&p).await.map(|rec| (p, rec)),
+                Err(e) => Err(e),
+            };
+            let (path, rec) = match file {
+                Ok(x) => x,
+                Err(e) => {
+                    missing.push(e.to_operation_error());
+                    continue;
+                }
+            };
+            let head = format!(
+                "--{b}\r\nContent-Type: application/octet-stream\r\nX-File-Path: {}\r\nX-File-Hash: {}\r\nETag: \"{}\"\r\nContent-Length: {}\r\n\r\n",
+                encode_header_path(path.as_str()),
+                Xxh3(rec.xxh3),
+                rec.rev,
+                rec.size
+            );
+            if tx.send(Ok(Bytes::from(head))).await.is_err() {
+                return;
+            }
+            let mut content = std::pin::pin!(service.content_stream(&path, &rec));
+            while let Some(piece) = content.next().await {
+                let piece = piece.map_err(|e| std::io::Error::other(e.to_string()));
+                let failed = piece.is_err();
+                if tx.send(piece).await.is_err() || failed {
+                    return;
+                }
+            }
+            if tx.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
+                return;
+            }
+        }
+        let report = serde_json::json!({ "missing": missing }).to_string();
+        let tail = format!("--{b}\r\nContent-Type: application/json\r\nX-Volebarn-Report: missing\r\n\r\n{report}\r\n--{b}--\r\n");
+        let _ = tx.send(Ok(Bytes::from(tail))).await;
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let content_type = format!("multipart/mixed; boundary={boundary}");
+    let mut resp = Body::from_stream(stream).into_response();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    Ok(resp)
+}
+
+pub async fn delete(State(st): State<AppState>, body: Body) -> ServiceResult<Json<BulkDeleteResponse>> {
+    let req: PathList = json_body(body, MAX_JSON_BODY).await?;
+    Ok(Json(st.service.bulk_delete(req.paths).await?))
+}
+
+/// `GET /bulk/manifest?path=<dir>` → `{ "files": { path: FileMetadata } }`, streamed page by
+/// page from a database scan so a million entries never sit in memory at once.
+pub async fn manifest(State(st): State<AppState>, uri: Uri) -> ServiceResult<Response> {
+    const PAGE: usize = 1000;
+    let q = query_map(&uri);
+    let dir = parse_api_path(q.get("path").map_or("", String::as_str), true)?;
+    // Fetch the first page now so a bad directory is a proper 4xx, not a broken stream.
+    let first = st.service.manifest_page(&dir, None, PAGE).await?;
+    let service = st.service.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let mut page = first;
+        let mut first_entry = true;
+        if tx.send(Ok(Bytes::from_static(b"{\"files\":{"))).await.is_err() {
+            return;
+        }
+        loop {
+            if page.is_empty() {
+                break;
+            }
+            let mut buf = Vec::with_capacity(page.len() * 200);
+            for m in &page {
+                if !first_entry {
+                    buf.push(b',');
+                }
+                first_entry = false;
+                let entry = serde_json::to_vec(&m.path).and_then(|k| serde_json::to_vec(m).map(|v| (k, v)));
+                match entry {
+                    Ok((k, v)) => {
+                        buf.extend_from_slice(&k);
+                        buf.push(b':');
+                        buf.extend_from_slice(&v);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        return;
+                    }
+                }
+            }
+            if tx.send(Ok(Bytes::from(buf))).await.is_err() {
+                return;
+            }
+            if page.len() < PAGE {
+                break;
+            }
+            let after = page.last().and_then(|m| VPath::parse(&m.path).ok());
+            page = match service.manifest_page(&dir, after, PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+        }
+        let _ = tx.send(Ok(Bytes::from_static(b"}}"))).await;
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+pub async fn sync(State(st): State<AppState>, body: Body) -> ServiceResult<Json<SyncPlan>> {
+    let req: SyncRequest = json_body(body, MAX_JSON_BODY).await?;
+    Ok(Json(st.service.sync_plan(req).await?))
+}
+
+/// `e: cause: cause…`, so a multipart failure says what actually went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}

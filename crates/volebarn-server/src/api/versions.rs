@@ -1,0 +1,36 @@
+//! `GET /versions/{path}` and `POST /versions/{path}/restore`.
+
+use super::{json_body, path_from_uri, AppState};
+use crate::error::{ServiceError, ServiceResult};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::Uri;
+use axum::Json;
+use volebarn_core::types::{RestoreRequest, VersionList};
+use volebarn_core::FileMetadata;
+
+const PREFIX: &str = "/versions/";
+
+pub async fn list(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<VersionList>> {
+    let path = path_from_uri(&uri, PREFIX, false)?;
+    let versions = st.service.versions(&path).await?;
+    Ok(Json(VersionList {
+        path: path.to_string(),
+        versions,
+    }))
+}
+
+pub async fn restore(State(st): State<AppState>, uri: Uri, body: Body) -> ServiceResult<Json<FileMetadata>> {
+    let Some(raw) = uri.path().strip_suffix("/restore") else {
+        return Err(ServiceError::MethodNotAllowed {
+            path: uri.path().to_string(),
+        });
+    };
+    let uri: Uri = raw.parse().map_err(|_| ServiceError::InvalidPath {
+        path: raw.to_string(),
+        reason: "bad URI".into(),
+    })?;
+    let path = path_from_uri(&uri, PREFIX, false)?;
+    let req: RestoreRequest = json_body(body, 4096).await?;
+    Ok(Json(st.service.restore(&path, req.rev).await?))
+}

@@ -1,0 +1,245 @@
+//! Versions and restore, the change feed (long-poll), journal trimming and garbage collection.
+
+use super::files::commit_write;
+use super::{blocking, entry_metadata, file_metadata, Service, WriteMode};
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::{Change, Entry};
+use std::time::Duration;
+use volebarn_core::timefmt::UnixNanos;
+use volebarn_core::types::VersionInfo;
+use volebarn_core::{FileMetadata, VPath, Xxh3};
+
+/// Retention and collection settings (DESIGN.md §4; issue "2.").
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Versions archived longer ago than this are dropped by GC.
+    pub versions_max_age: Duration,
+    /// Chunks stored but referenced by nothing are deleted after this grace period.
+    pub orphan_grace: Duration,
+    /// Journal entries kept for `/changes`; older ones answer 410 `gone`.
+    pub journal_keep: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            versions_max_age: Duration::from_secs(30 * 24 * 3600),
+            orphan_grace: Duration::from_secs(24 * 3600),
+            journal_keep: 100_000,
+        }
+    }
+}
+
+/// What one GC pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    pub versions_dropped: usize,
+    pub chunks_deleted: usize,
+    pub orphans_deleted: usize,
+}
+
+/// A journal entry with the current metadata of its (target) path when that is still the
+/// state the entry produced.
+#[derive(Debug, Clone)]
+pub struct ChangeWithMeta {
+    pub change: Change,
+    pub metadata: Option<FileMetadata>,
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Service {
+    /// Kept versions of `path`, newest first; the current content (if any) comes first.
+    pub async fn versions(&self, path: &VPath) -> ServiceResult<Vec<VersionInfo>> {
+        let meta = self.inner.meta.clone();
+        let p = path.clone();
+        blocking(move || {
+            let err = |e| ServiceError::storage(p.as_str(), e);
+            let current = meta.get(&p).map_err(err)?;
+            if let Some(Entry::Dir(_)) = current {
+                return Err(ServiceError::IsADirectory { path: p.to_string() });
+            }
+            let mut out = Vec::new();
+            if let Some(Entry::File(f)) = &current {
+                out.push(VersionInfo {
+                    rev: f.rev,
+                    size: f.size,
+                    xxhash3: Xxh3(f.xxh3),
+                    modified: f.mtime,
+                    deleted: false,
+                    current: true,
+                    archived: None,
+                });
+            }
+            for v in meta.versions(&p).map_err(err)?.into_iter().rev() {
+                out.push(VersionInfo {
+                    rev: v.file.rev,
+                    size: v.file.size,
+                    xxhash3: Xxh3(v.file.xxh3),
+                    modified: v.file.mtime,
+                    deleted: v.deleted,
+                    current: false,
+                    archived: Some(v.archived_at),
+                });
+            }
+            if out.is_empty() {
+                return Err(ServiceError::NotFound { path: p.to_string() });
+            }
+            Ok(out)
+        })
+        .await?
+    }
+
+    /// Makes version `rev` of `path` current again as a new revision (the content it
+    /// replaces becomes a version itself). Restoring the current revision changes nothing.
+    pub async fn restore(&self, path: &VPath, rev: u64) -> ServiceResult<FileMetadata> {
+        let path = path.clone();
+        self.mutate(move |tx| {
+            if let Some(Entry::File(f)) = tx.get(&path)? {
+                if f.rev == rev {
+                    return Ok(file_metadata(&path, &f));
+                }
+            }
+            let versions = tx
+                .inner
+                .meta
+                .versions(&path)
+                .map_err(|e| ServiceError::storage(path.as_str(), e))?;
+            let v =
+                versions
+                    .into_iter()
+                    .find(|v| v.file.rev == rev)
+                    .ok_or_else(|| ServiceError::NotFound {
+                        path: format!("{path}@{rev}"),
+                    })?;
+            let f = v.file;
+            let mode = WriteMode::Upsert { if_match: None };
+            let now = tx.now;
+            commit_write(tx, &path, &mode, f.chunks, f.size, Xxh3(f.xxh3), now)
+        })
+        .await
+    }
+
+    /// Journal entries after `since`; waits up to `wait` for one when there are none.
+    /// 410 `gone` when `since` is older than the kept journal (or newer than the head:
+    /// the client's view belongs to another history).
+    pub async fn changes(
+        &self,
+        since: u64,
+        wait: Duration,
+        limit: usize,
+    ) -> ServiceResult<(Vec<ChangeWithMeta>, u64)> {
+        // Subscribe before reading so a commit between the read and the wait is not missed.
+        let mut head = self.subscribe_head();
+        let first = self.read_changes(since, limit).await?;
+        if !first.0.is_empty() || wait.is_zero() {
+            return Ok(first);
+        }
+        // The watch guard is dropped right here: it must not live across an await.
+        let arrived = matches!(
+            tokio::time::timeout(wait, head.wait_for(|h| *h > since)).await,
+            Ok(Ok(_))
+        );
+        if arrived {
+            self.read_changes(since, limit).await
+        } else {
+            Ok(first)
+        }
+    }
+
+    async fn read_changes(&self, since: u64, limit: usize) -> ServiceResult<(Vec<ChangeWithMeta>, u64)> {
+        let meta = self.inner.meta.clone();
+        blocking(move || {
+            let err = |e| ServiceError::storage("", e);
+            let floor = meta.journal_floor().map_err(err)?;
+            let head = meta.head_rev().map_err(err)?;
+            if since < floor || since > head {
+                return Err(ServiceError::Gone { since, floor, head });
+            }
+            let changes = meta.changes_since(since, limit).map_err(err)?;
+            let next = changes.last().map_or(since, |c| c.rev);
+            let mut out = Vec::with_capacity(changes.len());
+            for change in changes {
+                let target = change.to_path.as_deref().unwrap_or(&change.path);
+                let metadata = match VPath::parse(target) {
+                    Ok(p) => match meta.get(&p).map_err(err)? {
+                        Some(e) => {
+                            let m = entry_metadata(&p, &e);
+                            (m.rev == change.rev).then_some(m)
+                        }
+                        None => None,
+                    },
+                    Err(_) => None,
+                };
+                out.push(ChangeWithMeta { change, metadata });
+            }
+            Ok((out, next))
+        })
+        .await?
+    }
+
+    /// One garbage-collection pass at time `now` (injected so tests control the clock):
+    /// drops versions older than `versions_max_age`, deletes chunks nothing references
+    /// any more, and deletes orphan chunks (stored, never committed) older than the grace
+    /// period. Chunks still used by any file or kept version are never touched.
+    pub async fn gc(&self, now: UnixNanos) -> ServiceResult<GcReport> {
+        let retention = self.inner.config.retention.clone();
+        let cutoff = now.saturating_sub(nanos(retention.versions_max_age));
+        let mut report = GcReport::default();
+        loop {
+            let (dropped, freed) = self
+                .mutate(move |tx| {
+                    let expired = tx
+                        .inner
+                        .meta
+                        .versions_archived_before(cutoff, 1000)
+                        .map_err(|e| ServiceError::storage("", e))?;
+                    let mut freed = 0;
+                    for (path, v) in &expired {
+                        tx.drop_version(path, v);
+                        freed += v.file.chunks.len();
+                    }
+                    Ok((expired.len(), freed))
+                })
+                .await?;
+            report.versions_dropped += dropped;
+            report.chunks_deleted += freed;
+            if dropped < 1000 {
+                break;
+            }
+        }
+        let grace = nanos(retention.orphan_grace);
+        let inner = self.inner.clone();
+        let _writer = self.writer_lock().await;
+        report.orphans_deleted = blocking(move || {
+            let err = |e| ServiceError::storage("", e);
+            let mut deleted = 0;
+            for id in inner.chunks.list().map_err(err)? {
+                if inner.meta.chunk(&id).map_err(err)?.is_some() {
+                    continue;
+                }
+                let age_ok = match inner.chunks.modified(&id).map_err(err)? {
+                    Some(t) => t <= now.saturating_sub(grace),
+                    None => false,
+                };
+                if age_ok {
+                    inner.chunks.delete(&id).map_err(err)?;
+                    deleted += 1;
+                }
+            }
+            Ok::<_, ServiceError>(deleted)
+        })
+        .await??;
+        Ok(report)
+    }
+}
+
+/// The revision up to which the journal should be trimmed after reaching `head`, if any.
+/// Trims in steps of a tenth of `keep`, so a delete-range is not issued on every commit.
+pub(crate) fn journal_trim_target(head: u64, floor: u64, keep: u64) -> Option<u64> {
+    let keep = keep.max(1);
+    let slack = (keep / 10).max(1);
+    (head.saturating_sub(floor) > keep + slack).then(|| head - keep)
+}

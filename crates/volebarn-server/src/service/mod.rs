@@ -1,0 +1,224 @@
+//! The operations of the file server, independent of HTTP.
+//!
+//! Write order (DESIGN.md §4): bodies are chunked and every chunk staged durably in `tmp/`
+//! while streaming; then, under the single writer lock, preconditions are checked again,
+//! staged chunks are published, and every metadata change of the operation is committed in
+//! one batch. Chunks freed by the commit are deleted last, so a crash can leave an orphan
+//! chunk but never metadata pointing at missing bytes. Holding the writer lock across publish,
+//! commit and delete also means a chunk being deleted can never be the one an upload just
+//! found "already present".
+
+mod bulk;
+mod chunked;
+mod files;
+mod history;
+mod namespace;
+mod tx;
+
+pub use bulk::BulkItem;
+pub use files::{StagedContent, UploadOptions, WriteMode};
+pub use history::{ChangeWithMeta, GcReport, Retention};
+pub use namespace::SearchQuery;
+pub use tx::Tx;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::{ChunkStore, DirRecord, Entry, FileRecord, MetaStore, StorageError};
+use std::sync::Arc;
+use volebarn_core::{FileMetadata, VPath, Xxh3};
+
+/// Limits and retention the service enforces.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub max_file_size: u64,
+    /// Previous versions kept per path (0 keeps none: overwritten content is freed at once).
+    pub versions_keep: usize,
+    pub retention: Retention,
+}
+
+/// A parsed `If-Match` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfMatch {
+    any: bool,
+    revs: Vec<u64>,
+    raw: String,
+}
+
+impl IfMatch {
+    /// Parses `*`, `"12"` or a comma-separated list. Weak or foreign tags are kept as
+    /// never-matching, so they answer 412 rather than being ignored.
+    pub fn parse(raw: &str) -> IfMatch {
+        let mut m = IfMatch {
+            any: false,
+            revs: Vec::new(),
+            raw: raw.to_string(),
+        };
+        for tag in raw.split(',').map(str::trim) {
+            if tag == "*" {
+                m.any = true;
+            } else if let Some(rev) = tag
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .and_then(|t| t.parse().ok())
+            {
+                m.revs.push(rev);
+            }
+        }
+        m
+    }
+
+    /// Matches exactly one revision.
+    pub fn rev(rev: u64) -> IfMatch {
+        IfMatch {
+            any: false,
+            revs: vec![rev],
+            raw: format!("\"{rev}\""),
+        }
+    }
+
+    pub fn matches(&self, rev: u64) -> bool {
+        self.any || self.revs.contains(&rev)
+    }
+}
+
+pub(crate) fn check_if_match(path: &VPath, if_match: Option<&IfMatch>, rev: u64) -> ServiceResult<()> {
+    match if_match {
+        Some(m) if !m.matches(rev) => Err(ServiceError::Precondition {
+            path: path.to_string(),
+            current: rev,
+            expected: m.raw.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) chunks: Arc<dyn ChunkStore>,
+    pub(crate) config: ServiceConfig,
+    writer: tokio::sync::Mutex<WriterState>,
+    /// The head revision after every commit; long-polls wait on it.
+    head: tokio::sync::watch::Sender<u64>,
+}
+
+struct WriterState {
+    next_rev: u64,
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))
+}
+
+pub fn file_metadata(path: &VPath, rec: &FileRecord) -> FileMetadata {
+    FileMetadata {
+        path: path.to_string(),
+        name: path.name().to_string(),
+        size: rec.size,
+        modified: rec.mtime,
+        is_directory: false,
+        xxhash3: Xxh3(rec.xxh3),
+        rev: rec.rev,
+    }
+}
+
+pub fn dir_metadata(path: &VPath, rec: &DirRecord) -> FileMetadata {
+    FileMetadata {
+        path: path.to_string(),
+        name: path.name().to_string(),
+        size: 0,
+        modified: rec.mtime,
+        is_directory: true,
+        xxhash3: Xxh3(0),
+        rev: rec.rev,
+    }
+}
+
+pub fn entry_metadata(path: &VPath, e: &Entry) -> FileMetadata {
+    match e {
+        Entry::File(f) => file_metadata(path, f),
+        Entry::Dir(d) => dir_metadata(path, d),
+    }
+}
+
+impl Service {
+    pub fn new(
+        meta: Arc<dyn MetaStore>,
+        chunks: Arc<dyn ChunkStore>,
+        config: ServiceConfig,
+    ) -> Result<Self, StorageError> {
+        let head = meta.head_rev()?;
+        let cleaned = chunks.clean_temp()?;
+        if cleaned > 0 {
+            tracing::info!(files = cleaned, "removed temporary files left by an earlier run");
+        }
+        Ok(Service {
+            inner: Arc::new(Inner {
+                meta,
+                chunks,
+                config,
+                writer: tokio::sync::Mutex::new(WriterState { next_rev: head + 1 }),
+                head: tokio::sync::watch::Sender::new(head),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    /// Holds the writer lock: nothing commits, publishes or deletes chunks meanwhile.
+    pub(crate) async fn writer_lock(&self) -> tokio::sync::MutexGuard<'_, impl Sized> {
+        self.inner.writer.lock().await
+    }
+
+    /// A receiver that sees the head revision change after every commit.
+    pub fn subscribe_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// Runs one mutation under the writer lock: `build` checks preconditions and records its
+    /// changes in the transaction; staged chunks are then published, the batch committed in
+    /// one durable write, freed chunks deleted, and long-polls woken.
+    pub(crate) async fn mutate<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(&mut Tx<'_>) -> ServiceResult<T> + Send + 'static,
+    ) -> ServiceResult<T> {
+        let mut writer = self.inner.writer.lock().await;
+        let first_rev = writer.next_rev;
+        let inner = self.inner.clone();
+        let (out, next_rev) = blocking(move || {
+            let mut tx = Tx::new(&inner, first_rev);
+            let out = build(&mut tx)?;
+            let next_rev = tx.commit()?;
+            Ok::<_, ServiceError>((out, next_rev))
+        })
+        .await??;
+        writer.next_rev = next_rev;
+        if next_rev > first_rev {
+            self.inner.head.send_replace(next_rev - 1);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IfMatch;
+
+    #[test]
+    fn if_match_parsing() {
+        assert!(IfMatch::parse("\"5\"").matches(5));
+        assert!(!IfMatch::parse("\"5\"").matches(6));
+        assert!(IfMatch::parse("*").matches(99));
+        assert!(IfMatch::parse("\"1\", \"7\"").matches(7));
+        assert!(!IfMatch::parse("W/\"5\"").matches(5));
+        assert!(!IfMatch::parse("5").matches(5));
+        assert!(IfMatch::rev(3).matches(3));
+    }
+}
