@@ -5,6 +5,7 @@ use std::fmt;
 
 /// Machine-readable error code carried in every non-2xx body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     // The seed's codes.
@@ -65,6 +66,7 @@ impl fmt::Display for ErrorCode {
 
 /// The seed's error body: `{ path, error, error_code }`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OperationError {
     pub path: String,
     pub error: String,

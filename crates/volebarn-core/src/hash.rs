@@ -160,3 +160,32 @@ mod tests {
         assert!(id.to_hex().to_uppercase().parse::<ChunkId>().is_err());
     }
 }
+
+#[cfg(feature = "openapi")]
+mod schema {
+    use super::{ChunkId, Xxh3};
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    fn hex_string(digits: usize, what: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^[0-9a-f]{{{digits}}}$")))
+            .description(Some(what.to_string()))
+            .into()
+    }
+
+    impl utoipa::PartialSchema for Xxh3 {
+        fn schema() -> RefOr<Schema> {
+            hex_string(16, "xxh3-64 of the content, 16 lowercase hex digits")
+        }
+    }
+    impl utoipa::ToSchema for Xxh3 {}
+
+    impl utoipa::PartialSchema for ChunkId {
+        fn schema() -> RefOr<Schema> {
+            hex_string(64, "BLAKE3-256 of one chunk, 64 lowercase hex digits")
+        }
+    }
+    impl utoipa::ToSchema for ChunkId {}
+}

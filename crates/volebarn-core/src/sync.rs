@@ -25,6 +25,7 @@ use time::OffsetDateTime;
 
 /// How to settle a path changed differently on both sides (the seed's `conflict_resolution`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictStrategy {
     /// The local version wins; the remote one is kept as a conflict copy.
@@ -42,6 +43,7 @@ pub enum ConflictStrategy {
 
 /// What the client must do about one conflict (the seed's `resolution`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictResolution {
     /// Upload the local version (`If-Match: remote_rev`); save the remote one as a conflict copy.
@@ -58,6 +60,7 @@ pub enum ConflictResolution {
 
 /// Why a path is in conflict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConflictKind {
     /// Both sides have a file there, with different content.
@@ -70,13 +73,16 @@ pub enum ConflictKind {
 
 /// One conflict: the seed's `SyncConflict` plus the remote rev to condition an upload on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncConflict {
     pub path: String,
     /// The local file's mtime; the Unix epoch when the local side is a directory.
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub local_modified: UnixNanos,
     /// The remote file's mtime; the Unix epoch when the remote side is a directory.
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub remote_modified: UnixNanos,
     pub resolution: ConflictResolution,
     /// The remote file's current rev (`None` when the remote side is a directory).
@@ -88,29 +94,35 @@ pub struct SyncConflict {
 
 /// A file as the client's scanner sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocalState {
     pub xxh3: Xxh3,
     pub size: u64,
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub mtime: UnixNanos,
 }
 
 /// A file as the server holds it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RemoteState {
     pub xxh3: Xxh3,
     pub size: u64,
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub mtime: UnixNanos,
     pub rev: u64,
 }
 
 /// A file as both sides held it at the last successful sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BaseState {
     pub xxh3: Xxh3,
     pub size: u64,
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub mtime: UnixNanos,
     pub rev: u64,
 }
@@ -131,6 +143,7 @@ impl From<RemoteState> for BaseState {
 /// file lists (`client_upload` … `forget`, `conflicts`). Missing fields deserialize as empty, so
 /// the seed's four-field `SyncResponse` parses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct SyncPlan {
     /// Upload the local file; condition it on `if_match[path]`, or on absence when not there.

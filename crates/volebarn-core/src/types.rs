@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 
 /// The seed's `FileMetadata`, with the revision that last changed the entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileMetadata {
     pub path: String,
     pub name: String,
     pub size: u64,
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub modified: UnixNanos,
     pub is_directory: bool,
     /// xxh3-64 of the content; `0000000000000000` for directories.
@@ -20,6 +22,7 @@ pub struct FileMetadata {
 
 /// `GET /directories/{path}`: the direct children of one directory, sorted by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectoryListing {
     pub path: String,
     pub entries: Vec<FileMetadata>,
@@ -27,11 +30,13 @@ pub struct DirectoryListing {
 
 /// One entry of `GET /versions/{path}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionInfo {
     pub rev: u64,
     pub size: u64,
     pub xxhash3: Xxh3,
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub modified: UnixNanos,
     /// The file was deleted right after this version.
     pub deleted: bool,
@@ -48,6 +53,7 @@ pub struct VersionInfo {
 
 /// One chunk of a chunked commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkSpec {
     pub id: ChunkId,
     pub len: u32,
@@ -55,6 +61,7 @@ pub struct ChunkSpec {
 
 /// Body of `PUT`/`POST /files/{path}` with `Content-Type: application/vnd.volebarn.chunks+json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkedCommit {
     pub size: u64,
     pub xxhash3: Xxh3,
@@ -66,17 +73,20 @@ pub const CHUNKS_CONTENT_TYPE: &str = "application/vnd.volebarn.chunks+json";
 
 /// `POST /chunks/missing` request and answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkIds {
     pub ids: Vec<ChunkId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissingChunks {
     pub missing: Vec<ChunkId>,
 }
 
 /// `POST /move` and `POST /copy`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MoveRequest {
     pub from_path: String,
     pub to_path: String,
@@ -86,18 +96,21 @@ pub struct MoveRequest {
 
 /// `POST /versions/{path}/restore`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreRequest {
     pub rev: u64,
 }
 
 /// `POST /bulk/delete` and `POST /bulk/download` requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PathList {
     pub paths: Vec<String>,
 }
 
 /// `POST /bulk/upload` answer (the seed's).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkUploadResponse {
     pub success: Vec<String>,
     pub failed: Vec<crate::OperationError>,
@@ -108,6 +121,7 @@ pub struct BulkUploadResponse {
 
 /// `POST /bulk/delete` answer (the seed's).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BulkDeleteResponse {
     pub success: Vec<String>,
     pub failed: Vec<crate::OperationError>,
@@ -115,6 +129,7 @@ pub struct BulkDeleteResponse {
 
 /// What a change did (`GET /changes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Put,
@@ -126,6 +141,7 @@ pub enum ChangeKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeEntry {
     pub rev: u64,
     pub kind: ChangeKind,
@@ -139,6 +155,7 @@ pub struct ChangeEntry {
 
 /// `GET /changes` answer: continue with `since = next`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangesResponse {
     pub changes: Vec<ChangeEntry>,
     pub next: u64,
@@ -146,6 +163,7 @@ pub struct ChangesResponse {
 
 /// `GET /versions/{path}` answer, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionList {
     pub path: String,
     pub versions: Vec<VersionInfo>,
@@ -153,6 +171,7 @@ pub struct VersionList {
 
 /// The seed's `FileManifest`: every entry below a directory, keyed by path.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileManifest {
     pub files: std::collections::BTreeMap<String, FileMetadata>,
 }
@@ -160,6 +179,7 @@ pub struct FileManifest {
 /// One entry of a client's manifest in `POST /bulk/sync`: the seed's `FileMetadata` fields
 /// plus the base the client last synced (DESIGN.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientEntry {
     #[serde(default)]
     pub path: String,
@@ -168,6 +188,7 @@ pub struct ClientEntry {
     #[serde(default)]
     pub size: u64,
     #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub modified: UnixNanos,
     #[serde(default)]
     pub is_directory: bool,
@@ -184,12 +205,14 @@ pub struct ClientEntry {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientManifest {
     pub files: std::collections::BTreeMap<String, ClientEntry>,
 }
 
 /// `POST /bulk/sync`: the seed's `SyncRequest` plus `deleted: { path: base_rev }`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncRequest {
     pub client_manifest: ClientManifest,
     #[serde(default)]
@@ -201,6 +224,7 @@ pub struct SyncRequest {
 
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthStatus {
     pub status: String,
     pub version: String,

@@ -49,6 +49,12 @@ pub struct FileConfig {
     pub tls: TlsSection,
     #[serde(default)]
     pub versions: VersionsSection,
+    #[serde(default)]
+    pub chunks: ChunksSection,
+    #[serde(default)]
+    pub journal: JournalSection,
+    #[serde(default)]
+    pub gc: GcSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,6 +80,33 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct VersionsSection {
     pub keep: Option<usize>,
+    /// e.g. "30d"
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunksSection {
+    /// e.g. "24h"
+    pub orphan_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    pub keep: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcSection {
+    /// e.g. "1h"
+    pub interval: Option<String>,
+}
+
+/// Parses `30d`, `24h`, `90s`, `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// `max_file_size = "100MB"` or `max_file_size = 1048576`.
@@ -171,6 +204,21 @@ impl ServerConfig {
         if let Some(k) = file.versions.keep {
             cfg.versions_keep = k;
         }
+        if let Some(d) = &file.versions.max_age {
+            cfg.retention.versions_max_age = parse_duration(d)?;
+        }
+        if let Some(d) = &file.chunks.orphan_grace {
+            cfg.retention.orphan_grace = parse_duration(d)?;
+        }
+        if let Some(k) = file.journal.keep {
+            cfg.retention.journal_keep = k;
+        }
+        if let Some(d) = &file.gc.interval {
+            cfg.gc_interval = parse_duration(d)?;
+            if cfg.gc_interval.is_zero() {
+                return Err("gc.interval must be greater than zero".into());
+            }
+        }
         let tls_enabled = !cli.no_tls && file.tls.enabled.unwrap_or(true);
         let cert = cli.tls_cert.or(file.tls.cert_path);
         let key = cli.tls_key.or(file.tls.key_path);
@@ -210,7 +258,8 @@ mod tests {
         std::fs::write(
             &file,
             "[server]\nhost = \"0.0.0.0\"\nport = 4000\nmax_file_size = \"1GiB\"\n\
-             [tls]\nenabled = true\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n[versions]\nkeep = 3\n",
+             [tls]\nenabled = true\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n[versions]\nkeep = 3\nmax_age = \"7d\"\n\
+             [chunks]\norphan_grace = \"2h\"\n[journal]\nkeep = 500\n[gc]\ninterval = \"10m\"\n",
         )
         .expect("write");
         let cli = Cli {
@@ -223,6 +272,13 @@ mod tests {
         assert_eq!(cfg.port, 5000);
         assert_eq!(cfg.max_file_size, 1 << 30);
         assert_eq!(cfg.versions_keep, 3);
+        assert_eq!(
+            cfg.retention.versions_max_age,
+            std::time::Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(cfg.retention.orphan_grace, std::time::Duration::from_secs(7200));
+        assert_eq!(cfg.retention.journal_keep, 500);
+        assert_eq!(cfg.gc_interval, std::time::Duration::from_secs(600));
         assert_eq!(
             cfg.tls,
             TlsMode::Files {

@@ -103,10 +103,7 @@ pub fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         }
         TlsMode::Files { cert, key } => (Some(tls::server_config(cert, key)?), None),
     };
-    let app = api::router(api::AppState {
-        service: service.clone(),
-        token: Arc::new(token.clone()),
-    });
+    let app = api::router(api::AppState::new(service.clone(), token.clone()));
     Ok(Prepared {
         app,
         service,

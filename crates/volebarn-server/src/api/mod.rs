@@ -7,7 +7,9 @@ mod changes;
 mod chunks;
 mod directories;
 mod files;
+mod metrics;
 mod namespace;
+pub mod openapi;
 mod versions;
 
 use crate::error::ServiceError;
@@ -16,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post, put};
+use axum::routing::any;
 use axum::Router;
 use percent_encoding::percent_decode_str;
 use std::sync::Arc;
@@ -28,45 +30,77 @@ use volebarn_core::VPath;
 pub struct AppState {
     pub service: Service,
     pub token: Arc<String>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(service: Service, token: String) -> Self {
+        AppState {
+            service,
+            token: Arc::new(token),
+            metrics: Arc::new(metrics::Metrics::default()),
+        }
+    }
+}
+
+/// Declares the routes once: expands to `add_routes` (the router) and `routes()` (the table
+/// of `(method, documented path)` that the OpenAPI test compares with the spec).
+macro_rules! api_routes {
+    ( $( $path:literal => { $( $method:ident => $handler:path as $doc:literal ),+ $(,)? } ),* $(,)? ) => {
+        fn add_routes(router: Router<AppState>) -> Router<AppState> {
+            router $( .route($path, axum::routing::MethodRouter::new() $( .$method($handler) )+ ) )*
+        }
+
+        /// Every API route as `(method, path as documented in /openapi.json)`.
+        pub fn routes() -> Vec<(&'static str, &'static str)> {
+            vec![ $( $( (stringify!($method), $doc) ),+ ),* ]
+        }
+    };
+}
+
+api_routes! {
+    "/health" => { get => admin::health as "/health" },
+    "/metrics" => { get => metrics::metrics as "/metrics" },
+    "/openapi.json" => { get => openapi::openapi as "/openapi.json" },
+    "/files/{*path}" => {
+        post => files::upload as "/files/{path}",
+        put => files::update as "/files/{path}",
+        get => files::download as "/files/{path}",
+        head => files::head as "/files/{path}",
+        delete => files::delete as "/files/{path}",
+    },
+    "/directories" => { get => directories::list_root as "/directories" },
+    "/directories/" => { get => directories::list_root as "/directories" },
+    "/directories/{*path}" => {
+        post => directories::create as "/directories/{path}",
+        get => directories::list as "/directories/{path}",
+        delete => directories::remove as "/directories/{path}",
+    },
+    "/bulk/upload" => { post => bulk::upload as "/bulk/upload" },
+    "/bulk/download" => { post => bulk::download as "/bulk/download" },
+    "/bulk/delete" => { post => bulk::delete as "/bulk/delete" },
+    "/bulk/manifest" => { get => bulk::manifest as "/bulk/manifest" },
+    "/bulk/sync" => { post => bulk::sync as "/bulk/sync" },
+    "/move" => { post => namespace::move_path as "/move" },
+    "/copy" => { post => namespace::copy_path as "/copy" },
+    "/search" => { get => namespace::search as "/search" },
+    "/changes" => { get => changes::changes as "/changes" },
+    "/versions/{*path}" => {
+        get => versions::list as "/versions/{path}",
+        post => versions::restore as "/versions/{path}/restore",
+    },
+    "/chunks/missing" => { post => chunks::missing as "/chunks/missing" },
+    "/chunks/{id}" => { put => chunks::put as "/chunks/{id}" },
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(admin::health))
-        .route(
-            "/files/{*path}",
-            post(files::upload)
-                .put(files::update)
-                .get(files::download)
-                .head(files::head)
-                .delete(files::delete),
-        )
-        .route("/bulk/upload", post(bulk::upload))
-        .route("/bulk/download", post(bulk::download))
-        .route("/bulk/delete", post(bulk::delete))
-        .route("/bulk/manifest", get(bulk::manifest))
-        .route("/bulk/sync", post(bulk::sync))
-        .route("/move", post(namespace::move_path))
-        .route("/copy", post(namespace::copy_path))
-        .route("/search", get(namespace::search))
-        .route("/changes", get(changes::changes))
-        .route("/versions/{*path}", get(versions::list).post(versions::restore))
-        .route("/chunks/missing", post(chunks::missing))
-        .route("/chunks/{id}", put(chunks::put))
-        .route("/directories", get(directories::list_root))
-        .route("/directories/", get(directories::list_root))
-        .route(
-            "/directories/{*path}",
-            post(directories::create)
-                .get(directories::list)
-                .delete(directories::remove),
-        )
+    add_routes(Router::new())
         .route("/files/", any(admin::empty_file_path))
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -88,7 +122,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 /// One line per request: method, route, status, bytes, duration. Never the token.
-async fn log_request(req: Request, next: Next) -> Response {
+async fn log_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let route = req
@@ -97,12 +131,20 @@ async fn log_request(req: Request, next: Next) -> Response {
         .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
     let bytes_in = content_length(req.headers());
     let resp = next.run(req).await;
+    let bytes_out = content_length(resp.headers());
+    state.metrics.record(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        bytes_in,
+        bytes_out,
+    );
     tracing::info!(
         method = %method,
         route = %route,
         status = resp.status().as_u16(),
         bytes_in,
-        bytes_out = content_length(resp.headers()),
+        bytes_out,
         duration_ms = start.elapsed().as_millis() as u64,
         "request"
     );

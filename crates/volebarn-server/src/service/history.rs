@@ -243,3 +243,31 @@ pub(crate) fn journal_trim_target(head: u64, floor: u64, keep: u64) -> Option<u6
     let slack = (keep / 10).max(1);
     (head.saturating_sub(floor) > keep + slack).then(|| head - keep)
 }
+
+/// Storage figures for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceStats {
+    pub files: u64,
+    pub file_bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    pub head_rev: u64,
+}
+
+impl Service {
+    pub async fn stats(&self) -> ServiceResult<ServiceStats> {
+        let meta = self.inner.meta.clone();
+        blocking(move || {
+            let err = |e| ServiceError::storage("", e);
+            let s = meta.stats().map_err(err)?;
+            Ok(ServiceStats {
+                files: s.files,
+                file_bytes: s.file_bytes,
+                chunks: s.chunks,
+                chunk_bytes: s.chunk_bytes,
+                head_rev: meta.head_rev().map_err(err)?,
+            })
+        })
+        .await?
+    }
+}

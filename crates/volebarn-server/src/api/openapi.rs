@@ -1,0 +1,172 @@
+//! `GET /openapi.json`: the API description, generated with utoipa from the wire types in
+//! `volebarn-core`. Each `#[utoipa::path]` below documents one route of [`super::router`];
+//! a test checks that the router's route table and this document list the same routes.
+#![allow(dead_code)] // the functions exist only to carry their `#[utoipa::path]` attributes
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use volebarn_core::sync::{ConflictKind, ConflictResolution, ConflictStrategy, SyncConflict, SyncPlan};
+use volebarn_core::types::*;
+use volebarn_core::{DirectoryListing, ErrorCode, FileMetadata, OperationError};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Volebarn File Sync API", version = "1.0.0", description = "Self-hosted file sync: durable storage, three-way sync, change feed. Every route but /health needs `Authorization: Bearer <token>`; every error body is an OperationError."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    paths(
+        health, metrics, openapi_json,
+        upload_file, update_file, download_file, head_file, delete_file,
+        list_root, create_directory, list_directory, delete_directory,
+        bulk_upload, bulk_download, bulk_delete, bulk_manifest, bulk_sync,
+        move_path, copy_path, search, changes, versions, restore_version,
+        missing_chunks, put_chunk,
+    ),
+    components(schemas(
+        FileMetadata, DirectoryListing, OperationError, ErrorCode, HealthStatus, VersionInfo, VersionList,
+        ChunkSpec, ChunkedCommit, ChunkIds, MissingChunks, MoveRequest, RestoreRequest, PathList,
+        BulkUploadResponse, BulkDeleteResponse, ChangeKind, ChangeEntry, ChangesResponse, FileManifest,
+        ClientEntry, ClientManifest, SyncRequest, SyncPlan, SyncConflict, ConflictStrategy,
+        ConflictResolution, ConflictKind,
+    ))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[utoipa::path(get, path = "/health", security(()), responses((status = 200, body = HealthStatus)))]
+fn health() {}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text")))]
+fn metrics() {}
+
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This document")))]
+fn openapi_json() {}
+
+#[utoipa::path(post, path = "/files/{path}",
+    params(("path" = String, Path, description = "File path, `/`-separated and percent-encoded per segment"),
+           ("X-File-Hash" = Option<String>, Header, description = "xxh3 of the body; 400 hash_mismatch if it differs"),
+           ("X-Modified-Time" = Option<String>, Header, description = "The file's own mtime (RFC 3339)")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes, or a ChunkedCommit with Content-Type application/vnd.volebarn.chunks+json"),
+    responses((status = 201, body = FileMetadata, headers(("ETag" = String))),
+              (status = 400, body = OperationError, description = "invalid_path, hash_mismatch, missing_chunks, bad_request"),
+              (status = 409, body = OperationError, description = "already_exists, is_a_directory, not_a_directory"),
+              (status = 413, body = OperationError, description = "payload_too_large")))]
+fn upload_file() {}
+
+#[utoipa::path(put, path = "/files/{path}",
+    params(("path" = String, Path, description = "File path"),
+           ("If-Match" = Option<String>, Header, description = "\"<rev>\": replace only if unchanged"),
+           ("X-File-Hash" = Option<String>, Header), ("X-Modified-Time" = Option<String>, Header)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = FileMetadata), (status = 404, body = OperationError),
+              (status = 412, body = OperationError, description = "precondition_failed"),
+              (status = 413, body = OperationError)))]
+fn update_file() {}
+
+#[utoipa::path(get, path = "/files/{path}", params(("path" = String, Path, description = "File path")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>,
+               headers(("X-File-Hash" = String), ("ETag" = String), ("X-Modified-Time" = String))),
+              (status = 404, body = OperationError), (status = 409, body = OperationError, description = "is_a_directory")))]
+fn download_file() {}
+
+#[utoipa::path(head, path = "/files/{path}", params(("path" = String, Path, description = "File path")),
+    responses((status = 200, description = "Metadata only",
+               headers(("X-File-Size" = u64), ("X-File-Hash" = String), ("X-Modified-Time" = String), ("ETag" = String))),
+              (status = 404, description = "No such file")))]
+fn head_file() {}
+
+#[utoipa::path(delete, path = "/files/{path}",
+    params(("path" = String, Path, description = "File path"), ("If-Match" = Option<String>, Header)),
+    responses((status = 204, description = "Deleted (kept as a version)"), (status = 404, body = OperationError),
+              (status = 412, body = OperationError)))]
+fn delete_file() {}
+
+#[utoipa::path(get, path = "/directories", responses((status = 200, body = DirectoryListing, description = "The root directory (also at /directories/)")))]
+fn list_root() {}
+
+#[utoipa::path(post, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
+    responses((status = 201, body = FileMetadata), (status = 409, body = OperationError)))]
+fn create_directory() {}
+
+#[utoipa::path(get, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
+    responses((status = 200, body = DirectoryListing), (status = 404, body = OperationError)))]
+fn list_directory() {}
+
+#[utoipa::path(delete, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
+    responses((status = 204, description = "Deleted recursively (files kept as versions)"), (status = 404, body = OperationError)))]
+fn delete_directory() {}
+
+#[utoipa::path(post, path = "/bulk/upload",
+    request_body(content_type = "multipart/form-data", description = "One part per file, named by its filename or a preceding `path` field; optional per-part X-File-Hash, X-Modified-Time, If-Match headers"),
+    responses((status = 200, body = BulkUploadResponse)))]
+fn bulk_upload() {}
+
+#[utoipa::path(post, path = "/bulk/download", request_body = PathList,
+    responses((status = 200, content_type = "multipart/mixed", description = "One part per file (X-File-Path, X-File-Hash, ETag) and a final JSON part {\"missing\": [OperationError]}")))]
+fn bulk_download() {}
+
+#[utoipa::path(post, path = "/bulk/delete", request_body = PathList, responses((status = 200, body = BulkDeleteResponse)))]
+fn bulk_delete() {}
+
+#[utoipa::path(get, path = "/bulk/manifest", params(("path" = Option<String>, Query, description = "Directory (default: root)")),
+    responses((status = 200, body = FileManifest), (status = 404, body = OperationError)))]
+fn bulk_manifest() {}
+
+#[utoipa::path(post, path = "/bulk/sync", request_body = SyncRequest, responses((status = 200, body = SyncPlan)))]
+fn bulk_sync() {}
+
+#[utoipa::path(post, path = "/move", request_body = MoveRequest,
+    responses((status = 200, body = FileMetadata), (status = 400, body = OperationError), (status = 404, body = OperationError), (status = 409, body = OperationError)))]
+fn move_path() {}
+
+#[utoipa::path(post, path = "/copy", request_body = MoveRequest,
+    responses((status = 200, body = FileMetadata), (status = 400, body = OperationError), (status = 404, body = OperationError), (status = 409, body = OperationError)))]
+fn copy_path() {}
+
+#[utoipa::path(get, path = "/search",
+    params(("pattern" = Option<String>, Query, description = "Glob on the name (or on the path below `path` when it contains /)"),
+           ("path" = Option<String>, Query, description = "Directory to search (default: root)"),
+           ("recursive" = Option<bool>, Query, description = "Default true"),
+           ("modified_since" = Option<String>, Query, description = "RFC 3339"),
+           ("hash" = Option<String>, Query, description = "xxh3, 16 hex digits")),
+    responses((status = 200, body = Vec<FileMetadata>), (status = 400, body = OperationError)))]
+fn search() {}
+
+#[utoipa::path(get, path = "/changes",
+    params(("since" = Option<u64>, Query, description = "Last revision seen (default 0)"),
+           ("wait" = Option<u64>, Query, description = "Seconds to wait for a change, at most 60")),
+    responses((status = 200, body = ChangesResponse), (status = 410, body = OperationError, description = "gone: re-read the manifest")))]
+fn changes() {}
+
+#[utoipa::path(get, path = "/versions/{path}", params(("path" = String, Path, description = "File path")),
+    responses((status = 200, body = VersionList), (status = 404, body = OperationError)))]
+fn versions() {}
+
+#[utoipa::path(post, path = "/versions/{path}/restore", params(("path" = String, Path, description = "File path")),
+    request_body = RestoreRequest, responses((status = 200, body = FileMetadata), (status = 404, body = OperationError)))]
+fn restore_version() {}
+
+#[utoipa::path(post, path = "/chunks/missing", request_body = ChunkIds, responses((status = 200, body = MissingChunks)))]
+fn missing_chunks() {}
+
+#[utoipa::path(put, path = "/chunks/{id}", params(("id" = String, Path, description = "BLAKE3 of the chunk, 64 hex digits")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "At most 4 MiB"),
+    responses((status = 204, description = "Stored"), (status = 400, body = OperationError, description = "hash_mismatch"), (status = 413, body = OperationError)))]
+fn put_chunk() {}
