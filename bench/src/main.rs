@@ -187,6 +187,12 @@ fn rate(n: usize, d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = parse_args()?;
     let work = tempfile::tempdir()?;
     let src: PathBuf = work.path().join("src");

@@ -2,7 +2,7 @@
 
 use super::{json_body, parse_api_path, query_map, AppState, MAX_JSON_BODY};
 use crate::error::{ServiceError, ServiceResult};
-use crate::service::{BulkItem, IfMatch, WriteMode};
+use crate::service::{BulkItem, IfMatch, StagedContent, WriteMode};
 use axum::body::Body;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
@@ -11,6 +11,8 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use volebarn_core::sync::SyncPlan;
 use volebarn_core::timefmt::parse_rfc3339;
 use volebarn_core::types::{headers, BulkDeleteResponse, BulkUploadResponse, PathList, SyncRequest};
@@ -41,6 +43,25 @@ fn part_options(h: &HeaderMap, path: &VPath) -> ServiceResult<(Option<Xxh3>, Opt
     Ok((hash, mtime, WriteMode::Upsert { if_match }))
 }
 
+/// Parts up to this size are read into memory and staged on the blocking pool in parallel
+/// (file creation is latency-bound); larger parts stream through the chunker in place.
+const SMALL_PART: usize = 4 * 1024 * 1024;
+/// Small parts being staged at once.
+const STAGING_IN_FLIGHT: usize = 8;
+
+/// A part on its way to the batch commit.
+enum Pending {
+    Failed(OperationError),
+    Staged(BulkItem),
+    Staging {
+        path: VPath,
+        mode: WriteMode,
+        mtime: Option<i64>,
+        hash: Option<Xxh3>,
+        task: tokio::task::JoinHandle<ServiceResult<StagedContent>>,
+    },
+}
+
 /// `multipart/form-data`, one part per file named by its filename (or by a `path` field
 /// sent just before it). Parts are streamed to storage one by one; a bad part fails alone.
 /// Existing files are replaced (a part may carry `If-Match` to make that conditional).
@@ -48,10 +69,10 @@ pub async fn upload(
     State(st): State<AppState>,
     mut form: Multipart,
 ) -> ServiceResult<Json<BulkUploadResponse>> {
-    let mut items = Vec::new();
-    let mut failed: Vec<OperationError> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut pending_path: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
+    let permits = Arc::new(Semaphore::new(STAGING_IN_FLIGHT));
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
@@ -75,15 +96,14 @@ pub async fn upload(
             .take()
             .or_else(|| field.file_name().map(str::to_string))
         else {
-            failed.push(OperationError::new(
+            pending.push(Pending::Failed(OperationError::new(
                 "",
                 volebarn_core::ErrorCode::BadRequest,
                 "part has no filename or path field",
-            ));
+            )));
             continue;
         };
-        let outcome = async {
-            let path = parse_api_path(&raw, false)?;
+        let checked = parse_api_path(&raw, false).and_then(|path| {
             if !seen.insert(path.clone()) {
                 return Err(ServiceError::BadRequest {
                     path: raw.clone(),
@@ -91,24 +111,103 @@ pub async fn upload(
                 });
             }
             let (hash, mtime, mode) = part_options(field.headers(), &path)?;
-            let content = st.service.stage_body(&path, field, false).await?;
-            content.verify(&path, hash)?;
-            Ok(BulkItem {
+            Ok((path, hash, mtime, mode))
+        });
+        let (path, hash, mtime, mode) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                pending.push(Pending::Failed(e.to_operation_error()));
+                continue;
+            }
+        };
+        // Read up to SMALL_PART bytes; a part that ends by then is staged in the background.
+        let mut field = field;
+        let mut head: Vec<u8> = Vec::new();
+        let mut ended = false;
+        while head.len() <= SMALL_PART {
+            match field.chunk().await {
+                Ok(Some(piece)) => head.extend_from_slice(&piece),
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(ServiceError::BadRequest {
+                        path: path.to_string(),
+                        message: format!("reading the request body failed: {}", error_chain(&e)),
+                    })
+                }
+            }
+        }
+        if ended {
+            let permit = permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let service = st.service.clone();
+            let p = path.clone();
+            let task = tokio::spawn(async move {
+                let out = service.stage_in_memory(p, Bytes::from(head)).await;
+                drop(permit);
+                out
+            });
+            pending.push(Pending::Staging {
+                path,
+                mode,
+                mtime,
+                hash,
+                task,
+            });
+            continue;
+        }
+        let body = futures_util::stream::iter([Ok::<Bytes, axum::extract::multipart::MultipartError>(
+            Bytes::from(head),
+        )])
+        .chain(field);
+        let staged = match st.service.stage_body(&path, body, false).await {
+            Ok(content) => content.verify(&path, hash).map(|()| content),
+            Err(e @ ServiceError::BadRequest { .. }) => return Err(e),
+            Err(e) => Err(e),
+        };
+        pending.push(match staged {
+            Ok(content) => Pending::Staged(BulkItem {
                 path,
                 mode,
                 content,
                 mtime,
-            })
-        }
-        .await;
-        match outcome {
-            Ok(item) => items.push(item),
-            Err(e @ ServiceError::BadRequest { .. })
-                if e.to_string().contains("reading the request body failed") =>
-            {
-                return Err(e)
+            }),
+            Err(e) => Pending::Failed(e.to_operation_error()),
+        });
+    }
+    let mut items = Vec::new();
+    let mut failed = Vec::new();
+    for p in pending {
+        match p {
+            Pending::Failed(e) => failed.push(e),
+            Pending::Staged(item) => items.push(item),
+            Pending::Staging {
+                path,
+                mode,
+                mtime,
+                hash,
+                task,
+            } => {
+                let staged = task
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("staging task: {e}")))
+                    .and_then(|r| r)
+                    .and_then(|content| content.verify(&path, hash).map(|()| content));
+                match staged {
+                    Ok(content) => items.push(BulkItem {
+                        path,
+                        mode,
+                        content,
+                        mtime,
+                    }),
+                    Err(e) => failed.push(e.to_operation_error()),
+                }
             }
-            Err(e) => failed.push(e.to_operation_error()),
         }
     }
     Ok(Json(st.service.commit_bulk(items, failed).await?))

@@ -38,9 +38,11 @@ impl Service {
             });
         }
         let chunks = self.inner.chunks.clone();
+        let t0 = std::time::Instant::now();
         blocking(move || chunks.sync_staged())
             .await?
             .map_err(|e| ServiceError::storage("", e))?;
+        let t_sync = t0.elapsed();
         let (files, item_failures) = self
             .mutate(move |tx| {
                 let mut files = Vec::new();
@@ -70,6 +72,12 @@ impl Service {
                 Ok((files, failures))
             })
             .await?;
+        tracing::debug!(
+            sync_ms = t_sync.as_millis() as u64,
+            commit_ms = (t0.elapsed() - t_sync).as_millis() as u64,
+            files = files.len(),
+            "bulk commit"
+        );
         failed.extend(item_failures);
         Ok(BulkUploadResponse {
             success: files.iter().map(|f| f.path.clone()).collect(),

@@ -260,6 +260,43 @@ impl Service {
         })
     }
 
+    /// Stages a body already in memory (a small bulk part), without fsync: the bulk commit
+    /// makes the whole batch durable at once.
+    pub(crate) async fn stage_in_memory(&self, path: VPath, data: Bytes) -> ServiceResult<StagedContent> {
+        let limit = self.inner.config.max_file_size;
+        if data.len() as u64 > limit {
+            return Err(ServiceError::TooLarge {
+                path: path.to_string(),
+                limit,
+            });
+        }
+        let chunks = self.inner.chunks.clone();
+        blocking(move || {
+            let mut staged = Vec::new();
+            for (offset, len) in volebarn_core::chunking::chunk_boundaries(&data) {
+                let piece = &data[offset..offset + len];
+                let s = chunks
+                    .stage(ChunkId::of(piece), piece, false)
+                    .map_err(|e| ServiceError::storage(path.as_str(), e))?;
+                staged.push(s);
+            }
+            let refs = staged
+                .iter()
+                .map(|s| ChunkRef {
+                    id: s.id.0,
+                    len: s.len,
+                })
+                .collect();
+            Ok(StagedContent {
+                staged,
+                chunks: refs,
+                size: data.len() as u64,
+                hash: Xxh3::of(&data),
+            })
+        })
+        .await?
+    }
+
     async fn stage_chunk(&self, path: &VPath, data: Vec<u8>, durable: bool) -> ServiceResult<StagedChunk> {
         let chunks = self.inner.chunks.clone();
         blocking(move || chunks.stage(ChunkId::of(&data), &data, durable))

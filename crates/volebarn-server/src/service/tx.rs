@@ -229,14 +229,24 @@ impl<'a> Tx<'a> {
         {
             batch.push(MetaOp::TrimJournal(upto));
         }
+        let start = std::time::Instant::now();
+        let (chunks, ops) = (staged.len(), batch.ops.len());
         inner
             .chunks
             .publish(staged)
             .map_err(|e| ServiceError::storage("", e))?;
+        let published = start.elapsed();
         let outcome = inner
             .meta
             .commit(batch)
             .map_err(|e| ServiceError::storage("", e))?;
+        tracing::debug!(
+            chunks,
+            ops,
+            publish_ms = published.as_millis() as u64,
+            meta_ms = (start.elapsed() - published).as_millis() as u64,
+            "commit"
+        );
         for id in outcome.freed_chunks {
             if let Err(e) = inner.chunks.delete(&id) {
                 // An undeleted chunk is an orphan that GC removes; the commit stands.

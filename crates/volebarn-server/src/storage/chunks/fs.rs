@@ -41,6 +41,49 @@ impl FsChunkStore {
     }
 }
 
+impl FsChunkStore {
+    /// Renames staged chunks into place; returns the directories whose entries changed
+    /// (to be made durable by the caller).
+    ///
+    /// A chunk already present is simply replaced: same name, same bytes (content
+    /// addressing), and `rename` is atomic, so readers see one or the other copy.
+    fn place_all(&self, staged: Vec<StagedChunk>) -> StorageResult<Vec<PathBuf>> {
+        let mut touched = Vec::new();
+        for mut chunk in staged {
+            let Some(tmp) = chunk.take_tmp() else { continue };
+            let dest = self.chunk_path(&chunk.id);
+            let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+            let placed = match fs::rename(&tmp, &dest) {
+                Err(e) if e.kind() == ErrorKind::NotFound && tmp.exists() => {
+                    // New fan-out directories must reach the disk too: each new level's
+                    // parent directory changed.
+                    let mut level = parent.clone();
+                    while !level.exists() && level != self.root {
+                        match level.parent() {
+                            Some(up) => {
+                                touched.push(up.to_path_buf());
+                                level = up.to_path_buf();
+                            }
+                            None => break,
+                        }
+                    }
+                    fs::create_dir_all(&parent).and_then(|()| fs::rename(&tmp, &dest))
+                }
+                other => other,
+            };
+            if let Err(e) = placed {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            touched.push(parent);
+        }
+        Ok(touched)
+    }
+}
+
+/// Threads renaming a large batch of chunks into place.
+const PUBLISH_THREADS: usize = 4;
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -69,33 +112,31 @@ impl ChunkStore for FsChunkStore {
     }
 
     fn publish(&self, staged: Vec<StagedChunk>) -> StorageResult<()> {
+        // Renames are latency-bound: spread a large batch over a few threads.
+        let groups = if staged.len() >= 64 { PUBLISH_THREADS } else { 1 };
+        let per_group = staged.len().div_ceil(groups).max(1);
+        let mut staged = staged;
+        let mut parts = Vec::new();
+        while !staged.is_empty() {
+            let rest = staged.split_off(per_group.min(staged.len()));
+            parts.push(std::mem::replace(&mut staged, rest));
+        }
+        let results: Vec<StorageResult<Vec<PathBuf>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = parts
+                .into_iter()
+                .map(|part| scope.spawn(move || self.place_all(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("publish thread panicked").into()))
+                })
+                .collect()
+        });
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
-        for mut chunk in staged {
-            let dest = self.chunk_path(&chunk.id);
-            if dest.exists() {
-                continue; // dropping `chunk` removes its temporary copy
-            }
-            let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-            if !parent.exists() {
-                // New fan-out directories must reach the disk too: fsync each new level's parent.
-                let mut missing = parent.clone();
-                while !missing.exists() && missing != self.root {
-                    if let Some(up) = missing.parent() {
-                        touched.insert(up.to_path_buf());
-                        missing = up.to_path_buf();
-                    } else {
-                        break;
-                    }
-                }
-                fs::create_dir_all(&parent)?;
-            }
-            if let Some(tmp) = chunk.take_tmp() {
-                if let Err(e) = fs::rename(&tmp, &dest) {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e.into());
-                }
-            }
-            touched.insert(parent);
+        for r in results {
+            touched.extend(r?);
         }
         if touched.len() > MAX_DIR_FSYNCS {
             let dir = File::open(&self.root)?;
