@@ -120,18 +120,10 @@ impl Service {
         let meta = self.inner.meta.clone();
         let d = dir.clone();
         blocking(move || {
-            if !d.is_root() {
-                match meta.get(&d).map_err(|e| ServiceError::storage(d.as_str(), e))? {
-                    Some(Entry::Dir(_)) => {}
-                    Some(Entry::File(_)) => {
-                        return Err(ServiceError::NotADirectory {
-                            path: d.to_string(),
-                            blocker: d.to_string(),
-                        })
-                    }
-                    None => return Err(ServiceError::NotFound { path: d.to_string() }),
-                }
-            }
+            super::expect_dir(
+                &d,
+                meta.get(&d).map_err(|e| ServiceError::storage(d.as_str(), e))?,
+            )?;
             let page = meta
                 .descendants_page(&d, after.as_ref(), limit)
                 .map_err(|e| ServiceError::storage(d.as_str(), e))?;

@@ -1,7 +1,10 @@
 //! Single files and directories: streamed upload, replace, download, delete, mkdir, rmdir,
 //! listing.
 
-use super::{blocking, check_if_match, dir_metadata, entry_metadata, file_metadata, IfMatch, Service, Tx};
+use super::{
+    blocking, check_if_match, dir_metadata, entry_metadata, expect_dir, expect_file, file_metadata, IfMatch,
+    Service, Tx,
+};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{ChangeKind, ChunkRef, DirRecord, Entry, FileRecord, StagedChunk};
 use bytes::Bytes;
@@ -137,15 +140,7 @@ impl Service {
 
     /// The current record of a file (for download).
     pub async fn open_file(&self, path: &VPath) -> ServiceResult<FileRecord> {
-        match self.get_entry(path).await? {
-            Some(Entry::File(f)) => Ok(f),
-            Some(Entry::Dir(_)) => Err(ServiceError::IsADirectory {
-                path: path.to_string(),
-            }),
-            None => Err(ServiceError::NotFound {
-                path: path.to_string(),
-            }),
-        }
+        expect_file(path, self.get_entry(path).await?)
     }
 
     /// The bytes of a file as a stream of verified chunks, read one at a time.
@@ -338,20 +333,7 @@ impl Service {
     }
 
     pub async fn list_dir(&self, path: &VPath) -> ServiceResult<DirectoryListing> {
-        match self.get_entry(path).await? {
-            Some(Entry::Dir(_)) => {}
-            Some(Entry::File(_)) => {
-                return Err(ServiceError::NotADirectory {
-                    path: path.to_string(),
-                    blocker: path.to_string(),
-                })
-            }
-            None => {
-                return Err(ServiceError::NotFound {
-                    path: path.to_string(),
-                })
-            }
-        }
+        expect_dir(path, self.get_entry(path).await?)?;
         let meta = self.inner.meta.clone();
         let p = path.clone();
         let children = blocking(move || meta.children(&p))
@@ -365,19 +347,7 @@ impl Service {
 }
 
 pub(crate) fn delete_file_in(tx: &mut Tx<'_>, path: &VPath, if_match: Option<&IfMatch>) -> ServiceResult<()> {
-    let old = match tx.get(path)? {
-        Some(Entry::File(f)) => f,
-        Some(Entry::Dir(_)) => {
-            return Err(ServiceError::IsADirectory {
-                path: path.to_string(),
-            })
-        }
-        None => {
-            return Err(ServiceError::NotFound {
-                path: path.to_string(),
-            })
-        }
-    };
+    let old = expect_file(path, tx.get(path)?)?;
     check_if_match(path, if_match, old.rev)?;
     let rev = tx.rev();
     tx.archive(path, old, true)?;
@@ -393,20 +363,7 @@ pub(crate) fn delete_dir_in(tx: &mut Tx<'_>, path: &VPath) -> ServiceResult<()> 
             reason: "the root directory cannot be deleted".into(),
         });
     }
-    match tx.get(path)? {
-        Some(Entry::Dir(_)) => {}
-        Some(Entry::File(_)) => {
-            return Err(ServiceError::NotADirectory {
-                path: path.to_string(),
-                blocker: path.to_string(),
-            })
-        }
-        None => {
-            return Err(ServiceError::NotFound {
-                path: path.to_string(),
-            })
-        }
-    }
+    expect_dir(path, tx.get(path)?)?;
     let rev = tx.rev();
     tx.clear_path(path)?;
     tx.journal(rev, ChangeKind::Rmdir, path, None);

@@ -139,6 +139,33 @@ pub fn dir_metadata(path: &VPath, rec: &DirRecord) -> FileMetadata {
     }
 }
 
+/// `entry` (what lives at `path`) must be a file: 404 when absent, 409 `is_a_directory`.
+pub(crate) fn expect_file(path: &VPath, entry: Option<Entry>) -> ServiceResult<FileRecord> {
+    match entry {
+        Some(Entry::File(f)) => Ok(f),
+        Some(Entry::Dir(_)) => Err(ServiceError::IsADirectory {
+            path: path.to_string(),
+        }),
+        None => Err(ServiceError::NotFound {
+            path: path.to_string(),
+        }),
+    }
+}
+
+/// `entry` (what lives at `path`) must be a directory: 404 when absent, 409 `not_a_directory`.
+pub(crate) fn expect_dir(path: &VPath, entry: Option<Entry>) -> ServiceResult<DirRecord> {
+    match entry {
+        Some(Entry::Dir(d)) => Ok(d),
+        Some(Entry::File(_)) => Err(ServiceError::NotADirectory {
+            path: path.to_string(),
+            blocker: path.to_string(),
+        }),
+        None => Err(ServiceError::NotFound {
+            path: path.to_string(),
+        }),
+    }
+}
+
 pub fn entry_metadata(path: &VPath, e: &Entry) -> FileMetadata {
     match e {
         Entry::File(f) => file_metadata(path, f),

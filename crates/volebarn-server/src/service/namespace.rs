@@ -51,20 +51,7 @@ impl Service {
         let meta = self.inner.meta.clone();
         blocking(move || {
             let err = |e| ServiceError::storage(q.dir.as_str(), e);
-            match meta.get(&q.dir).map_err(err)? {
-                Some(Entry::Dir(_)) => {}
-                Some(Entry::File(_)) => {
-                    return Err(ServiceError::NotADirectory {
-                        path: q.dir.to_string(),
-                        blocker: q.dir.to_string(),
-                    })
-                }
-                None => {
-                    return Err(ServiceError::NotFound {
-                        path: q.dir.to_string(),
-                    })
-                }
-            }
+            super::expect_dir(&q.dir, meta.get(&q.dir).map_err(err)?)?;
             let candidates: Vec<(VPath, Entry)> = if let Some(h) = q.hash {
                 let mut v = Vec::new();
                 for p in meta.files_with_hash(h).map_err(err)? {
