@@ -4,7 +4,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{pseudo_random, TestServer};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use volebarn_client::{ErrorCode, FileUpload, Xxh3};
 
 #[tokio::test]
@@ -74,6 +74,8 @@ async fn move_and_copy_a_directory_of_1000_files() {
         .expect("copy dir");
     let copy_time = start.elapsed();
     eprintln!("move of 1,000 files: {move_time:?}; copy: {copy_time:?}");
+    // The bound; one metadata batch takes ~15 ms here, so this has 60x headroom.
+    assert!(move_time < Duration::from_secs(1) && copy_time < Duration::from_secs(1));
 
     let manifest = t.client.get_manifest(None).await.expect("manifest");
     let count = |prefix: &str| {
