@@ -44,7 +44,7 @@ impl Client {
     /// Uploads many files in one `multipart/form-data` request; existing files are replaced.
     /// Each part carries its xxh3 so the server refuses a part damaged in flight; parts fail
     /// individually (see `failed` in the answer).
-    pub async fn bulk_upload(&self, files: Vec<FileUpload>) -> Result<BulkUploadResponse> {
+    pub(crate) async fn bulk_upload_once(&self, files: Vec<FileUpload>) -> Result<BulkUploadResponse> {
         let mut form = reqwest::multipart::Form::new();
         for f in files {
             parse_path(&f.path)?;
@@ -70,7 +70,7 @@ impl Client {
     }
 
     /// Downloads many files in one request, verifying every file's xxh3.
-    pub async fn bulk_download(&self, paths: &[String]) -> Result<BulkDownload> {
+    pub(crate) async fn bulk_download_once(&self, paths: &[String]) -> Result<BulkDownload> {
         let body = PathList {
             paths: paths.to_vec(),
         };
@@ -151,7 +151,7 @@ impl Client {
     }
 
     /// Deletes files and directories (recursively); each path succeeds or fails alone.
-    pub async fn bulk_delete(&self, paths: &[String]) -> Result<BulkDeleteResponse> {
+    pub(crate) async fn bulk_delete_once(&self, paths: &[String]) -> Result<BulkDeleteResponse> {
         let body = PathList {
             paths: paths.to_vec(),
         };
@@ -164,7 +164,7 @@ impl Client {
     }
 
     /// Every file and directory below `path` (`None` = everything).
-    pub async fn get_manifest(&self, path: Option<&str>) -> Result<FileManifest> {
+    pub(crate) async fn get_manifest_once(&self, path: Option<&str>) -> Result<FileManifest> {
         let mut req = self.request(Method::GET, format!("{}/bulk/manifest", self.base));
         if let Some(p) = path {
             req = req.query(&[("path", p)]);
@@ -174,7 +174,7 @@ impl Client {
     }
 
     /// Asks the server for the three-way sync plan of a local manifest (with base revs).
-    pub async fn sync_plan(&self, request: &SyncRequest) -> Result<SyncPlan> {
+    pub(crate) async fn sync_plan_once(&self, request: &SyncRequest) -> Result<SyncPlan> {
         let resp = self
             .request(Method::POST, format!("{}/bulk/sync", self.base))
             .json(request)

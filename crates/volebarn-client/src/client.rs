@@ -29,6 +29,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest silence while waiting for bytes of a response.
     pub read_timeout: Duration,
+    pub retry: crate::resilience::RetryConfig,
+    pub breaker: crate::resilience::BreakerConfig,
 }
 
 impl ClientConfig {
@@ -39,6 +41,8 @@ impl ClientConfig {
             ca_cert: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            retry: crate::resilience::RetryConfig::default(),
+            breaker: crate::resilience::BreakerConfig::default(),
         }
     }
 
@@ -53,6 +57,23 @@ pub struct Client {
     http: reqwest::Client,
     pub(crate) base: String,
     token: String,
+    pub(crate) resilience: std::sync::Arc<Resilience>,
+}
+
+/// The background health monitor; dropping it stops the monitor.
+pub struct HealthMonitor(tokio::task::JoinHandle<()>);
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Retry policy, breaker and health state shared by clones of one `Client`.
+pub(crate) struct Resilience {
+    pub(crate) retry: crate::resilience::RetryConfig,
+    pub(crate) breaker: crate::resilience::CircuitBreaker,
+    pub(crate) health: std::sync::Mutex<crate::resilience::HealthState>,
 }
 
 pub(crate) fn parse_path(path: &str) -> Result<VPath> {
@@ -84,10 +105,22 @@ fn rev_from_etag(h: &HeaderMap) -> Option<u64> {
     header(h, ETAG.as_str())?.trim_matches('"').parse().ok()
 }
 
+/// `Retry-After` as seconds: either a number of seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<u64> {
+    if let Ok(secs) = v.trim().parse() {
+        return Some(secs);
+    }
+    let at = httpdate::parse_http_date(v.trim()).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
 /// Turns a non-2xx response into the matching `ClientError`.
 async fn error_from(resp: Response, path: &str) -> ClientError {
     let status = resp.status();
-    let retry_after = header(resp.headers(), "retry-after").and_then(|v| v.parse().ok());
+    let retry_after = header(resp.headers(), "retry-after").and_then(parse_retry_after);
     let body = resp.bytes().await.unwrap_or_default();
     let op: Option<OperationError> = serde_json::from_slice(&body).ok();
     let (code, message, epath) = match op {
@@ -153,6 +186,11 @@ impl Client {
             http,
             base,
             token: config.token,
+            resilience: std::sync::Arc::new(Resilience {
+                retry: config.retry,
+                breaker: crate::resilience::CircuitBreaker::new(config.breaker),
+                health: std::sync::Mutex::new(crate::resilience::HealthState::default()),
+            }),
         })
     }
 
@@ -168,10 +206,48 @@ impl Client {
         format!("{}/directories/{}", self.base, encode_path(p))
     }
 
-    /// `GET /health` (no token needed).
+    /// `GET /health` (no token needed, no retries); the round trip feeds [`Client::health`].
     pub async fn ping(&self) -> Result<HealthStatus> {
-        let resp = check(self.http.get(format!("{}/health", self.base)).send().await?, "").await?;
-        Ok(resp.json().await?)
+        let start = tokio::time::Instant::now();
+        let result: Result<HealthStatus> = async {
+            let resp = check(self.http.get(format!("{}/health", self.base)).send().await?, "").await?;
+            Ok(resp.json().await?)
+        }
+        .await;
+        let outcome = match &result {
+            Ok(_) => Ok(start.elapsed()),
+            Err(_) => Err(()),
+        };
+        self.resilience
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(outcome);
+        result
+    }
+
+    /// What the client knows about the server: last success, consecutive failures, average
+    /// latency, health, and the circuit breaker's state.
+    pub fn health(&self) -> crate::resilience::ServerHealth {
+        let breaker = self.resilience.breaker.state();
+        self.resilience
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot(breaker)
+    }
+
+    /// Pings `/health` in the background: every 30 s while healthy, backing off to 30 s,
+    /// 1 min, 2 min, then 5 min while it fails. Runs until the returned guard is dropped.
+    pub fn start_health_monitor(&self) -> HealthMonitor {
+        let client = self.clone();
+        HealthMonitor(tokio::spawn(async move {
+            loop {
+                let _ = client.ping().await;
+                let failures = client.health().consecutive_failures;
+                tokio::time::sleep(crate::resilience::next_health_check(failures)).await;
+            }
+        }))
     }
 
     async fn send_content(
@@ -194,22 +270,27 @@ impl Client {
     }
 
     /// Creates a new file (409 `already_exists` if present).
-    pub async fn upload_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
+    pub(crate) async fn upload_file_once(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
         self.send_content(Method::POST, path, content, None).await
     }
 
     /// Replaces an existing file (404 if absent).
-    pub async fn update_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
+    pub(crate) async fn update_file_once(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
         self.send_content(Method::PUT, path, content, None).await
     }
 
     /// Replaces a file only if its current revision is `rev` (else 412 `precondition_failed`).
-    pub async fn update_file_if(&self, path: &str, content: Bytes, rev: u64) -> Result<FileMetadata> {
+    pub(crate) async fn update_file_if_once(
+        &self,
+        path: &str,
+        content: Bytes,
+        rev: u64,
+    ) -> Result<FileMetadata> {
         self.send_content(Method::PUT, path, content, Some(rev)).await
     }
 
     /// Downloads a whole file into memory and verifies its xxh3.
-    pub async fn download_file(&self, path: &str) -> Result<Bytes> {
+    pub(crate) async fn download_file_once(&self, path: &str) -> Result<Bytes> {
         let p = parse_path(path)?;
         let resp = check(self.request(Method::GET, self.file_url(&p)).send().await?, path).await?;
         let expected = header_hash(resp.headers(), &p)?;
@@ -225,12 +306,12 @@ impl Client {
         Ok(body)
     }
 
-    pub async fn delete_file(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete_file_once(&self, path: &str) -> Result<()> {
         self.delete_file_inner(path, None).await
     }
 
     /// Deletes a file only if its current revision is `rev`.
-    pub async fn delete_file_if(&self, path: &str, rev: u64) -> Result<()> {
+    pub(crate) async fn delete_file_if_once(&self, path: &str, rev: u64) -> Result<()> {
         self.delete_file_inner(path, Some(rev)).await
     }
 
@@ -245,7 +326,7 @@ impl Client {
     }
 
     /// Metadata from `HEAD /files/{path}`.
-    pub async fn get_file_metadata(&self, path: &str) -> Result<FileMetadata> {
+    pub(crate) async fn get_file_metadata_once(&self, path: &str) -> Result<FileMetadata> {
         let p = parse_path(path)?;
         let resp = self.request(Method::HEAD, self.file_url(&p)).send().await?;
         if !resp.status().is_success() {
@@ -283,21 +364,21 @@ impl Client {
         })
     }
 
-    pub async fn create_directory(&self, path: &str) -> Result<FileMetadata> {
+    pub(crate) async fn create_directory_once(&self, path: &str) -> Result<FileMetadata> {
         let p = parse_path(path)?;
         let resp = check(self.request(Method::POST, self.dir_url(&p)).send().await?, path).await?;
         Ok(resp.json().await?)
     }
 
     /// Deletes a directory and everything in it.
-    pub async fn delete_directory(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete_directory_once(&self, path: &str) -> Result<()> {
         let p = parse_path(path)?;
         check(self.request(Method::DELETE, self.dir_url(&p)).send().await?, path).await?;
         Ok(())
     }
 
     /// Direct children of a directory (`None` = the root).
-    pub async fn list_directory(&self, path: Option<&str>) -> Result<DirectoryListing> {
+    pub(crate) async fn list_directory_once(&self, path: Option<&str>) -> Result<DirectoryListing> {
         let p = match path {
             None => VPath::root(),
             Some(s) => VPath::parse(s).map_err(|e| ClientError::InvalidPath {
@@ -316,7 +397,12 @@ impl Client {
     /// Streams a local file to the server, creating (`replace = false`) or replacing it.
     /// The file is hashed first so the server can refuse a body that changed in flight;
     /// its mtime travels as `X-Modified-Time`.
-    pub async fn upload_path(&self, remote: &str, local: &Path, replace: bool) -> Result<FileMetadata> {
+    pub(crate) async fn upload_path_once(
+        &self,
+        remote: &str,
+        local: &Path,
+        replace: bool,
+    ) -> Result<FileMetadata> {
         let p = parse_path(remote)?;
         let io_err = |source| ClientError::Io {
             path: local.display().to_string(),
@@ -346,7 +432,7 @@ impl Client {
     /// Streams a file to `local`, verifying its xxh3 before it appears there: the bytes go to
     /// a temporary file beside `local`, which is fsynced and renamed only when the hash
     /// matches. Returns the verified hash.
-    pub async fn download_to(&self, remote: &str, local: &Path) -> Result<Xxh3> {
+    pub(crate) async fn download_to_once(&self, remote: &str, local: &Path) -> Result<Xxh3> {
         let p = parse_path(remote)?;
         let resp = check(self.request(Method::GET, self.file_url(&p)).send().await?, remote).await?;
         let expected = header_hash(resp.headers(), &p)?;
@@ -406,7 +492,7 @@ fn time_nanos(t: std::time::SystemTime) -> i64 {
 }
 
 /// xxh3 and length of a file, read in 1 MiB pieces.
-async fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
+pub(crate) async fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
     let mut f = tokio::fs::File::open(path).await?;
     let mut hasher = Xxh3Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -425,6 +511,20 @@ async fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("7"), Some(7));
+        let in_a_minute = std::time::SystemTime::now() + std::time::Duration::from_secs(61);
+        let secs = parse_retry_after(&httpdate::fmt_http_date(in_a_minute)).expect("date");
+        assert!((59..=61).contains(&secs), "{secs}");
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(0),
+            "a past date means now"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
 
     #[test]
     fn segments_are_encoded_so_dots_and_slashes_cannot_escape() {

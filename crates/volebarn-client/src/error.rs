@@ -53,6 +53,10 @@ pub enum ClientError {
 
     #[error("Configuration error: {0}")]
     Config(String),
+
+    /// The circuit breaker is open: the server failed repeatedly; nothing was sent.
+    #[error("Circuit open: server unavailable, next attempt in {retry_in:?}")]
+    CircuitOpen { retry_in: std::time::Duration },
 }
 
 impl ClientError {
@@ -64,7 +68,30 @@ impl ClientError {
             ClientError::HashMismatch { .. } => Some(ErrorCode::HashMismatch),
             ClientError::InvalidPath { .. } => Some(ErrorCode::InvalidPath),
             ClientError::RateLimited { .. } => Some(ErrorCode::RateLimited),
-            ClientError::Network(_) | ClientError::Timeout { .. } => Some(ErrorCode::NetworkError),
+            ClientError::Network(_) | ClientError::Timeout { .. } | ClientError::CircuitOpen { .. } => {
+                Some(ErrorCode::NetworkError)
+            }
+            _ => None,
+        }
+    }
+
+    /// Worth retrying: the request may succeed later (connect errors, timeouts, dropped
+    /// connections, 408, 429, 5xx other than 501/505/507).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Network(e) => !e.is_builder() && !e.is_redirect(),
+            ClientError::Timeout { .. } | ClientError::RateLimited { .. } => true,
+            ClientError::Server { status, .. } => {
+                matches!(status, 408 | 429) || (*status >= 500 && !matches!(status, 501 | 505 | 507))
+            }
+            _ => false,
+        }
+    }
+
+    /// How long the server asked us to wait (`Retry-After` on 429).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::RateLimited { retry_after } => Some(std::time::Duration::from_secs(*retry_after)),
             _ => None,
         }
     }

@@ -4,14 +4,17 @@
 //! the server's `error_code`. Files on disk are streamed both ways ([`Client::upload_path`],
 //! [`Client::download_to`]) so no call needs a whole large file in memory.
 
+mod api;
 mod bulk;
 mod client;
 mod error;
 mod namespace;
+pub mod resilience;
 
 pub use bulk::{BulkDownload, FileDownload, FileUpload};
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
+pub use resilience::{BreakerConfig, BreakerState, RetryConfig, ServerHealth};
 pub use volebarn_core::sync::{ConflictStrategy, SyncPlan};
 pub use volebarn_core::types::{
     BulkDeleteResponse, BulkUploadResponse, ChangeEntry, ChangeKind, ChangesResponse, ChunkedCommit,

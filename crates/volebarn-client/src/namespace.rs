@@ -28,24 +28,33 @@ impl Client {
     }
 
     /// Moves a file or directory on the server (metadata only); 409 if `to` exists.
-    pub async fn move_file(&self, from: &str, to: &str) -> Result<FileMetadata> {
+    pub(crate) async fn move_file_once(&self, from: &str, to: &str) -> Result<FileMetadata> {
         self.relocate("move", from, to, false).await
     }
 
     /// Copies a file or directory on the server without copying bytes; 409 if `to` exists.
-    pub async fn copy_file(&self, from: &str, to: &str) -> Result<FileMetadata> {
+    pub(crate) async fn copy_file_once(&self, from: &str, to: &str) -> Result<FileMetadata> {
         self.relocate("copy", from, to, false).await
     }
 
     /// Move or copy that replaces an existing target (kept as a version).
-    pub async fn move_or_copy_overwrite(&self, copy: bool, from: &str, to: &str) -> Result<FileMetadata> {
+    pub(crate) async fn move_or_copy_overwrite_once(
+        &self,
+        copy: bool,
+        from: &str,
+        to: &str,
+    ) -> Result<FileMetadata> {
         self.relocate(if copy { "copy" } else { "move" }, from, to, true)
             .await
     }
 
     /// Files and directories whose name matches the glob `pattern`, below `path`
     /// (recursively), sorted by path.
-    pub async fn search_files(&self, pattern: &str, path: Option<&str>) -> Result<Vec<FileMetadata>> {
+    pub(crate) async fn search_files_once(
+        &self,
+        pattern: &str,
+        path: Option<&str>,
+    ) -> Result<Vec<FileMetadata>> {
         let mut query = vec![
             ("pattern", pattern.to_string()),
             ("recursive", "true".to_string()),
@@ -57,13 +66,13 @@ impl Client {
     }
 
     /// Files modified at or after `since` (Unix nanoseconds).
-    pub async fn search_modified_since(&self, since: i64) -> Result<Vec<FileMetadata>> {
+    pub(crate) async fn search_modified_since_once(&self, since: i64) -> Result<Vec<FileMetadata>> {
         self.search_query(&[("modified_since", format_rfc3339(since))])
             .await
     }
 
     /// Files whose content hash is `hash`.
-    pub async fn search_hash(&self, hash: Xxh3) -> Result<Vec<FileMetadata>> {
+    pub(crate) async fn search_hash_once(&self, hash: Xxh3) -> Result<Vec<FileMetadata>> {
         self.search_query(&[("hash", hash.to_string())]).await
     }
 
@@ -78,7 +87,7 @@ impl Client {
 
     /// Journal entries after `since`, waiting up to `wait_secs` (max 60) for one. A
     /// `ClientError::Server` with code `gone` means `since` is too old: re-read the manifest.
-    pub async fn changes(&self, since: u64, wait_secs: u64) -> Result<ChangesResponse> {
+    pub(crate) async fn changes_once(&self, since: u64, wait_secs: u64) -> Result<ChangesResponse> {
         let resp = self
             .request(Method::GET, format!("{}/changes", self.base))
             .query(&[("since", since), ("wait", wait_secs)])
@@ -88,7 +97,7 @@ impl Client {
     }
 
     /// Kept versions of a file, newest (current) first.
-    pub async fn versions(&self, path: &str) -> Result<VersionList> {
+    pub(crate) async fn versions_once(&self, path: &str) -> Result<VersionList> {
         let p = parse_path(path)?;
         let resp = self
             .request(Method::GET, format!("{}/versions/{}", self.base, encode_path(&p)))
@@ -98,7 +107,7 @@ impl Client {
     }
 
     /// Makes version `rev` of `path` current again (as a new revision).
-    pub async fn restore_version(&self, path: &str, rev: u64) -> Result<FileMetadata> {
+    pub(crate) async fn restore_version_once(&self, path: &str, rev: u64) -> Result<FileMetadata> {
         let p = parse_path(path)?;
         let resp = self
             .request(
@@ -112,7 +121,7 @@ impl Client {
     }
 
     /// The ids the server does not have yet.
-    pub async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+    pub(crate) async fn missing_chunks_once(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
         let resp = self
             .request(Method::POST, format!("{}/chunks/missing", self.base))
             .json(&ChunkIds { ids: ids.to_vec() })
@@ -123,7 +132,7 @@ impl Client {
     }
 
     /// Stores one chunk (the server verifies its BLAKE3 id).
-    pub async fn put_chunk(&self, id: ChunkId, data: bytes::Bytes) -> Result<()> {
+    pub(crate) async fn put_chunk_once(&self, id: ChunkId, data: bytes::Bytes) -> Result<()> {
         let resp = self
             .request(Method::PUT, format!("{}/chunks/{id}", self.base))
             .body(data)
@@ -134,7 +143,7 @@ impl Client {
     }
 
     /// Commits a file from stored chunks; `replace` chooses PUT (existing file) over POST.
-    pub async fn commit_chunks(
+    pub(crate) async fn commit_chunks_once(
         &self,
         path: &str,
         commit: &ChunkedCommit,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use volebarn_client::{Client, ClientConfig, ClientError, ErrorCode};
+use volebarn_client::{Client, ClientConfig, ClientError, ErrorCode, RetryConfig};
 use volebarn_server::config::{ServerConfig, TlsMode};
 
 async fn corrupting_proxy(upstream: SocketAddr) -> SocketAddr {
@@ -71,8 +71,12 @@ async fn corrupted_download_is_a_hash_mismatch() {
     );
 
     let proxy = corrupting_proxy(server.addr).await;
-    let via_proxy =
-        || Client::new(ClientConfig::new(format!("http://{proxy}"), server.token.clone())).expect("client");
+    // Without retries the damage surfaces as a mismatch…
+    let via_proxy = || {
+        let mut cfg = ClientConfig::new(format!("http://{proxy}"), server.token.clone());
+        cfg.retry = RetryConfig::none();
+        Client::new(cfg).expect("client")
+    };
 
     let err = via_proxy().download_file("victim.txt").await.unwrap_err();
     assert!(matches!(err, ClientError::HashMismatch { .. }), "{err}");
@@ -88,5 +92,19 @@ async fn corrupted_download_is_a_hash_mismatch() {
         .filter(|n| n != "data")
         .collect();
     assert!(left.is_empty(), "nothing written on a mismatch: {left:?}");
+
+    // …with the default policy the client downloads again (on the same, now clean,
+    // connection) and gets the right bytes.
+    let retrying =
+        Client::new(ClientConfig::new(format!("http://{proxy}"), server.token.clone())).expect("client");
+    assert_eq!(
+        retrying.download_file("victim.txt").await.expect("re-fetched"),
+        content
+    );
+    retrying
+        .download_to("victim.txt", &target)
+        .await
+        .expect("re-fetched to disk");
+    assert_eq!(std::fs::read(&target).expect("read"), content.as_ref());
     server.shutdown().await.expect("shutdown");
 }

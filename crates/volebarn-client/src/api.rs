@@ -1,0 +1,363 @@
+//! The public methods: each runs its one-shot request (`*_once`) through the retry loop and
+//! the circuit breaker (see [`crate::resilience`]). Writes are made safe to retry: a retried
+//! upload that finds its own earlier attempt already applied (409/412 with the same content
+//! on the server) counts as done; a retried delete that finds nothing counts as done.
+
+use crate::bulk::{BulkDownload, FileUpload};
+use crate::client::Client;
+use crate::error::{ClientError, Result};
+use bytes::Bytes;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use volebarn_core::sync::SyncPlan;
+use volebarn_core::types::{
+    BulkDeleteResponse, BulkUploadResponse, ChangesResponse, ChunkedCommit, FileManifest, SyncRequest,
+    VersionList,
+};
+use volebarn_core::{ChunkId, DirectoryListing, ErrorCode, FileMetadata, Xxh3};
+
+/// Counts attempts so a wrapper knows whether a "conflict" may be its own earlier attempt.
+#[derive(Default)]
+struct Attempts(AtomicU32);
+
+impl Attempts {
+    fn next(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn retried(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 1
+    }
+}
+
+fn code_is(e: &ClientError, codes: &[ErrorCode]) -> bool {
+    e.error_code().is_some_and(|c| codes.contains(&c))
+}
+
+impl Client {
+    /// Runs `op` with this client's retry policy and circuit breaker.
+    pub(crate) async fn call<T, F, Fut>(&self, operation: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        crate::resilience::run(&self.resilience.retry, &self.resilience.breaker, operation, op).await
+    }
+
+    /// After a retried write: if the server already holds exactly `expected`, our earlier
+    /// attempt landed and the write is done.
+    async fn settle_write(
+        &self,
+        path: &str,
+        expected: Xxh3,
+        attempts: &Attempts,
+        result: Result<FileMetadata>,
+    ) -> Result<FileMetadata> {
+        match result {
+            Err(e)
+                if attempts.retried()
+                    && code_is(&e, &[ErrorCode::AlreadyExists, ErrorCode::PreconditionFailed]) =>
+            {
+                match self.get_file_metadata(path).await {
+                    Ok(m) if m.xxhash3 == expected => Ok(m),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn write_bytes(
+        &self,
+        operation: &str,
+        path: &str,
+        content: Bytes,
+        mode: u8,
+        rev: u64,
+    ) -> Result<FileMetadata> {
+        let attempts = Attempts::default();
+        let hash = Xxh3::of(&content);
+        let result = self
+            .call(operation, || {
+                attempts.next();
+                let content = content.clone();
+                async move {
+                    match mode {
+                        0 => self.upload_file_once(path, content).await,
+                        1 => self.update_file_once(path, content).await,
+                        _ => self.update_file_if_once(path, content, rev).await,
+                    }
+                }
+            })
+            .await;
+        self.settle_write(path, hash, &attempts, result).await
+    }
+
+    /// Creates a new file (409 `already_exists` if present).
+    pub async fn upload_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
+        self.write_bytes("upload_file", path, content, 0, 0).await
+    }
+
+    /// Replaces an existing file (404 if absent).
+    pub async fn update_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
+        self.write_bytes("update_file", path, content, 1, 0).await
+    }
+
+    /// Replaces a file only if its current revision is `rev` (else 412 `precondition_failed`).
+    pub async fn update_file_if(&self, path: &str, content: Bytes, rev: u64) -> Result<FileMetadata> {
+        self.write_bytes("update_file_if", path, content, 2, rev).await
+    }
+
+    /// Downloads a whole file into memory and verifies its xxh3 (re-fetched on mismatch).
+    pub async fn download_file(&self, path: &str) -> Result<Bytes> {
+        self.call("download_file", || self.download_file_once(path)).await
+    }
+
+    async fn delete_settled(&self, operation: &str, path: &str, rev: Option<u64>, dir: bool) -> Result<()> {
+        let attempts = Attempts::default();
+        let result = self
+            .call(operation, || {
+                attempts.next();
+                async move {
+                    match (dir, rev) {
+                        (true, _) => self.delete_directory_once(path).await,
+                        (false, None) => self.delete_file_once(path).await,
+                        (false, Some(r)) => self.delete_file_if_once(path, r).await,
+                    }
+                }
+            })
+            .await;
+        match result {
+            Err(e) if attempts.retried() && code_is(&e, &[ErrorCode::FileNotFound]) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn delete_file(&self, path: &str) -> Result<()> {
+        self.delete_settled("delete_file", path, None, false).await
+    }
+
+    /// Deletes a file only if its current revision is `rev`.
+    pub async fn delete_file_if(&self, path: &str, rev: u64) -> Result<()> {
+        self.delete_settled("delete_file_if", path, Some(rev), false)
+            .await
+    }
+
+    /// Metadata from `HEAD /files/{path}`.
+    pub async fn get_file_metadata(&self, path: &str) -> Result<FileMetadata> {
+        self.call("get_file_metadata", || self.get_file_metadata_once(path))
+            .await
+    }
+
+    pub async fn create_directory(&self, path: &str) -> Result<FileMetadata> {
+        let attempts = Attempts::default();
+        let result = self
+            .call("create_directory", || {
+                attempts.next();
+                self.create_directory_once(path)
+            })
+            .await;
+        match result {
+            Err(e) if attempts.retried() && code_is(&e, &[ErrorCode::AlreadyExists]) => {
+                self.stat_any(path).await.filter(|m| m.is_directory).ok_or(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Deletes a directory and everything in it.
+    pub async fn delete_directory(&self, path: &str) -> Result<()> {
+        self.delete_settled("delete_directory", path, None, true).await
+    }
+
+    /// Direct children of a directory (`None` = the root).
+    pub async fn list_directory(&self, path: Option<&str>) -> Result<DirectoryListing> {
+        self.call("list_directory", || self.list_directory_once(path))
+            .await
+    }
+
+    /// Streams a local file to the server, creating (`replace = false`) or replacing it.
+    /// The file is hashed first so the server can refuse a body that changed in flight;
+    /// its mtime travels as `X-Modified-Time`. A retry re-reads the file.
+    pub async fn upload_path(&self, remote: &str, local: &Path, replace: bool) -> Result<FileMetadata> {
+        let attempts = Attempts::default();
+        let result = self
+            .call("upload_path", || {
+                attempts.next();
+                self.upload_path_once(remote, local, replace)
+            })
+            .await;
+        match &result {
+            Err(e)
+                if attempts.retried()
+                    && code_is(e, &[ErrorCode::AlreadyExists, ErrorCode::PreconditionFailed]) =>
+            {
+                let (hash, _) = crate::client::hash_file(local)
+                    .await
+                    .map_err(|source| ClientError::Io {
+                        path: local.display().to_string(),
+                        source,
+                    })?;
+                self.settle_write(remote, hash, &attempts, result).await
+            }
+            _ => result,
+        }
+    }
+
+    /// Streams a file to `local`, verified before it appears there (see `download_to_once`).
+    pub async fn download_to(&self, remote: &str, local: &Path) -> Result<Xxh3> {
+        self.call("download_to", || self.download_to_once(remote, local))
+            .await
+    }
+
+    /// Uploads many files in one request; existing files are replaced (so a retry is safe).
+    pub async fn bulk_upload(&self, files: Vec<FileUpload>) -> Result<BulkUploadResponse> {
+        self.call("bulk_upload", || self.bulk_upload_once(files.clone()))
+            .await
+    }
+
+    /// Downloads many files in one request, verifying every file's xxh3.
+    pub async fn bulk_download(&self, paths: &[String]) -> Result<BulkDownload> {
+        self.call("bulk_download", || self.bulk_download_once(paths))
+            .await
+    }
+
+    /// Deletes files and directories (recursively); each path succeeds or fails alone.
+    pub async fn bulk_delete(&self, paths: &[String]) -> Result<BulkDeleteResponse> {
+        self.call("bulk_delete", || self.bulk_delete_once(paths)).await
+    }
+
+    /// Every file and directory below `path` (`None` = everything).
+    pub async fn get_manifest(&self, path: Option<&str>) -> Result<FileManifest> {
+        self.call("get_manifest", || self.get_manifest_once(path)).await
+    }
+
+    /// Asks the server for the three-way sync plan of a local manifest (with base revs).
+    pub async fn sync_plan(&self, request: &SyncRequest) -> Result<SyncPlan> {
+        self.call("sync_plan", || self.sync_plan_once(request)).await
+    }
+
+    async fn relocate_settled(
+        &self,
+        operation: &str,
+        copy: bool,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<FileMetadata> {
+        let attempts = Attempts::default();
+        let result = self
+            .call(operation, || {
+                attempts.next();
+                async move {
+                    match (copy, overwrite) {
+                        (_, true) => self.move_or_copy_overwrite_once(copy, from, to).await,
+                        (true, false) => self.copy_file_once(from, to).await,
+                        (false, false) => self.move_file_once(from, to).await,
+                    }
+                }
+            })
+            .await;
+        // A retried move whose source is gone (or copy whose target exists) may have landed.
+        match result {
+            Err(e)
+                if attempts.retried()
+                    && code_is(&e, &[ErrorCode::FileNotFound, ErrorCode::AlreadyExists]) =>
+            {
+                self.stat_any(to).await.ok_or(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Metadata of a file or directory, if it exists (used to settle retried writes).
+    async fn stat_any(&self, path: &str) -> Option<FileMetadata> {
+        if let Ok(m) = self.get_file_metadata(path).await {
+            return Some(m);
+        }
+        let want = path.trim_matches('/');
+        let parent = want.rsplit_once('/').map(|(p, _)| p);
+        let listing = self.list_directory(parent).await.ok()?;
+        listing.entries.into_iter().find(|m| m.path == want)
+    }
+
+    /// Moves a file or directory on the server (metadata only); 409 if `to` exists.
+    pub async fn move_file(&self, from: &str, to: &str) -> Result<FileMetadata> {
+        self.relocate_settled("move_file", false, from, to, false).await
+    }
+
+    /// Copies a file or directory on the server without copying bytes; 409 if `to` exists.
+    pub async fn copy_file(&self, from: &str, to: &str) -> Result<FileMetadata> {
+        self.relocate_settled("copy_file", true, from, to, false).await
+    }
+
+    /// Move or copy that replaces an existing target (kept as a version).
+    pub async fn move_or_copy_overwrite(&self, copy: bool, from: &str, to: &str) -> Result<FileMetadata> {
+        self.relocate_settled("move_or_copy_overwrite", copy, from, to, true)
+            .await
+    }
+
+    /// Files and directories whose name matches the glob `pattern`, below `path`
+    /// (recursively), sorted by path.
+    pub async fn search_files(&self, pattern: &str, path: Option<&str>) -> Result<Vec<FileMetadata>> {
+        self.call("search_files", || self.search_files_once(pattern, path))
+            .await
+    }
+
+    /// Files modified at or after `since` (Unix nanoseconds).
+    pub async fn search_modified_since(&self, since: i64) -> Result<Vec<FileMetadata>> {
+        self.call("search_modified_since", || self.search_modified_since_once(since))
+            .await
+    }
+
+    /// Files whose content hash is `hash`.
+    pub async fn search_hash(&self, hash: Xxh3) -> Result<Vec<FileMetadata>> {
+        self.call("search_hash", || self.search_hash_once(hash)).await
+    }
+
+    /// Journal entries after `since`, waiting up to `wait_secs` (max 60) for one. A
+    /// `ClientError::Server` with code `gone` means `since` is too old: re-read the manifest.
+    pub async fn changes(&self, since: u64, wait_secs: u64) -> Result<ChangesResponse> {
+        self.call("changes", || self.changes_once(since, wait_secs)).await
+    }
+
+    /// Kept versions of a file, newest (current) first.
+    pub async fn versions(&self, path: &str) -> Result<VersionList> {
+        self.call("versions", || self.versions_once(path)).await
+    }
+
+    /// Makes version `rev` of `path` current again (as a new revision).
+    pub async fn restore_version(&self, path: &str, rev: u64) -> Result<FileMetadata> {
+        self.call("restore_version", || self.restore_version_once(path, rev))
+            .await
+    }
+
+    /// The ids the server does not have yet.
+    pub async fn missing_chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkId>> {
+        self.call("missing_chunks", || self.missing_chunks_once(ids))
+            .await
+    }
+
+    /// Stores one chunk (the server verifies its BLAKE3 id); idempotent.
+    pub async fn put_chunk(&self, id: ChunkId, data: Bytes) -> Result<()> {
+        self.call("put_chunk", || self.put_chunk_once(id, data.clone()))
+            .await
+    }
+
+    /// Commits a file from stored chunks; `replace` chooses PUT (existing file) over POST.
+    pub async fn commit_chunks(
+        &self,
+        path: &str,
+        commit: &ChunkedCommit,
+        replace: bool,
+    ) -> Result<FileMetadata> {
+        let attempts = Attempts::default();
+        let result = self
+            .call("commit_chunks", || {
+                attempts.next();
+                self.commit_chunks_once(path, commit, replace)
+            })
+            .await;
+        self.settle_write(path, commit.xxhash3, &attempts, result).await
+    }
+}

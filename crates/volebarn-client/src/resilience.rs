@@ -1,0 +1,482 @@
+//! Retries, circuit breaker and health monitoring (the seed's "Error Handling and
+//! Resilience"). All timing goes through `tokio::time`, so tests run the real schedule in
+//! paused time and assert it exactly.
+
+use crate::error::{ClientError, Result};
+use rand::Rng;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Exponential backoff (the seed's numbers are the defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    /// Retries after the first attempt (delays 1, 2, 4, 8, 16 s by default).
+    pub max_retries: u32,
+    pub multiplier: f64,
+    /// Full jitter: each delay is uniform in `[0, delay]`, so clients do not retry in step.
+    pub jitter: bool,
+    /// Re-downloads after a hash mismatch.
+    pub hash_mismatch_retries: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            max_retries: 5,
+            multiplier: 2.0,
+            jitter: true,
+            hash_mismatch_retries: 3,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retries at all (tests of fail-fast behaviour, interactive tools).
+    pub fn none() -> Self {
+        RetryConfig {
+            max_retries: 0,
+            hash_mismatch_retries: 0,
+            ..RetryConfig::default()
+        }
+    }
+
+    /// The delay before retry number `retry` (1-based), before jitter.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = self.multiplier.powi(retry.saturating_sub(1) as i32);
+        let secs = self.initial_delay.as_secs_f64() * factor;
+        Duration::from_secs_f64(secs.min(self.max_delay.as_secs_f64()))
+    }
+}
+
+/// Circuit breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Consecutive transient failures that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit fails fast before letting one probe through.
+    pub recovery_timeout: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            recovery_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The breaker's state as `client.health()` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is in flight; everything else fails fast until it reports.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    state: Mutex<Inner>,
+}
+
+impl CircuitBreaker {
+    pub fn new(config: BreakerConfig) -> Self {
+        CircuitBreaker {
+            config,
+            state: Mutex::new(Inner::Closed { failures: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match *self.lock() {
+            Inner::Closed { .. } => BreakerState::Closed,
+            Inner::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
+            Inner::Open { .. } => BreakerState::Open,
+            Inner::HalfOpen => BreakerState::HalfOpen,
+        }
+    }
+
+    /// May a request go out now? An open circuit past its timeout lets exactly one probe.
+    pub fn allow(&self) -> Result<()> {
+        let mut s = self.lock();
+        match *s {
+            Inner::Closed { .. } => Ok(()),
+            Inner::Open { until } if Instant::now() >= until => {
+                *s = Inner::HalfOpen;
+                Ok(())
+            }
+            Inner::Open { until } => Err(ClientError::CircuitOpen {
+                retry_in: until.saturating_duration_since(Instant::now()),
+            }),
+            Inner::HalfOpen => Err(ClientError::CircuitOpen {
+                retry_in: Duration::ZERO,
+            }),
+        }
+    }
+
+    /// The server answered (any status that is not a server failure).
+    pub fn record_success(&self) {
+        *self.lock() = Inner::Closed { failures: 0 };
+    }
+
+    /// A transient failure (connect error, timeout, 5xx, 429…).
+    pub fn record_failure(&self) {
+        let mut s = self.lock();
+        let open = Inner::Open {
+            until: Instant::now() + self.config.recovery_timeout,
+        };
+        *s = match *s {
+            Inner::Closed { failures } if failures + 1 >= self.config.failure_threshold => open,
+            Inner::Closed { failures } => Inner::Closed {
+                failures: failures + 1,
+            },
+            Inner::HalfOpen | Inner::Open { .. } => open,
+        };
+    }
+}
+
+/// Runs `op` with retries and the circuit breaker: transient failures are retried with
+/// backoff (honouring `Retry-After`), permanent ones (4xx) fail at once with the server's
+/// `error_code`, and an open circuit fails fast.
+pub async fn run<T, F, Fut>(
+    retry: &RetryConfig,
+    breaker: &CircuitBreaker,
+    operation: &str,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut retries = 0u32;
+    let mut hash_retries = 0u32;
+    loop {
+        breaker.allow()?;
+        let err = match op().await {
+            Ok(v) => {
+                breaker.record_success();
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        let delay = match &err {
+            ClientError::HashMismatch { .. } if hash_retries < retry.hash_mismatch_retries => {
+                // The server answered; the bytes were damaged on the way. Fetch again now.
+                breaker.record_success();
+                hash_retries += 1;
+                tracing::warn!(operation, attempt = hash_retries, error = %err, "hash mismatch, downloading again");
+                continue;
+            }
+            e if e.is_transient() => {
+                breaker.record_failure();
+                if retries >= retry.max_retries {
+                    return Err(err);
+                }
+                retries += 1;
+                match e.retry_after() {
+                    Some(d) => d.min(retry.max_delay),
+                    None => {
+                        let d = retry.backoff(retries);
+                        if retry.jitter {
+                            d.mul_f64(rand::rng().random_range(0.0..=1.0))
+                        } else {
+                            d
+                        }
+                    }
+                }
+            }
+            _ => {
+                if !matches!(err, ClientError::CircuitOpen { .. }) {
+                    breaker.record_success();
+                }
+                return Err(err);
+            }
+        };
+        tracing::warn!(operation, attempt = retries, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// What the health monitor knows about the server.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServerHealth {
+    /// Seconds since the Unix epoch of the last successful request.
+    pub last_success_unix: Option<u64>,
+    pub consecutive_failures: u32,
+    /// Exponential moving average of `/health` round trips, in milliseconds.
+    pub average_response_ms: f64,
+    pub is_healthy: bool,
+    pub breaker: BreakerState,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct HealthState {
+    last_success_unix: Option<u64>,
+    consecutive_failures: u32,
+    average_response_ms: Option<f64>,
+}
+
+impl HealthState {
+    pub(crate) fn record(&mut self, outcome: std::result::Result<Duration, ()>) {
+        match outcome {
+            Ok(rtt) => {
+                let ms = rtt.as_secs_f64() * 1000.0;
+                self.average_response_ms = Some(match self.average_response_ms {
+                    None => ms,
+                    Some(avg) => avg * 0.8 + ms * 0.2,
+                });
+                self.consecutive_failures = 0;
+                self.last_success_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs());
+            }
+            Err(()) => self.consecutive_failures += 1,
+        }
+    }
+
+    pub(crate) fn snapshot(&self, breaker: BreakerState) -> ServerHealth {
+        ServerHealth {
+            last_success_unix: self.last_success_unix,
+            consecutive_failures: self.consecutive_failures,
+            average_response_ms: self.average_response_ms.unwrap_or(0.0),
+            is_healthy: self.consecutive_failures == 0 && self.last_success_unix.is_some(),
+            breaker,
+        }
+    }
+}
+
+/// Time until the next health check: every 30 s while healthy; 30 s, 1 min, 2 min, then
+/// 5 min at most while failing (the seed's schedule).
+pub fn next_health_check(consecutive_failures: u32) -> Duration {
+    match consecutive_failures {
+        0 | 1 => Duration::from_secs(30),
+        2 => Duration::from_secs(60),
+        3 => Duration::from_secs(120),
+        _ => Duration::from_secs(300),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use volebarn_core::ErrorCode;
+
+    fn unavailable() -> ClientError {
+        ClientError::Server {
+            status: 503,
+            code: ErrorCode::ServerError,
+            message: "down".into(),
+            path: String::new(),
+        }
+    }
+
+    fn exact() -> RetryConfig {
+        RetryConfig {
+            jitter: false,
+            ..RetryConfig::default()
+        }
+    }
+
+    /// Calls `op` through `run` and returns the instants of every attempt.
+    async fn attempts(
+        cfg: &RetryConfig,
+        breaker: &CircuitBreaker,
+        fail: impl Fn(u32) -> Option<ClientError>,
+    ) -> (Vec<Duration>, Result<u32>) {
+        let start = Instant::now();
+        let times = Mutex::new(Vec::new());
+        let n = AtomicU32::new(0);
+        let out = run(cfg, breaker, "test", || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            times.lock().expect("lock").push(start.elapsed());
+            let r = fail(i).map_or(Ok(i), Err);
+            async move { r }
+        })
+        .await;
+        (times.into_inner().expect("lock"), out)
+    }
+
+    fn gaps(times: &[Duration]) -> Vec<u64> {
+        times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_schedule_is_1_2_4_8_16_seconds() {
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 100,
+            ..BreakerConfig::default()
+        });
+        let (times, out) = attempts(&exact(), &breaker, |_| Some(unavailable())).await;
+        assert_eq!(gaps(&times), [1000, 2000, 4000, 8000, 16000]);
+        assert_eq!(out.unwrap_err().status(), Some(503), "the last error is returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_are_capped_and_jitter_stays_below_the_schedule() {
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 100,
+            ..BreakerConfig::default()
+        });
+        let cfg = RetryConfig {
+            max_retries: 8,
+            ..exact()
+        };
+        let (times, _) = attempts(&cfg, &breaker, |_| Some(unavailable())).await;
+        assert_eq!(gaps(&times), [1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        let jittered = RetryConfig {
+            max_retries: 8,
+            ..RetryConfig::default()
+        };
+        let (times, _) = attempts(&jittered, &breaker, |_| Some(unavailable())).await;
+        for (gap, limit) in gaps(&times)
+            .into_iter()
+            .zip([1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
+        {
+            assert!(gap <= limit, "jittered delay {gap} ms over {limit} ms");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_success_stops_retrying() {
+        let breaker = CircuitBreaker::new(BreakerConfig::default());
+        let (times, out) = attempts(&exact(), &breaker, |i| match i {
+            0 => Some(ClientError::RateLimited { retry_after: 7 }),
+            1 => Some(unavailable()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(gaps(&times), [7000, 2000]);
+        assert_eq!(out.expect("third attempt succeeds"), 2);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_fail_fast_with_their_code() {
+        let breaker = CircuitBreaker::new(BreakerConfig::default());
+        for (status, code) in [
+            (400, ErrorCode::InvalidPath),
+            (404, ErrorCode::FileNotFound),
+            (409, ErrorCode::AlreadyExists),
+            (412, ErrorCode::PreconditionFailed),
+            (413, ErrorCode::PayloadTooLarge),
+            (401, ErrorCode::Unauthorized),
+        ] {
+            let (times, out) = attempts(&exact(), &breaker, |_| {
+                Some(ClientError::Server {
+                    status,
+                    code,
+                    message: String::new(),
+                    path: "p".into(),
+                })
+            })
+            .await;
+            assert_eq!(times.len(), 1, "{status} is not retried");
+            assert_eq!(out.unwrap_err().error_code(), Some(code));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hash_mismatch_is_fetched_again_up_to_3_times() {
+        let breaker = CircuitBreaker::new(BreakerConfig::default());
+        let mismatch = || ClientError::HashMismatch {
+            path: "f".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        let (times, out) = attempts(&exact(), &breaker, |_| Some(mismatch())).await;
+        assert_eq!(times.len(), 4, "first try + 3 re-downloads");
+        assert!(matches!(out, Err(ClientError::HashMismatch { .. })));
+        let (times, out) = attempts(&exact(), &breaker, |i| (i < 2).then(mismatch)).await;
+        assert_eq!((times.len(), out.expect("third download verifies")), (3, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_after_5_failures_fails_fast_then_probes_once() {
+        let breaker = CircuitBreaker::new(BreakerConfig::default());
+        let no_retry = RetryConfig {
+            max_retries: 0,
+            ..exact()
+        };
+        for _ in 0..4 {
+            let _ = attempts(&no_retry, &breaker, |_| Some(unavailable())).await;
+            assert_eq!(breaker.state(), BreakerState::Closed);
+        }
+        let _ = attempts(&no_retry, &breaker, |_| Some(unavailable())).await;
+        assert_eq!(breaker.state(), BreakerState::Open);
+        // Open: nothing goes out for 30 s.
+        let (times, out) = attempts(&no_retry, &breaker, |_| None).await;
+        assert!(times.is_empty(), "no request while open");
+        assert!(
+            matches!(out, Err(ClientError::CircuitOpen { retry_in }) if retry_in == Duration::from_secs(30))
+        );
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(breaker.state(), BreakerState::Open);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        // Half-open: one probe; while it is out, others fail fast.
+        breaker.allow().expect("the probe");
+        assert!(matches!(breaker.allow(), Err(ClientError::CircuitOpen { .. })));
+        breaker.record_failure();
+        assert_eq!(breaker.state(), BreakerState::Open, "a failed probe reopens");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let (times, out) = attempts(&no_retry, &breaker, |_| None).await;
+        assert_eq!((times.len(), out.expect("probe succeeds")), (1, 0));
+        assert_eq!(breaker.state(), BreakerState::Closed, "a successful probe closes");
+    }
+
+    #[test]
+    fn health_schedule_and_state() {
+        let schedule: Vec<u64> = (0..7).map(|f| next_health_check(f).as_secs()).collect();
+        assert_eq!(schedule, [30, 30, 60, 120, 300, 300, 300]);
+        let mut h = HealthState::default();
+        assert!(
+            !h.snapshot(BreakerState::Closed).is_healthy,
+            "unknown until the first success"
+        );
+        h.record(Ok(Duration::from_millis(10)));
+        h.record(Ok(Duration::from_millis(20)));
+        let s = h.snapshot(BreakerState::Closed);
+        assert!(s.is_healthy && s.last_success_unix.is_some());
+        assert!(
+            (s.average_response_ms - 12.0).abs() < 1e-9,
+            "{}",
+            s.average_response_ms
+        );
+        h.record(Err(()));
+        h.record(Err(()));
+        let s = h.snapshot(BreakerState::Open);
+        assert_eq!(
+            (s.is_healthy, s.consecutive_failures, s.breaker),
+            (false, 2, BreakerState::Open)
+        );
+    }
+}
