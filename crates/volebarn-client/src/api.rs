@@ -178,8 +178,19 @@ impl Client {
 
     /// Streams a local file to the server, creating (`replace = false`) or replacing it.
     /// The file is hashed first so the server can refuse a body that changed in flight;
-    /// its mtime travels as `X-Modified-Time`. A retry re-reads the file.
+    /// its mtime travels as `X-Modified-Time`. A retry re-reads the file. Files over the
+    /// large-file threshold (10 MB) go as resumable chunks ([`Client::upload_large`]).
     pub async fn upload_path(&self, remote: &str, local: &Path, replace: bool) -> Result<FileMetadata> {
+        let size = tokio::fs::metadata(local)
+            .await
+            .map_err(|source| ClientError::Io {
+                path: local.display().to_string(),
+                source,
+            })?
+            .len();
+        if size > self.resilience.large.threshold {
+            return self.upload_large(remote, local, replace).await;
+        }
         let attempts = Attempts::default();
         let result = self
             .call("upload_path", || {
@@ -355,7 +366,7 @@ impl Client {
         let result = self
             .call("commit_chunks", || {
                 attempts.next();
-                self.commit_chunks_once(path, commit, replace)
+                self.commit_chunks_once(path, commit, replace, None)
             })
             .await;
         self.settle_write(path, commit.xxhash3, &attempts, result).await

@@ -31,6 +31,7 @@ pub struct ClientConfig {
     pub read_timeout: Duration,
     pub retry: crate::resilience::RetryConfig,
     pub breaker: crate::resilience::BreakerConfig,
+    pub large: crate::large::LargeFileConfig,
 }
 
 impl ClientConfig {
@@ -43,6 +44,7 @@ impl ClientConfig {
             read_timeout: Duration::from_secs(60),
             retry: crate::resilience::RetryConfig::default(),
             breaker: crate::resilience::BreakerConfig::default(),
+            large: crate::large::LargeFileConfig::default(),
         }
     }
 
@@ -72,6 +74,7 @@ impl Drop for HealthMonitor {
 /// Retry policy, breaker and health state shared by clones of one `Client`.
 pub(crate) struct Resilience {
     pub(crate) retry: crate::resilience::RetryConfig,
+    pub(crate) large: crate::large::LargeFileConfig,
     pub(crate) breaker: crate::resilience::CircuitBreaker,
     pub(crate) health: std::sync::Mutex<crate::resilience::HealthState>,
 }
@@ -188,6 +191,7 @@ impl Client {
             token: config.token,
             resilience: std::sync::Arc::new(Resilience {
                 retry: config.retry,
+                large: config.large,
                 breaker: crate::resilience::CircuitBreaker::new(config.breaker),
                 health: std::sync::Mutex::new(crate::resilience::HealthState::default()),
             }),
@@ -410,13 +414,7 @@ impl Client {
         };
         let (hash, len) = hash_file(local).await.map_err(io_err)?;
         let file = tokio::fs::File::open(local).await.map_err(io_err)?;
-        let mtime = file
-            .metadata()
-            .await
-            .map_err(io_err)?
-            .modified()
-            .map_err(io_err)?;
-        let mtime = time_nanos(mtime);
+        let mtime = file_mtime(local).await.map_err(io_err)?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
         let method = if replace { Method::PUT } else { Method::POST };
         let req = self
@@ -482,6 +480,11 @@ impl Client {
         }
         result
     }
+}
+
+/// A local file's mtime in Unix nanoseconds.
+pub(crate) async fn file_mtime(path: &Path) -> std::io::Result<i64> {
+    Ok(time_nanos(tokio::fs::metadata(path).await?.modified()?))
 }
 
 fn time_nanos(t: std::time::SystemTime) -> i64 {

@@ -148,11 +148,15 @@ impl Client {
         path: &str,
         commit: &ChunkedCommit,
         replace: bool,
+        mtime: Option<i64>,
     ) -> Result<FileMetadata> {
         let p = parse_path(path)?;
         let method = if replace { Method::PUT } else { Method::POST };
-        let resp = self
-            .request(method, self.file_url(&p))
+        let mut req = self.request(method, self.file_url(&p));
+        if let Some(t) = mtime {
+            req = req.header(volebarn_core::types::headers::MODIFIED_TIME, format_rfc3339(t));
+        }
+        let resp = req
             .header("content-type", CHUNKS_CONTENT_TYPE)
             .body(serde_json::to_vec(commit).map_err(|e| crate::ClientError::Protocol(e.to_string()))?)
             .send()
