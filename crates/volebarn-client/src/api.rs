@@ -371,4 +371,15 @@ impl Client {
             .await;
         self.settle_write(path, commit.xxhash3, &attempts, result).await
     }
+
+    /// Does the server hold `path` with content hash `expected_hash` (xxh3)? Downloads the
+    /// file and hashes what arrives, so it checks the stored bytes, not only the metadata.
+    pub async fn verify_file_integrity(&self, path: &str, expected_hash: u64) -> Result<bool> {
+        match self.download_file(path).await {
+            Ok(bytes) => Ok(Xxh3::of(&bytes) == Xxh3(expected_hash)),
+            // Stored bytes that do not match their own recorded hash, even after re-fetching.
+            Err(ClientError::HashMismatch { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -10,12 +10,14 @@ mod client;
 mod error;
 mod large;
 mod namespace;
+pub mod queue;
 pub mod resilience;
 
 pub use bulk::{BulkDownload, FileDownload, FileUpload};
 pub use client::{Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
 pub use large::LargeFileConfig;
+pub use queue::{OfflineQueue, PendingOperation, Queued, ReplayReport};
 pub use resilience::{BreakerConfig, BreakerState, RetryConfig, ServerHealth};
 pub use volebarn_core::sync::{ConflictStrategy, SyncPlan};
 pub use volebarn_core::types::{

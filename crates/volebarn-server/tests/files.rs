@@ -51,6 +51,15 @@ async fn crud_round_trip_is_byte_exact() {
         [("docs", true)]
     );
 
+    assert!(c
+        .verify_file_integrity("docs/readme.txt", Xxh3::of(&v2).0)
+        .await
+        .expect("verify"));
+    assert!(!c
+        .verify_file_integrity("docs/readme.txt", Xxh3::of(&v1).0)
+        .await
+        .expect("verify"));
+
     c.delete_file("docs/readme.txt").await.expect("delete");
     let err = c.download_file("docs/readme.txt").await.unwrap_err();
     assert!(matches!(err, ClientError::FileNotFound { .. }), "{err}");
