@@ -181,6 +181,21 @@ impl Client {
     /// its mtime travels as `X-Modified-Time`. A retry re-reads the file. Files over the
     /// large-file threshold (10 MB) go as resumable chunks ([`Client::upload_large`]).
     pub async fn upload_path(&self, remote: &str, local: &Path, replace: bool) -> Result<FileMetadata> {
+        self.upload_path_cond(remote, local, replace, None).await
+    }
+
+    /// [`Client::upload_path`] that replaces only if the server's file is still at `rev`.
+    pub async fn upload_path_if(&self, remote: &str, local: &Path, rev: u64) -> Result<FileMetadata> {
+        self.upload_path_cond(remote, local, true, Some(rev)).await
+    }
+
+    pub(crate) async fn upload_path_cond(
+        &self,
+        remote: &str,
+        local: &Path,
+        replace: bool,
+        if_match: Option<u64>,
+    ) -> Result<FileMetadata> {
         let size = tokio::fs::metadata(local)
             .await
             .map_err(|source| ClientError::Io {
@@ -189,13 +204,13 @@ impl Client {
             })?
             .len();
         if size > self.resilience.large.threshold {
-            return self.upload_large(remote, local, replace).await;
+            return self.upload_large_if(remote, local, replace, if_match).await;
         }
         let attempts = Attempts::default();
         let result = self
             .call("upload_path", || {
                 attempts.next();
-                self.upload_path_once(remote, local, replace)
+                self.upload_path_once(remote, local, replace, if_match)
             })
             .await;
         match &result {
@@ -217,6 +232,12 @@ impl Client {
 
     /// Streams a file to `local`, verified before it appears there (see `download_to_once`).
     pub async fn download_to(&self, remote: &str, local: &Path) -> Result<Xxh3> {
+        Ok(self.download_to_meta(remote, local).await?.xxhash3)
+    }
+
+    /// Like [`Client::download_to`], returning the metadata of exactly the bytes received
+    /// (rev from their `ETag`); the local file gets the remote modification time.
+    pub async fn download_to_meta(&self, remote: &str, local: &Path) -> Result<FileMetadata> {
         self.call("download_to", || self.download_to_once(remote, local))
             .await
     }
@@ -366,7 +387,7 @@ impl Client {
         let result = self
             .call("commit_chunks", || {
                 attempts.next();
-                self.commit_chunks_once(path, commit, replace, None)
+                self.commit_chunks_once(path, commit, replace, None, None)
             })
             .await;
         self.settle_write(path, commit.xxhash3, &attempts, result).await

@@ -406,6 +406,7 @@ impl Client {
         remote: &str,
         local: &Path,
         replace: bool,
+        if_match: Option<u64>,
     ) -> Result<FileMetadata> {
         let p = parse_path(remote)?;
         let io_err = |source| ClientError::Io {
@@ -416,9 +417,16 @@ impl Client {
         let file = tokio::fs::File::open(local).await.map_err(io_err)?;
         let mtime = file_mtime(local).await.map_err(io_err)?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-        let method = if replace { Method::PUT } else { Method::POST };
-        let req = self
-            .request(method, self.file_url(&p))
+        let method = if replace || if_match.is_some() {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let mut req = self.request(method, self.file_url(&p));
+        if let Some(rev) = if_match {
+            req = req.header("if-match", format!("\"{rev}\""));
+        }
+        let req = req
             .header(headers::FILE_HASH, hash.to_string())
             .header(headers::MODIFIED_TIME, format_rfc3339(mtime))
             .header(CONTENT_LENGTH, len)
@@ -430,10 +438,12 @@ impl Client {
     /// Streams a file to `local`, verifying its xxh3 before it appears there: the bytes go to
     /// a temporary file beside `local`, which is fsynced and renamed only when the hash
     /// matches. Returns the verified hash.
-    pub(crate) async fn download_to_once(&self, remote: &str, local: &Path) -> Result<Xxh3> {
+    pub(crate) async fn download_to_once(&self, remote: &str, local: &Path) -> Result<FileMetadata> {
         let p = parse_path(remote)?;
         let resp = check(self.request(Method::GET, self.file_url(&p)).send().await?, remote).await?;
         let expected = header_hash(resp.headers(), &p)?;
+        let rev = rev_from_etag(resp.headers());
+        let modified = header(resp.headers(), headers::MODIFIED_TIME).and_then(parse_rfc3339);
         let dir = local
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -450,12 +460,16 @@ impl Client {
             };
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err)?;
             let mut hasher = Xxh3Hasher::new();
+            let mut size = 0u64;
             let mut stream = resp.bytes_stream();
             while let Some(piece) = stream.next().await {
                 let piece = piece?;
                 hasher.update(&piece);
+                size += piece.len() as u64;
                 file.write_all(&piece).await.map_err(io_err)?;
             }
+            // tokio's File writes in the background: wait for every byte before syncing.
+            file.flush().await.map_err(io_err)?;
             let actual = hasher.finish();
             if actual != expected {
                 return Err(ClientError::HashMismatch {
@@ -464,7 +478,13 @@ impl Client {
                     actual: actual.to_string(),
                 });
             }
-            file.sync_all().await.map_err(io_err)?;
+            let file = file.into_std().await;
+            if let Some(nanos) = modified {
+                // The file keeps the author's modification time, not the download time.
+                let t = std::time::UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
+                file.set_modified(t).map_err(io_err)?;
+            }
+            file.sync_all().map_err(io_err)?;
             drop(file);
             tokio::fs::rename(&tmp, local)
                 .await
@@ -472,7 +492,15 @@ impl Client {
                     path: local.display().to_string(),
                     source,
                 })?;
-            Ok(actual)
+            Ok(FileMetadata {
+                path: p.to_string(),
+                name: p.name().to_string(),
+                size,
+                modified: modified.unwrap_or_default(),
+                is_directory: false,
+                xxhash3: actual,
+                rev: rev.unwrap_or_default(),
+            })
         }
         .await;
         if result.is_err() {

@@ -100,6 +100,17 @@ impl Client {
     /// Uploads a file as chunks, sending only those the server does not have. Returns the
     /// committed metadata, whose hash has been checked against the local file.
     pub async fn upload_large(&self, remote: &str, local: &Path, replace: bool) -> Result<FileMetadata> {
+        self.upload_large_if(remote, local, replace, None).await
+    }
+
+    /// [`Client::upload_large`] that commits only if the server's file is still at `if_match`.
+    pub async fn upload_large_if(
+        &self,
+        remote: &str,
+        local: &Path,
+        replace: bool,
+        if_match: Option<u64>,
+    ) -> Result<FileMetadata> {
         let local_buf: PathBuf = local.to_path_buf();
         let io = |source| ClientError::Io {
             path: local.display().to_string(),
@@ -163,7 +174,7 @@ impl Client {
         };
         let meta = self
             .call("commit_chunks", || {
-                self.commit_chunks_once(remote, &commit, replace, Some(mtime))
+                self.commit_chunks_once(remote, &commit, replace, Some(mtime), if_match)
             })
             .await?;
         if meta.xxhash3 != plan.hash || meta.size != plan.size {

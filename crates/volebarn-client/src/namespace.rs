@@ -149,10 +149,18 @@ impl Client {
         commit: &ChunkedCommit,
         replace: bool,
         mtime: Option<i64>,
+        if_match: Option<u64>,
     ) -> Result<FileMetadata> {
         let p = parse_path(path)?;
-        let method = if replace { Method::PUT } else { Method::POST };
+        let method = if replace || if_match.is_some() {
+            Method::PUT
+        } else {
+            Method::POST
+        };
         let mut req = self.request(method, self.file_url(&p));
+        if let Some(rev) = if_match {
+            req = req.header("if-match", format!("\"{rev}\""));
+        }
         if let Some(t) = mtime {
             req = req.header(volebarn_core::types::headers::MODIFIED_TIME, format_rfc3339(t));
         }

@@ -1,0 +1,492 @@
+//! Whole-folder sync for programs that want one call: `full_sync(root)` = scan → plan (on the
+//! server, three-way, DESIGN.md §6) → apply → verify. The base state — what both sides agreed
+//! on at the last sync — is kept in `<root>/.volebarn/base.json`; `.volebarn/` is never synced.
+//!
+//! This scan hashes every file; the console app keeps a persistent index so a no-op scan only
+//! stats files.
+
+use crate::client::Client;
+use crate::error::{ClientError, Result};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use volebarn_core::hash::Xxh3Hasher;
+use volebarn_core::sync::{conflict_copy_name, ConflictKind, ConflictResolution, ConflictStrategy, SyncPlan};
+use volebarn_core::timefmt::{now_nanos, UnixNanos};
+use volebarn_core::types::{ClientEntry, ClientManifest, SyncRequest};
+use volebarn_core::{FileMetadata, VPath, Xxh3};
+
+/// The folder holding sync state inside a synced folder.
+pub const STATE_DIR: &str = ".volebarn";
+/// Transfers in flight while applying a plan.
+const CONCURRENCY: usize = 8;
+
+/// The seed's `SyncResult`, plus deletions on the server and unresolved conflicts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncResult {
+    pub uploaded: Vec<String>,
+    pub downloaded: Vec<String>,
+    pub deleted_local: Vec<String>,
+    pub deleted_remote: Vec<String>,
+    pub created_dirs: Vec<String>,
+    /// Conflicts settled by the strategy; the losing side was kept as a conflict copy.
+    pub conflicts_resolved: Vec<String>,
+    /// Conflicts left for the user (file vs directory).
+    pub conflicts: Vec<String>,
+    /// Per-path failures; the rest of the sync went on.
+    pub errors: Vec<(String, String)>,
+}
+
+/// A path's state at the last successful sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseEntry {
+    pub xxhash3: Xxh3,
+    pub size: u64,
+    pub mtime: UnixNanos,
+    pub rev: u64,
+}
+
+impl BaseEntry {
+    fn of(m: &FileMetadata) -> Self {
+        BaseEntry {
+            xxhash3: m.xxhash3,
+            size: m.size,
+            mtime: m.modified,
+            rev: m.rev,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BaseFile {
+    files: BTreeMap<String, BaseEntry>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
+    move |source| ClientError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn load_base(root: &Path) -> Result<BTreeMap<String, BaseEntry>> {
+    let p = root.join(STATE_DIR).join("base.json");
+    match std::fs::read(&p) {
+        Ok(b) => Ok(serde_json::from_slice::<BaseFile>(&b)
+            .map_err(|e| ClientError::Config(format!("corrupt sync state {}: {e}", p.display())))?
+            .files),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(io(&p)(e)),
+    }
+}
+
+fn save_base(root: &Path, files: &BTreeMap<String, BaseEntry>) -> Result<()> {
+    let dir = root.join(STATE_DIR);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let tmp = dir.join("base.json.tmp");
+    let data = serde_json::to_vec(&BaseFile { files: files.clone() })
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    std::io::Write::write_all(&mut f, &data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    let target = dir.join("base.json");
+    std::fs::rename(&tmp, &target).map_err(io(&target))
+}
+
+/// A local file as the scan saw it.
+#[derive(Debug, Clone, Copy)]
+struct LocalFile {
+    xxhash3: Xxh3,
+    size: u64,
+    mtime: UnixNanos,
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Xxh3Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            return Ok((h.finish(), n_total));
+        }
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+}
+
+fn mtime_of(m: &std::fs::Metadata) -> UnixNanos {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// What a scan found: files, directories, and paths it could not read or sync.
+struct Scan {
+    files: BTreeMap<String, LocalFile>,
+    dirs: BTreeSet<String>,
+    errors: Vec<(String, String)>,
+}
+
+/// Every file and directory below `root` (relative, `/`-separated), skipping `.volebarn/`,
+/// symlinks and names that are not valid API paths (reported as errors).
+fn scan(root: &Path) -> Scan {
+    let mut files = BTreeMap::new();
+    let mut dirs = BTreeSet::new();
+    let mut errors = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push((rel.clone(), e.to_string()));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                errors.push((
+                    format!("{rel}/{}", name.to_string_lossy()),
+                    "name is not UTF-8".into(),
+                ));
+                continue;
+            };
+            if rel.is_empty() && name == STATE_DIR {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if VPath::parse_non_root(&path).is_err() {
+                errors.push((path, "name is not a valid Volebarn path".into()));
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_symlink() {
+                tracing::warn!(path, "skipping symlink");
+            } else if ft.is_dir() {
+                dirs.insert(path.clone());
+                stack.push((entry.path(), path));
+            } else if ft.is_file() {
+                let meta = entry.metadata();
+                match (hash_file(&entry.path()), meta) {
+                    (Ok((xxhash3, size)), Ok(m)) => {
+                        files.insert(
+                            path,
+                            LocalFile {
+                                xxhash3,
+                                size,
+                                mtime: mtime_of(&m),
+                            },
+                        );
+                    }
+                    (Err(e), _) | (_, Err(e)) => errors.push((path, e.to_string())),
+                }
+            }
+        }
+    }
+    Scan { files, dirs, errors }
+}
+
+fn local_path(root: &Path, rel: &str) -> PathBuf {
+    rel.split('/').fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+impl Client {
+    /// Plans a sync of the folder at `root` against the server (nothing is changed).
+    pub async fn plan_folder(&self, root: &Path, strategy: ConflictStrategy) -> Result<SyncPlan> {
+        let base = load_base(root)?;
+        let r = root.to_path_buf();
+        let Scan { files, dirs, .. } = tokio::task::spawn_blocking(move || scan(&r))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("scan task: {e}")))?;
+        self.sync_plan(&build_request(&files, &dirs, &base, strategy))
+            .await
+    }
+
+    /// scan → plan → apply → verify, keeping the base state in `<root>/.volebarn/`.
+    /// A failing path is reported in `errors` and never stops the rest.
+    pub async fn full_sync(&self, root: &Path, strategy: ConflictStrategy) -> Result<SyncResult> {
+        let mut base = load_base(root)?;
+        let r = root.to_path_buf();
+        let Scan {
+            files,
+            dirs,
+            errors: scan_errors,
+        } = tokio::task::spawn_blocking(move || scan(&r))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("scan task: {e}")))?;
+        let mut request = build_request(&files, &dirs, &base, strategy);
+        let mut result = SyncResult {
+            errors: scan_errors,
+            ..SyncResult::default()
+        };
+        if files.is_empty() && !base.is_empty() {
+            // An empty folder with a non-empty base looks like an unmounted or recreated
+            // folder, not a user deleting everything: refuse to delete anything remotely.
+            result.errors.push((
+                String::new(),
+                "the folder is empty but was not: remote deletions refused".into(),
+            ));
+            request.deleted.clear();
+        }
+        let plan = self.sync_plan(&request).await?;
+        self.apply_sync_plan(root, &plan, &files, &mut base, &mut result)
+            .await;
+        save_base(root, &base)?;
+        Ok(result)
+    }
+
+    /// Performs `plan` on the folder at `root` with bounded concurrency, updating `base`.
+    async fn apply_sync_plan(
+        &self,
+        root: &Path,
+        plan: &SyncPlan,
+        local: &BTreeMap<String, LocalFile>,
+        base: &mut BTreeMap<String, BaseEntry>,
+        result: &mut SyncResult,
+    ) {
+        for d in &plan.client_create_dirs {
+            match std::fs::create_dir_all(local_path(root, d)) {
+                Ok(()) => result.created_dirs.push(d.clone()),
+                Err(e) => result.errors.push((d.clone(), e.to_string())),
+            }
+        }
+        for d in &plan.server_create_dirs {
+            match self.create_directory(d).await {
+                Ok(_) => {}
+                Err(e) if e.error_code() == Some(volebarn_core::ErrorCode::AlreadyExists) => {}
+                Err(e) => result.errors.push((d.clone(), e.to_string())),
+            }
+        }
+        let uploads: Vec<(String, Result<FileMetadata>)> =
+            futures_util::stream::iter(plan.client_upload.iter())
+                .map(|p| async move {
+                    let r = self
+                        .upload_conditional(root, p, plan.if_match.get(p).copied())
+                        .await;
+                    (p.clone(), r)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        for (p, r) in uploads {
+            match r {
+                Ok(m) => {
+                    base.insert(p.clone(), BaseEntry::of(&m));
+                    result.uploaded.push(p);
+                }
+                Err(e) => result.errors.push((p, e.to_string())),
+            }
+        }
+        let downloads: Vec<(String, Result<FileMetadata>)> =
+            futures_util::stream::iter(plan.client_download.iter())
+                .map(|p| async move { (p.clone(), self.download_into(root, p).await) })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        for (p, r) in downloads {
+            match r {
+                Ok(m) => {
+                    base.insert(p.clone(), BaseEntry::of(&m));
+                    result.downloaded.push(p);
+                }
+                Err(e) => result.errors.push((p, e.to_string())),
+            }
+        }
+        for p in &plan.client_delete {
+            // Delete only what the plan saw: an edit made since then is kept.
+            let target = local_path(root, p);
+            let unchanged = hash_file(&target).ok().map(|h| h.0) == base.get(p).map(|b| b.xxhash3);
+            if !unchanged {
+                result
+                    .errors
+                    .push((p.clone(), "changed locally during the sync; kept".into()));
+                continue;
+            }
+            match std::fs::remove_file(&target) {
+                Ok(()) => {
+                    base.remove(p);
+                    result.deleted_local.push(p.clone());
+                }
+                Err(e) => result.errors.push((p.clone(), e.to_string())),
+            }
+        }
+        for p in &plan.server_delete {
+            let r = match plan.if_match.get(p) {
+                Some(rev) => self.delete_file_if(p, *rev).await,
+                None => self.delete_file(p).await,
+            };
+            match r {
+                Ok(()) => {
+                    base.remove(p);
+                    result.deleted_remote.push(p.clone());
+                }
+                Err(e) if e.error_code() == Some(volebarn_core::ErrorCode::FileNotFound) => {
+                    base.remove(p);
+                }
+                Err(e) => result.errors.push((p.clone(), e.to_string())),
+            }
+        }
+        for p in &plan.adopt {
+            match self.get_file_metadata(p).await {
+                Ok(m) if local.get(p).map(|l| l.xxhash3) == Some(m.xxhash3) => {
+                    base.insert(p.clone(), BaseEntry::of(&m));
+                }
+                Ok(_) => result.errors.push((p.clone(), "changed during the sync".into())),
+                Err(e) => result.errors.push((p.clone(), e.to_string())),
+            }
+        }
+        for p in &plan.forget {
+            base.remove(p);
+        }
+        for c in &plan.conflicts {
+            if c.kind == ConflictKind::FileDirectory {
+                result.conflicts.push(c.path.clone());
+                continue;
+            }
+            match self
+                .resolve_conflict(root, &c.path, c.resolution, c.remote_rev, base)
+                .await
+            {
+                Ok(()) => result.conflicts_resolved.push(c.path.clone()),
+                Err(e) => result.errors.push((c.path.clone(), e.to_string())),
+            }
+        }
+    }
+
+    /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev.
+    async fn upload_conditional(
+        &self,
+        root: &Path,
+        rel: &str,
+        if_match: Option<u64>,
+    ) -> Result<FileMetadata> {
+        let path = local_path(root, rel);
+        let size = std::fs::metadata(&path).map_err(io(&path))?.len();
+        if size > self.resilience.large.threshold {
+            return self
+                .upload_large_if(rel, &path, if_match.is_some(), if_match)
+                .await;
+        }
+        self.upload_path_cond(rel, &path, if_match.is_some(), if_match)
+            .await
+    }
+
+    /// Downloads `rel` into the folder (parents created, verified, atomic).
+    async fn download_into(&self, root: &Path, rel: &str) -> Result<FileMetadata> {
+        let target = local_path(root, rel);
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
+        }
+        self.download_to_meta(rel, &target).await
+    }
+
+    /// Settles a content conflict; the losing side is kept as a conflict copy on both sides.
+    async fn resolve_conflict(
+        &self,
+        root: &Path,
+        rel: &str,
+        resolution: ConflictResolution,
+        remote_rev: Option<u64>,
+        base: &mut BTreeMap<String, BaseEntry>,
+    ) -> Result<()> {
+        let copy = free_copy_name(root, rel);
+        match resolution {
+            ConflictResolution::UseLocal => {
+                // Keep the remote version as the copy (locally and on the server), then put
+                // ours in place, conditional on the remote rev we saw.
+                self.download_to_meta(rel, &local_path(root, &copy)).await?;
+                let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
+                base.insert(copy, BaseEntry::of(&uploaded_copy));
+                let ours = self.upload_conditional(root, rel, remote_rev).await?;
+                base.insert(rel.to_string(), BaseEntry::of(&ours));
+            }
+            ConflictResolution::UseRemote | ConflictResolution::UseNewer | ConflictResolution::Manual => {
+                // Move ours aside as the copy, take theirs, and share our copy.
+                let from = local_path(root, rel);
+                let to = local_path(root, &copy);
+                std::fs::rename(&from, &to).map_err(io(&from))?;
+                let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
+                base.insert(copy, BaseEntry::of(&uploaded_copy));
+                let theirs = self.download_into(root, rel).await?;
+                base.insert(rel.to_string(), BaseEntry::of(&theirs));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A conflict-copy name for `rel` that is free locally.
+fn free_copy_name(root: &Path, rel: &str) -> String {
+    let now = now_nanos();
+    let mut name = conflict_copy_name(rel, now);
+    let mut n = 2;
+    while local_path(root, &name).exists() {
+        let stem = conflict_copy_name(rel, now);
+        name = match stem.rsplit_once(')') {
+            Some((head, tail)) => format!("{head} {n}){tail}"),
+            None => format!("{stem} {n}"),
+        };
+        n += 1;
+    }
+    name
+}
+
+fn build_request(
+    files: &BTreeMap<String, LocalFile>,
+    dirs: &BTreeSet<String>,
+    base: &BTreeMap<String, BaseEntry>,
+    strategy: ConflictStrategy,
+) -> SyncRequest {
+    let mut manifest = ClientManifest::default();
+    for (p, f) in files {
+        let b = base.get(p);
+        manifest.files.insert(
+            p.clone(),
+            ClientEntry {
+                path: p.clone(),
+                name: p.rsplit('/').next().unwrap_or(p).to_string(),
+                size: f.size,
+                modified: f.mtime,
+                is_directory: false,
+                xxhash3: f.xxhash3,
+                base_rev: b.map(|b| b.rev),
+                base_xxhash3: b.map(|b| b.xxhash3),
+                base_size: b.map(|b| b.size),
+            },
+        );
+    }
+    for d in dirs {
+        manifest.files.insert(
+            d.clone(),
+            ClientEntry {
+                path: d.clone(),
+                name: d.rsplit('/').next().unwrap_or(d).to_string(),
+                size: 0,
+                modified: 0,
+                is_directory: true,
+                xxhash3: Xxh3(0),
+                base_rev: None,
+                base_xxhash3: None,
+                base_size: None,
+            },
+        );
+    }
+    let deleted = base
+        .iter()
+        .filter(|(p, _)| !files.contains_key(*p))
+        .map(|(p, b)| (p.clone(), b.rev))
+        .collect();
+    SyncRequest {
+        client_manifest: manifest,
+        conflict_resolution: strategy,
+        deleted,
+    }
+}

@@ -1,0 +1,179 @@
+//! `full_sync`: two folders kept in line through one real server, three-way.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use volebarn_client::{Client, ClientConfig, ConflictStrategy};
+use volebarn_server::config::{ServerConfig, TlsMode};
+
+async fn server(dir: &Path) -> volebarn_server::RunningServer {
+    let mut cfg = ServerConfig::new(dir.join("data"));
+    cfg.port = 0;
+    cfg.tls = TlsMode::Off;
+    volebarn_server::start(cfg).await.expect("server")
+}
+
+/// Every file below `root` (outside `.volebarn/`) with its content.
+fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("ls").flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if rel.is_empty() && name == ".volebarn" {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type().expect("type").is_dir() {
+                stack.push((e.path(), path));
+            } else {
+                out.insert(path, std::fs::read(e.path()).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+fn write(root: &Path, rel: &str, content: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, content).expect("write");
+}
+
+#[tokio::test]
+async fn two_folders_converge_and_resync_is_a_no_op() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(dir.path()).await;
+    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    std::fs::create_dir_all(&b).expect("mkdir");
+    write(&a, "a.txt", b"alpha");
+    write(&a, "dir/b.txt", b"beta");
+    write(&a, "dir/deeper/c.bin", &vec![7u8; 20_000]);
+    std::fs::create_dir_all(a.join("empty")).expect("mkdir");
+    let strategy = ConflictStrategy::PreferNewer;
+
+    let r = c.full_sync(&a, strategy).await.expect("sync A");
+    assert_eq!(r.uploaded.len(), 3, "{r:?}");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let r = c.full_sync(&b, strategy).await.expect("sync B");
+    assert_eq!(r.downloaded.len(), 3, "{r:?}");
+    assert_eq!(tree(&a), tree(&b));
+    assert!(b.join("empty").is_dir(), "empty directories travel too");
+    assert!(
+        c.plan_folder(&a, strategy).await.expect("plan").is_empty(),
+        "A is in sync"
+    );
+    let plan = c.plan_folder(&b, strategy).await.expect("plan");
+    assert!(plan.is_empty(), "B is in sync: {plan:?}");
+
+    // B edits one file and deletes another; A follows.
+    write(&b, "a.txt", b"alpha, edited in B");
+    std::fs::remove_file(b.join("dir/b.txt")).expect("rm");
+    let r = c.full_sync(&b, strategy).await.expect("sync B");
+    assert_eq!(
+        (r.uploaded.clone(), r.deleted_remote.clone()),
+        (vec!["a.txt".to_string()], vec!["dir/b.txt".to_string()])
+    );
+    let r = c.full_sync(&a, strategy).await.expect("sync A");
+    assert_eq!(
+        (r.downloaded.clone(), r.deleted_local.clone()),
+        (vec!["a.txt".to_string()], vec!["dir/b.txt".to_string()])
+    );
+    assert_eq!(tree(&a), tree(&b));
+    assert_eq!(tree(&a)["a.txt"], b"alpha, edited in B");
+    let r = c.full_sync(&a, strategy).await.expect("no-op");
+    assert_eq!(
+        r,
+        volebarn_client::SyncResult::default(),
+        "nothing to do the second time"
+    );
+    // The deletion is recoverable from the server's history.
+    let versions = c.versions("dir/b.txt").await.expect("versions");
+    assert!(versions.versions[0].deleted);
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn concurrent_edits_keep_both_versions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(dir.path()).await;
+    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    write(&a, "notes.txt", b"base");
+    std::fs::create_dir_all(&b).expect("mkdir");
+    c.full_sync(&a, ConflictStrategy::PreferRemote)
+        .await
+        .expect("sync A");
+    c.full_sync(&b, ConflictStrategy::PreferRemote)
+        .await
+        .expect("sync B");
+
+    write(&a, "notes.txt", b"edit from A");
+    write(&b, "notes.txt", b"edit from B");
+    c.full_sync(&a, ConflictStrategy::PreferRemote)
+        .await
+        .expect("A uploads first");
+    let r = c
+        .full_sync(&b, ConflictStrategy::PreferRemote)
+        .await
+        .expect("B meets the conflict");
+    assert_eq!(r.conflicts_resolved, ["notes.txt"], "{r:?}");
+    c.full_sync(&a, ConflictStrategy::PreferRemote)
+        .await
+        .expect("A picks up the copy");
+
+    for side in [&a, &b] {
+        let t = tree(side);
+        assert_eq!(
+            t["notes.txt"], b"edit from A",
+            "the server's version wins with prefer_remote"
+        );
+        let copies: Vec<_> = t
+            .iter()
+            .filter(|(k, _)| k.starts_with("notes (conflict "))
+            .collect();
+        assert_eq!(copies.len(), 1, "{:?}", t.keys());
+        assert_eq!(
+            copies[0].1, b"edit from B",
+            "the losing edit is kept as a conflict copy"
+        );
+    }
+    srv.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn an_emptied_folder_deletes_nothing_remotely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(dir.path()).await;
+    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let a = dir.path().join("A");
+    write(&a, "keep1.txt", b"1");
+    write(&a, "keep2.txt", b"2");
+    c.full_sync(&a, ConflictStrategy::PreferNewer)
+        .await
+        .expect("sync");
+    std::fs::remove_file(a.join("keep1.txt")).expect("rm");
+    std::fs::remove_file(a.join("keep2.txt")).expect("rm");
+    let r = c
+        .full_sync(&a, ConflictStrategy::PreferNewer)
+        .await
+        .expect("sync");
+    assert!(r.deleted_remote.is_empty());
+    assert!(
+        r.errors
+            .iter()
+            .any(|(_, e)| e.contains("remote deletions refused")),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(
+        c.get_manifest(None).await.expect("manifest").files.len(),
+        2,
+        "server untouched"
+    );
+    srv.shutdown().await.expect("shutdown");
+}
