@@ -237,14 +237,30 @@ impl Client {
             request.deleted.clear();
         }
         let plan = self.sync_plan(&request).await?;
-        self.apply_sync_plan(root, &plan, &files, &mut base, &mut result)
-            .await;
+        self.apply_plan(root, &plan, &files, &mut base, &mut result).await;
+        save_base(root, &base)?;
+        Ok(result)
+    }
+
+    /// Performs a plan (from [`Client::plan_folder`]) on the folder at `root`, updating its
+    /// base state. A failing path is reported in `errors` and never stops the rest.
+    pub async fn apply_sync_plan(&self, root: &Path, plan: &SyncPlan) -> Result<SyncResult> {
+        let mut base = load_base(root)?;
+        let r = root.to_path_buf();
+        let Scan { files, errors, .. } = tokio::task::spawn_blocking(move || scan(&r))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("scan task: {e}")))?;
+        let mut result = SyncResult {
+            errors,
+            ..SyncResult::default()
+        };
+        self.apply_plan(root, plan, &files, &mut base, &mut result).await;
         save_base(root, &base)?;
         Ok(result)
     }
 
     /// Performs `plan` on the folder at `root` with bounded concurrency, updating `base`.
-    async fn apply_sync_plan(
+    async fn apply_plan(
         &self,
         root: &Path,
         plan: &SyncPlan,

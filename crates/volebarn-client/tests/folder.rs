@@ -70,6 +70,15 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     let plan = c.plan_folder(&b, strategy).await.expect("plan");
     assert!(plan.is_empty(), "B is in sync: {plan:?}");
 
+    // plan → apply in two steps does the same as full_sync.
+    write(&a, "two-step.txt", b"planned");
+    let plan = c.plan_folder(&a, strategy).await.expect("plan");
+    assert_eq!(plan.client_upload, ["two-step.txt"]);
+    let r = c.apply_sync_plan(&a, &plan).await.expect("apply");
+    assert_eq!(r.uploaded, ["two-step.txt"]);
+    assert!(c.plan_folder(&a, strategy).await.expect("plan").is_empty());
+    c.full_sync(&b, strategy).await.expect("sync B");
+
     // B edits one file and deletes another; A follows.
     write(&b, "a.txt", b"alpha, edited in B");
     std::fs::remove_file(b.join("dir/b.txt")).expect("rm");
