@@ -202,6 +202,20 @@ impl Client {
         self.http.request(method, url).bearer_auth(&self.token)
     }
 
+    /// A write to a file: POST creates, PUT replaces (always when conditional on `if_match`).
+    pub(crate) fn write_request(&self, p: &VPath, replace: bool, if_match: Option<u64>) -> RequestBuilder {
+        let method = if replace || if_match.is_some() {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let req = self.request(method, self.file_url(p));
+        match if_match {
+            Some(rev) => req.header("if-match", format!("\"{rev}\"")),
+            None => req,
+        }
+    }
+
     pub(crate) fn file_url(&self, p: &VPath) -> String {
         format!("{}/files/{}", self.base, encode_path(p))
     }
@@ -256,31 +270,28 @@ impl Client {
 
     async fn send_content(
         &self,
-        method: Method,
+        replace: bool,
         path: &str,
         content: Bytes,
         if_match: Option<u64>,
     ) -> Result<FileMetadata> {
         let p = parse_path(path)?;
-        let mut req = self
-            .request(method, self.file_url(&p))
+        let req = self
+            .write_request(&p, replace, if_match)
             .header(headers::FILE_HASH, Xxh3::of(&content).to_string())
             .body(content);
-        if let Some(rev) = if_match {
-            req = req.header("if-match", format!("\"{rev}\""));
-        }
         let resp = check(req.send().await?, path).await?;
         Ok(resp.json().await?)
     }
 
     /// Creates a new file (409 `already_exists` if present).
     pub(crate) async fn upload_file_once(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
-        self.send_content(Method::POST, path, content, None).await
+        self.send_content(false, path, content, None).await
     }
 
     /// Replaces an existing file (404 if absent).
     pub(crate) async fn update_file_once(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
-        self.send_content(Method::PUT, path, content, None).await
+        self.send_content(true, path, content, None).await
     }
 
     /// Replaces a file only if its current revision is `rev` (else 412 `precondition_failed`).
@@ -290,7 +301,7 @@ impl Client {
         content: Bytes,
         rev: u64,
     ) -> Result<FileMetadata> {
-        self.send_content(Method::PUT, path, content, Some(rev)).await
+        self.send_content(true, path, content, Some(rev)).await
     }
 
     /// Downloads a whole file into memory and verifies its xxh3.
@@ -417,16 +428,8 @@ impl Client {
         let file = tokio::fs::File::open(local).await.map_err(io_err)?;
         let mtime = file_mtime(local).await.map_err(io_err)?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-        let method = if replace || if_match.is_some() {
-            Method::PUT
-        } else {
-            Method::POST
-        };
-        let mut req = self.request(method, self.file_url(&p));
-        if let Some(rev) = if_match {
-            req = req.header("if-match", format!("\"{rev}\""));
-        }
-        let req = req
+        let req = self
+            .write_request(&p, replace, if_match)
             .header(headers::FILE_HASH, hash.to_string())
             .header(headers::MODIFIED_TIME, format_rfc3339(mtime))
             .header(CONTENT_LENGTH, len)

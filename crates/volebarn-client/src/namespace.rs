@@ -152,15 +152,7 @@ impl Client {
         if_match: Option<u64>,
     ) -> Result<FileMetadata> {
         let p = parse_path(path)?;
-        let method = if replace || if_match.is_some() {
-            Method::PUT
-        } else {
-            Method::POST
-        };
-        let mut req = self.request(method, self.file_url(&p));
-        if let Some(rev) = if_match {
-            req = req.header("if-match", format!("\"{rev}\""));
-        }
+        let mut req = self.write_request(&p, replace, if_match);
         if let Some(t) = mtime {
             req = req.header(volebarn_core::types::headers::MODIFIED_TIME, format_rfc3339(t));
         }

@@ -43,6 +43,23 @@ pub struct StagedContent {
 }
 
 impl StagedContent {
+    /// The content made of `staged` chunks, in order.
+    fn new(staged: Vec<StagedChunk>, size: u64, hash: Xxh3) -> Self {
+        let chunks = staged
+            .iter()
+            .map(|s| ChunkRef {
+                id: s.id.0,
+                len: s.len,
+            })
+            .collect();
+        StagedContent {
+            staged,
+            chunks,
+            size,
+            hash,
+        }
+    }
+
     /// Fails with 400 `hash_mismatch` when the client announced a different hash.
     pub fn verify(&self, path: &VPath, expected: Option<Xxh3>) -> ServiceResult<()> {
         match expected {
@@ -240,19 +257,7 @@ impl Service {
         for chunk in chunker.finish() {
             staged.push(self.stage_chunk(path, chunk, durable).await?);
         }
-        let chunks = staged
-            .iter()
-            .map(|s| ChunkRef {
-                id: s.id.0,
-                len: s.len,
-            })
-            .collect();
-        Ok(StagedContent {
-            staged,
-            chunks,
-            size,
-            hash: hasher.finish(),
-        })
+        Ok(StagedContent::new(staged, size, hasher.finish()))
     }
 
     /// Stages a body already in memory (a small bulk part), without fsync: the bulk commit
@@ -275,19 +280,7 @@ impl Service {
                     .map_err(|e| ServiceError::storage(path.as_str(), e))?;
                 staged.push(s);
             }
-            let refs = staged
-                .iter()
-                .map(|s| ChunkRef {
-                    id: s.id.0,
-                    len: s.len,
-                })
-                .collect();
-            Ok(StagedContent {
-                staged,
-                chunks: refs,
-                size: data.len() as u64,
-                hash: Xxh3::of(&data),
-            })
+            Ok(StagedContent::new(staged, data.len() as u64, Xxh3::of(&data)))
         })
         .await?
     }
