@@ -160,3 +160,70 @@ async fn breaker_opens_on_a_dead_server_and_health_reports_it() {
     );
     srv.shutdown().await.expect("shutdown");
 }
+
+/// Forwards connections, but cuts the first response after `keep` bytes.
+async fn truncating_proxy(upstream: SocketAddr, keep: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let first = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((down, _)) = listener.accept().await {
+            let n = first.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let up = TcpStream::connect(upstream).await.expect("upstream");
+                let (mut down_r, mut down_w) = down.into_split();
+                let (mut up_r, mut up_w) = up.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut down_r, &mut up_w).await;
+                });
+                if n > 0 {
+                    let _ = tokio::io::copy(&mut up_r, &mut down_w).await;
+                    return;
+                }
+                let mut passed = 0;
+                let mut buf = vec![0u8; 16 * 1024];
+                while passed < keep {
+                    let Ok(got) = up_r.read(&mut buf).await else {
+                        return;
+                    };
+                    if got == 0 {
+                        return;
+                    }
+                    let take = got.min(keep - passed);
+                    if down_w.write_all(&buf[..take]).await.is_err() {
+                        return;
+                    }
+                    passed += take;
+                }
+                // Drop both halves: the client sees the body end early.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_truncated_download_is_fetched_again_and_verified() {
+    let (srv, dir) = server().await;
+    let direct = client(srv.url.clone(), &srv.token, RetryConfig::none());
+    let content: Bytes = (0..300_000u32)
+        .flat_map(|i| i.to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into();
+    direct
+        .upload_file("long.bin", content.clone())
+        .await
+        .expect("upload");
+    let addr = truncating_proxy(srv.addr, 100_000).await;
+    let c = client(format!("http://{addr}"), &srv.token, quick());
+    assert_eq!(c.download_file("long.bin").await.expect("retried"), content);
+    let addr = truncating_proxy(srv.addr, 100_000).await;
+    let c = client(format!("http://{addr}"), &srv.token, quick());
+    let target = dir.path().join("long.out");
+    assert_eq!(
+        c.download_to("long.bin", &target).await.expect("retried"),
+        Xxh3::of(&content)
+    );
+    assert_eq!(std::fs::read(&target).expect("read"), content.as_ref());
+    srv.shutdown().await.expect("shutdown");
+}
