@@ -3,7 +3,7 @@
 //! upload that finds its own earlier attempt already applied (409/412 with the same content
 //! on the server) counts as done; a retried delete that finds nothing counts as done.
 
-use crate::bulk::{BulkDownload, FileUpload};
+use crate::bulk::{BulkDownload, ConditionalUpload, FileUpload};
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use bytes::Bytes;
@@ -244,6 +244,15 @@ impl Client {
 
     /// Uploads many files in one request; existing files are replaced (so a retry is safe).
     pub async fn bulk_upload(&self, files: Vec<FileUpload>) -> Result<BulkUploadResponse> {
+        let files: Vec<ConditionalUpload> = files.into_iter().map(Into::into).collect();
+        self.call("bulk_upload", || self.bulk_upload_once(files.clone()))
+            .await
+    }
+
+    /// Bulk upload where each file carries its own condition and mtime. A retried request
+    /// may report `already_exists`/`precondition_failed` for parts its first attempt stored;
+    /// callers compare the server's hash (as `full_sync` does) before calling it a conflict.
+    pub async fn bulk_upload_conditional(&self, files: Vec<ConditionalUpload>) -> Result<BulkUploadResponse> {
         self.call("bulk_upload", || self.bulk_upload_once(files.clone()))
             .await
     }

@@ -19,6 +19,38 @@ pub struct FileUpload {
     pub content: Bytes,
 }
 
+/// When a bulk-uploaded file may be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadCondition {
+    /// Create or replace.
+    Any,
+    /// Only if the path does not exist (409 `already_exists` otherwise).
+    Create,
+    /// Only if the file is at this revision (412 `precondition_failed` otherwise).
+    IfMatch(u64),
+}
+
+/// One file of a conditional bulk upload.
+#[derive(Debug, Clone)]
+pub struct ConditionalUpload {
+    pub path: String,
+    pub content: Bytes,
+    pub condition: UploadCondition,
+    /// The file's own modification time (Unix nanoseconds).
+    pub mtime: Option<i64>,
+}
+
+impl From<FileUpload> for ConditionalUpload {
+    fn from(f: FileUpload) -> Self {
+        ConditionalUpload {
+            path: f.path,
+            content: f.content,
+            condition: UploadCondition::Any,
+            mtime: None,
+        }
+    }
+}
+
 /// One verified file of a bulk download (the seed's `FileDownload`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDownload {
@@ -41,16 +73,27 @@ struct MissingReport {
 }
 
 impl Client {
-    /// Uploads many files in one `multipart/form-data` request; existing files are replaced.
-    /// Each part carries its xxh3 so the server refuses a part damaged in flight; parts fail
-    /// individually (see `failed` in the answer).
-    pub(crate) async fn bulk_upload_once(&self, files: Vec<FileUpload>) -> Result<BulkUploadResponse> {
+    /// Uploads many files in one `multipart/form-data` request. Each part carries its xxh3
+    /// so the server refuses a part damaged in flight, and its condition (`If-Match`,
+    /// `If-None-Match: *`) and mtime; parts fail individually (see `failed` in the answer).
+    pub(crate) async fn bulk_upload_once(&self, files: Vec<ConditionalUpload>) -> Result<BulkUploadResponse> {
         let mut form = reqwest::multipart::Form::new();
         for f in files {
             parse_path(&f.path)?;
             let mut part_headers = reqwest::header::HeaderMap::new();
-            if let Ok(v) = reqwest::header::HeaderValue::from_str(&Xxh3::of(&f.content).to_string()) {
-                part_headers.insert(headers::FILE_HASH, v);
+            let mut put = |name: &'static str, value: String| {
+                if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
+                    part_headers.insert(name, v);
+                }
+            };
+            put(headers::FILE_HASH, Xxh3::of(&f.content).to_string());
+            match f.condition {
+                UploadCondition::Any => {}
+                UploadCondition::Create => put("if-none-match", "*".into()),
+                UploadCondition::IfMatch(rev) => put("if-match", format!("\"{rev}\"")),
+            }
+            if let Some(t) = f.mtime {
+                put(headers::MODIFIED_TIME, volebarn_core::timefmt::format_rfc3339(t));
             }
             // The path travels as a text field: filenames in Content-Disposition are not
             // reliably UTF-8 across implementations.
@@ -61,9 +104,20 @@ impl Client {
                     .headers(part_headers),
             );
         }
+        // reqwest yields every boundary, header and body as its own piece; over HTTP/2 each
+        // would be a tiny DATA frame. Coalescing them keeps frames large (and servers happy).
+        let content_type = format!("multipart/form-data; boundary={}", form.boundary());
+        let body = form.into_stream().ready_chunks(512).map(|pieces| {
+            let mut buf = Vec::new();
+            for piece in pieces {
+                buf.extend_from_slice(&piece?);
+            }
+            Ok::<_, reqwest::Error>(Bytes::from(buf))
+        });
         let resp = self
             .request(Method::POST, format!("{}/bulk/upload", self.base))
-            .multipart(form)
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(body))
             .send()
             .await?;
         Ok(check(resp, "").await?.json().await?)

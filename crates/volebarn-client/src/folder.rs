@@ -5,6 +5,7 @@
 //! This scan hashes every file; the console app keeps a persistent index so a no-op scan only
 //! stats files.
 
+use crate::bulk::{ConditionalUpload, UploadCondition};
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use futures_util::StreamExt;
@@ -15,12 +16,17 @@ use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::sync::{conflict_copy_name, ConflictKind, ConflictResolution, ConflictStrategy, SyncPlan};
 use volebarn_core::timefmt::{now_nanos, UnixNanos};
 use volebarn_core::types::{ClientEntry, ClientManifest, SyncRequest};
-use volebarn_core::{FileMetadata, VPath, Xxh3};
+use volebarn_core::{ErrorCode, FileMetadata, VPath, Xxh3};
 
 /// The folder holding sync state inside a synced folder.
 pub const STATE_DIR: &str = ".volebarn";
 /// Transfers in flight while applying a plan.
 const CONCURRENCY: usize = 8;
+/// Files up to this size are uploaded in bulk requests.
+const SMALL_FILE: u64 = 1024 * 1024;
+/// Limits of one bulk upload request.
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+const BATCH_FILES: usize = 1000;
 
 /// The seed's `SyncResult`, plus deletions on the server and unresolved conflicts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -281,26 +287,7 @@ impl Client {
                 Err(e) => result.errors.push((d.clone(), e.to_string())),
             }
         }
-        let uploads: Vec<(String, Result<FileMetadata>)> =
-            futures_util::stream::iter(plan.client_upload.iter())
-                .map(|p| async move {
-                    let r = self
-                        .upload_conditional(root, p, plan.if_match.get(p).copied())
-                        .await;
-                    (p.clone(), r)
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-        for (p, r) in uploads {
-            match r {
-                Ok(m) => {
-                    base.insert(p.clone(), BaseEntry::of(&m));
-                    result.uploaded.push(p);
-                }
-                Err(e) => result.errors.push((p, e.to_string())),
-            }
-        }
+        self.upload_planned(root, plan, local, base, result).await;
         let downloads: Vec<(String, Result<FileMetadata>)> =
             futures_util::stream::iter(plan.client_download.iter())
                 .map(|p| async move { (p.clone(), self.download_into(root, p).await) })
@@ -374,6 +361,112 @@ impl Client {
                 Ok(()) => result.conflicts_resolved.push(c.path.clone()),
                 Err(e) => result.errors.push((c.path.clone(), e.to_string())),
             }
+        }
+    }
+
+    /// Uploads the plan's files: small ones in bulk requests (a few MiB each), large ones
+    /// streamed or chunked, 8 at a time; every upload conditional on what the plan saw.
+    async fn upload_planned(
+        &self,
+        root: &Path,
+        plan: &SyncPlan,
+        local: &BTreeMap<String, LocalFile>,
+        base: &mut BTreeMap<String, BaseEntry>,
+        result: &mut SyncResult,
+    ) {
+        let (small, large): (Vec<&String>, Vec<&String>) = plan
+            .client_upload
+            .iter()
+            .partition(|p| local.get(*p).is_some_and(|f| f.size <= SMALL_FILE));
+        let mut batch: Vec<ConditionalUpload> = Vec::new();
+        let mut batch_bytes = 0u64;
+        for (i, p) in small.iter().enumerate() {
+            let path = local_path(root, p);
+            match std::fs::read(&path) {
+                Ok(content) => {
+                    batch_bytes += content.len() as u64;
+                    let condition = match plan.if_match.get(*p) {
+                        Some(rev) => UploadCondition::IfMatch(*rev),
+                        None => UploadCondition::Create,
+                    };
+                    let mtime = std::fs::metadata(&path).ok().map(|m| mtime_of(&m));
+                    batch.push(ConditionalUpload {
+                        path: (*p).clone(),
+                        content: content.into(),
+                        condition,
+                        mtime,
+                    });
+                }
+                Err(e) => result.errors.push(((*p).clone(), e.to_string())),
+            }
+            if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES || i + 1 == small.len() {
+                let sent = std::mem::take(&mut batch);
+                batch_bytes = 0;
+                self.upload_batch(sent, local, base, result).await;
+            }
+        }
+        let uploads: Vec<(String, Result<FileMetadata>)> = futures_util::stream::iter(large)
+            .map(|p| async move {
+                (
+                    p.clone(),
+                    self.upload_conditional(root, p, plan.if_match.get(p).copied())
+                        .await,
+                )
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (p, r) in uploads {
+            match r {
+                Ok(m) => {
+                    base.insert(p.clone(), BaseEntry::of(&m));
+                    result.uploaded.push(p);
+                }
+                Err(e) => result.errors.push((p, e.to_string())),
+            }
+        }
+    }
+
+    async fn upload_batch(
+        &self,
+        batch: Vec<ConditionalUpload>,
+        local: &BTreeMap<String, LocalFile>,
+        base: &mut BTreeMap<String, BaseEntry>,
+        result: &mut SyncResult,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
+        match self.bulk_upload_conditional(batch).await {
+            Ok(resp) => {
+                for m in resp.files {
+                    base.insert(m.path.clone(), BaseEntry::of(&m));
+                    result.uploaded.push(m.path);
+                }
+                for f in resp.failed {
+                    // A retried request may meet its own first attempt: same content is done.
+                    let landed = match f.error_code {
+                        ErrorCode::AlreadyExists | ErrorCode::PreconditionFailed => {
+                            match self.get_file_metadata(&f.path).await {
+                                Ok(m) if local.get(&f.path).map(|l| l.xxhash3) == Some(m.xxhash3) => Some(m),
+                                _ => None,
+                            }
+                        }
+                        _ => None,
+                    };
+                    match landed {
+                        Some(m) => {
+                            base.insert(m.path.clone(), BaseEntry::of(&m));
+                            result.uploaded.push(m.path);
+                        }
+                        None => result.errors.push((f.path, f.error)),
+                    }
+                }
+            }
+            Err(e) => result
+                .errors
+                .extend(paths.into_iter().map(|p| (p, e.to_string()))),
         }
     }
 

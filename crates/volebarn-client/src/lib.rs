@@ -14,7 +14,7 @@ mod namespace;
 pub mod queue;
 pub mod resilience;
 
-pub use bulk::{BulkDownload, FileDownload, FileUpload};
+pub use bulk::{BulkDownload, ConditionalUpload, FileDownload, FileUpload, UploadCondition};
 pub use client::{Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
 pub use folder::{BaseEntry, SyncResult, STATE_DIR};

@@ -345,3 +345,64 @@ async fn sync_plan_covers_every_row_of_the_table() {
         "nothing deleted without a base"
     );
 }
+
+#[tokio::test]
+async fn bulk_upload_parts_honour_their_conditions() {
+    use volebarn_client::{ConditionalUpload, UploadCondition};
+    let t = TestServer::start().await;
+    let existing = t
+        .client
+        .upload_file("exists.txt", Bytes::from_static(b"v1"))
+        .await
+        .expect("upload");
+    let part = |path: &str, content: &'static [u8], condition| ConditionalUpload {
+        path: path.to_string(),
+        content: Bytes::from_static(content),
+        condition,
+        mtime: Some(1_600_000_000_000_000_000),
+    };
+    let resp = t
+        .client
+        .bulk_upload_conditional(vec![
+            part("exists.txt", b"clobber", UploadCondition::Create),
+            part("fresh.txt", b"new", UploadCondition::Create),
+        ])
+        .await
+        .expect("bulk");
+    assert_eq!(resp.success, ["fresh.txt"]);
+    let codes: Vec<ErrorCode> = resp.failed.iter().map(|f| f.error_code).collect();
+    assert_eq!(codes, [ErrorCode::AlreadyExists]);
+    assert_eq!(
+        resp.files[0].modified, 1_600_000_000_000_000_000,
+        "mtime travels per part"
+    );
+    let resp = t
+        .client
+        .bulk_upload_conditional(vec![part(
+            "exists.txt",
+            b"stale",
+            UploadCondition::IfMatch(existing.rev + 100),
+        )])
+        .await
+        .expect("bulk");
+    let codes: Vec<ErrorCode> = resp.failed.iter().map(|f| f.error_code).collect();
+    assert_eq!(codes, [ErrorCode::PreconditionFailed]);
+    assert_eq!(
+        t.client.download_file("exists.txt").await.expect("dl"),
+        Bytes::from_static(b"v1")
+    );
+    let resp = t
+        .client
+        .bulk_upload_conditional(vec![part(
+            "exists.txt",
+            b"v2",
+            UploadCondition::IfMatch(existing.rev),
+        )])
+        .await
+        .expect("bulk");
+    assert_eq!(resp.success, ["exists.txt"]);
+    assert_eq!(
+        t.client.download_file("exists.txt").await.expect("dl"),
+        Bytes::from_static(b"v2")
+    );
+}

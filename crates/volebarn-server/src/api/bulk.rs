@@ -40,6 +40,10 @@ fn part_options(h: &HeaderMap, path: &VPath) -> ServiceResult<(Option<Xxh3>, Opt
         .map(|v| parse_rfc3339(v).ok_or_else(|| bad("X-Modified-Time", v)))
         .transpose()?;
     let if_match = part_header(h, "if-match").map(IfMatch::parse);
+    // `If-None-Match: *`: create only, 409 if the path exists.
+    if part_header(h, "if-none-match").map(str::trim) == Some("*") {
+        return Ok((hash, mtime, WriteMode::Create));
+    }
     Ok((hash, mtime, WriteMode::Upsert { if_match }))
 }
 
@@ -247,10 +251,11 @@ pub async fn download(State(st): State<AppState>, body: Body) -> ServiceResult<R
                 }
             };
             let head = format!(
-                "--{b}\r\nContent-Type: application/octet-stream\r\nX-File-Path: {}\r\nX-File-Hash: {}\r\nETag: \"{}\"\r\nContent-Length: {}\r\n\r\n",
+                "--{b}\r\nContent-Type: application/octet-stream\r\nX-File-Path: {}\r\nX-File-Hash: {}\r\nETag: \"{}\"\r\nX-Modified-Time: {}\r\nContent-Length: {}\r\n\r\n",
                 encode_header_path(path.as_str()),
                 Xxh3(rec.xxh3),
                 rec.rev,
+                volebarn_core::timefmt::format_rfc3339(rec.mtime),
                 rec.size
             );
             if tx.send(Ok(Bytes::from(head))).await.is_err() {
