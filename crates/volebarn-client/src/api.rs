@@ -3,7 +3,7 @@
 //! upload that finds its own earlier attempt already applied (409/412 with the same content
 //! on the server) counts as done; a retried delete that finds nothing counts as done.
 
-use crate::bulk::{BulkDownload, ConditionalUpload, FileUpload};
+use crate::bulk::{BulkDownload, ConditionalUpload, FileUpload, UploadCondition};
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use bytes::Bytes;
@@ -72,8 +72,7 @@ impl Client {
         operation: &str,
         path: &str,
         content: Bytes,
-        mode: u8,
-        rev: u64,
+        condition: UploadCondition,
     ) -> Result<FileMetadata> {
         let attempts = Attempts::default();
         let hash = Xxh3::of(&content);
@@ -82,10 +81,11 @@ impl Client {
                 attempts.next();
                 let content = content.clone();
                 async move {
-                    match mode {
-                        0 => self.upload_file_once(path, content).await,
-                        1 => self.update_file_once(path, content).await,
-                        _ => self.update_file_if_once(path, content, rev).await,
+                    match condition {
+                        UploadCondition::Create => self.upload_file_once(path, content).await,
+                        // A single-file PUT replaces an existing file (404 when absent).
+                        UploadCondition::Any => self.update_file_once(path, content).await,
+                        UploadCondition::IfMatch(rev) => self.update_file_if_once(path, content, rev).await,
                     }
                 }
             })
@@ -95,17 +95,20 @@ impl Client {
 
     /// Creates a new file (409 `already_exists` if present).
     pub async fn upload_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
-        self.write_bytes("upload_file", path, content, 0, 0).await
+        self.write_bytes("upload_file", path, content, UploadCondition::Create)
+            .await
     }
 
     /// Replaces an existing file (404 if absent).
     pub async fn update_file(&self, path: &str, content: Bytes) -> Result<FileMetadata> {
-        self.write_bytes("update_file", path, content, 1, 0).await
+        self.write_bytes("update_file", path, content, UploadCondition::Any)
+            .await
     }
 
     /// Replaces a file only if its current revision is `rev` (else 412 `precondition_failed`).
     pub async fn update_file_if(&self, path: &str, content: Bytes, rev: u64) -> Result<FileMetadata> {
-        self.write_bytes("update_file_if", path, content, 2, rev).await
+        self.write_bytes("update_file_if", path, content, UploadCondition::IfMatch(rev))
+            .await
     }
 
     /// Downloads a whole file into memory and verifies its xxh3 (re-fetched on mismatch).
