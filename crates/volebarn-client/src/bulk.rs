@@ -6,10 +6,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 use reqwest::Method;
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::sync::SyncPlan;
 use volebarn_core::types::{
     headers, BulkDeleteResponse, BulkUploadResponse, FileManifest, PathList, SyncRequest,
 };
+use volebarn_core::FileMetadata;
 use volebarn_core::{OperationError, Xxh3};
 
 /// One file of a bulk upload (the seed's `FileUpload`).
@@ -123,8 +127,8 @@ impl Client {
         Ok(check(resp, "").await?.json().await?)
     }
 
-    /// Downloads many files in one request, verifying every file's xxh3.
-    pub(crate) async fn bulk_download_once(&self, paths: &[String]) -> Result<BulkDownload> {
+    /// Starts a bulk download and returns its parts.
+    async fn open_bulk_download(&self, paths: &[String]) -> Result<multer::Multipart<'static>> {
         let body = PathList {
             paths: paths.to_vec(),
         };
@@ -145,63 +149,74 @@ impl Client {
             .ok_or_else(|| {
                 ClientError::Protocol(format!("bulk download is not multipart: {content_type:?}"))
             })?;
-        let mut parts = multer::Multipart::new(resp.bytes_stream(), boundary);
+        Ok(multer::Multipart::new(resp.bytes_stream(), boundary))
+    }
+
+    /// Downloads many files in one request, verifying every file's xxh3.
+    pub(crate) async fn bulk_download_once(&self, paths: &[String]) -> Result<BulkDownload> {
+        let mut parts = self.open_bulk_download(paths).await?;
         let mut out = BulkDownload::default();
-        while let Some(part) = parts
-            .next_field()
-            .await
-            .map_err(|e| ClientError::Protocol(format!("bulk download: {e}")))?
-        {
-            let h = part.headers().clone();
-            if h.get("x-volebarn-report").is_some() {
-                let bytes = part
-                    .bytes()
-                    .await
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                let report: MissingReport = serde_json::from_slice(&bytes)
-                    .map_err(|e| ClientError::Protocol(format!("bulk download report: {e}")))?;
-                out.missing = report.missing;
-                continue;
-            }
-            let raw_path = h
-                .get("x-file-path")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let path = percent_decode_str(raw_path).decode_utf8_lossy().to_string();
-            let expected: Xxh3 = h
-                .get(headers::FILE_HASH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| {
-                    ClientError::Protocol(format!("bulk download part {path} has no X-File-Hash"))
-                })?;
-            let rev = h
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim_matches('"').parse().ok());
+        while let Some(mut part) = next_part(&mut parts).await? {
+            let info = match part_info(part.headers())? {
+                PartKind::Report => {
+                    out.missing = read_report(part).await?;
+                    continue;
+                }
+                PartKind::File(info) => info,
+            };
             let mut content = Vec::new();
-            let mut stream = part;
-            while let Some(piece) = stream.next().await {
-                content.extend_from_slice(
-                    &piece.map_err(|e| ClientError::Protocol(format!("bulk download: {e}")))?,
-                );
+            while let Some(piece) = part.chunk().await.map_err(multipart_error)? {
+                content.extend_from_slice(&piece);
             }
             let actual = Xxh3::of(&content);
-            if actual != expected {
+            if actual != info.expected {
                 return Err(ClientError::HashMismatch {
-                    path,
-                    expected: expected.to_string(),
+                    path: info.path,
+                    expected: info.expected.to_string(),
                     actual: actual.to_string(),
                 });
             }
             out.files.push(FileDownload {
-                path,
+                path: info.path,
                 content: Bytes::from(content),
                 xxhash3: actual,
-                rev,
+                rev: info.rev,
             });
         }
         Ok(out)
+    }
+
+    /// Downloads many files in one request straight into the folder at `root`: each part
+    /// streams to a temporary file beside its target, is verified, gets the remote mtime and
+    /// is renamed into place. Returns the files written and, per path, what went wrong.
+    pub async fn bulk_download_into(
+        &self,
+        root: &Path,
+        paths: &[String],
+    ) -> Result<(Vec<FileMetadata>, Vec<OperationError>)> {
+        let mut parts = self.open_bulk_download(paths).await?;
+        let mut written = Vec::new();
+        let mut failed = Vec::new();
+        while let Some(part) = next_part(&mut parts).await? {
+            let info = match part_info(part.headers())? {
+                PartKind::Report => {
+                    failed.extend(read_report(part).await?);
+                    continue;
+                }
+                PartKind::File(info) => info,
+            };
+            let path = info.path.clone();
+            match write_part(root, info, part).await {
+                Ok(m) => written.push(m),
+                Err(e @ ClientError::Network(_)) | Err(e @ ClientError::Protocol(_)) => return Err(e),
+                Err(e) => failed.push(OperationError::new(
+                    path,
+                    e.error_code().unwrap_or(volebarn_core::ErrorCode::Unknown),
+                    e.to_string(),
+                )),
+            }
+        }
+        Ok((written, failed))
     }
 
     /// Deletes files and directories (recursively); each path succeeds or fails alone.
@@ -236,4 +251,118 @@ impl Client {
             .await?;
         Ok(check(resp, "").await?.json().await?)
     }
+}
+
+fn multipart_error(e: multer::Error) -> ClientError {
+    ClientError::Protocol(format!("bulk download: {e}"))
+}
+
+async fn next_part(parts: &mut multer::Multipart<'static>) -> Result<Option<multer::Field<'static>>> {
+    parts.next_field().await.map_err(multipart_error)
+}
+
+/// The headers of one file part of a bulk download.
+struct PartInfo {
+    path: String,
+    expected: Xxh3,
+    rev: Option<u64>,
+    modified: Option<i64>,
+}
+
+enum PartKind {
+    File(PartInfo),
+    /// The final `{"missing": [...]}` part.
+    Report,
+}
+
+fn part_info(h: &reqwest::header::HeaderMap) -> Result<PartKind> {
+    if h.get("x-volebarn-report").is_some() {
+        return Ok(PartKind::Report);
+    }
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let path = percent_decode_str(text("x-file-path").unwrap_or_default())
+        .decode_utf8_lossy()
+        .to_string();
+    let expected = text(headers::FILE_HASH)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ClientError::Protocol(format!("bulk download part {path} has no X-File-Hash")))?;
+    let rev = text("etag").and_then(|v| v.trim_matches('"').parse().ok());
+    let modified = text(headers::MODIFIED_TIME).and_then(volebarn_core::timefmt::parse_rfc3339);
+    Ok(PartKind::File(PartInfo {
+        path,
+        expected,
+        rev,
+        modified,
+    }))
+}
+
+async fn read_report(part: multer::Field<'static>) -> Result<Vec<OperationError>> {
+    let bytes = part.bytes().await.map_err(multipart_error)?;
+    let report: MissingReport = serde_json::from_slice(&bytes)
+        .map_err(|e| ClientError::Protocol(format!("bulk download report: {e}")))?;
+    Ok(report.missing)
+}
+
+/// Streams one part to `root/<path>` (temp file, verify, mtime, fsync, rename).
+async fn write_part(root: &Path, info: PartInfo, mut part: multer::Field<'static>) -> Result<FileMetadata> {
+    let vpath = parse_path(&info.path)?;
+    let target = vpath
+        .as_str()
+        .split('/')
+        .fold(root.to_path_buf(), |p, c| p.join(c));
+    let dir = target
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    let io = |source| ClientError::Io {
+        path: target.display().to_string(),
+        source,
+    };
+    tokio::fs::create_dir_all(&dir).await.map_err(io)?;
+    let tmp = dir.join(format!(
+        ".{}.volebarn-{:016x}.tmp",
+        vpath.name(),
+        rand::random::<u64>()
+    ));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+        let mut hasher = Xxh3Hasher::new();
+        let mut size = 0u64;
+        while let Some(piece) = part.chunk().await.map_err(multipart_error)? {
+            hasher.update(&piece);
+            size += piece.len() as u64;
+            file.write_all(&piece).await.map_err(io)?;
+        }
+        let actual = hasher.finish();
+        if actual != info.expected {
+            return Err(ClientError::HashMismatch {
+                path: info.path.clone(),
+                expected: info.expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        file.flush().await.map_err(io)?;
+        let file = file.into_std().await;
+        if let Some(nanos) = info.modified {
+            file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos.max(0) as u64))
+                .map_err(io)?;
+        }
+        file.sync_all().map_err(io)?;
+        drop(file);
+        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+        Ok(FileMetadata {
+            path: vpath.to_string(),
+            name: vpath.name().to_string(),
+            size,
+            modified: info.modified.unwrap_or_default(),
+            is_directory: false,
+            xxhash3: actual,
+            rev: info.rev.unwrap_or_default(),
+        })
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
 }

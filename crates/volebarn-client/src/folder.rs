@@ -288,21 +288,8 @@ impl Client {
             }
         }
         self.upload_planned(root, plan, local, base, result).await;
-        let downloads: Vec<(String, Result<FileMetadata>)> =
-            futures_util::stream::iter(plan.client_download.iter())
-                .map(|p| async move { (p.clone(), self.download_into(root, p).await) })
-                .buffer_unordered(CONCURRENCY)
-                .collect()
-                .await;
-        for (p, r) in downloads {
-            match r {
-                Ok(m) => {
-                    base.insert(p.clone(), BaseEntry::of(&m));
-                    result.downloaded.push(p);
-                }
-                Err(e) => result.errors.push((p, e.to_string())),
-            }
-        }
+        self.download_planned(root, &plan.client_download, base, result)
+            .await;
         for p in &plan.client_delete {
             // Delete only what the plan saw: an edit made since then is kept.
             let target = local_path(root, p);
@@ -467,6 +454,51 @@ impl Client {
             Err(e) => result
                 .errors
                 .extend(paths.into_iter().map(|p| (p, e.to_string()))),
+        }
+    }
+
+    /// Downloads the plan's files in bulk requests of up to 1,000 files, streamed straight to
+    /// disk; whatever a bulk request could not deliver is fetched one by one (with retries).
+    async fn download_planned(
+        &self,
+        root: &Path,
+        paths: &[String],
+        base: &mut BTreeMap<String, BaseEntry>,
+        result: &mut SyncResult,
+    ) {
+        let mut leftover: Vec<String> = Vec::new();
+        for batch in paths.chunks(BATCH_FILES) {
+            match self.bulk_download_into(root, batch).await {
+                Ok((written, failed)) => {
+                    for m in written {
+                        base.insert(m.path.clone(), BaseEntry::of(&m));
+                        result.downloaded.push(m.path);
+                    }
+                    leftover.extend(failed.into_iter().map(|f| f.path));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, files = batch.len(), "bulk download failed; fetching one by one");
+                    let done: BTreeSet<&String> = result.downloaded.iter().collect();
+                    leftover.extend(batch.iter().filter(|p| !done.contains(p)).cloned());
+                }
+            }
+        }
+        let singles: Vec<(String, Result<FileMetadata>)> = futures_util::stream::iter(leftover)
+            .map(|p| async move {
+                let r = self.download_into(root, &p).await;
+                (p, r)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (p, r) in singles {
+            match r {
+                Ok(m) => {
+                    base.insert(p.clone(), BaseEntry::of(&m));
+                    result.downloaded.push(p);
+                }
+                Err(e) => result.errors.push((p, e.to_string())),
+            }
         }
     }
 

@@ -63,6 +63,12 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     assert_eq!(r.downloaded.len(), 3, "{r:?}");
     assert_eq!(tree(&a), tree(&b));
     assert!(b.join("empty").is_dir(), "empty directories travel too");
+    let mtime = |p: &Path| std::fs::metadata(p).expect("meta").modified().expect("mtime");
+    assert_eq!(
+        mtime(&a.join("dir/deeper/c.bin")),
+        mtime(&b.join("dir/deeper/c.bin")),
+        "the author's mtime travels"
+    );
     assert!(
         c.plan_folder(&a, strategy).await.expect("plan").is_empty(),
         "A is in sync"
