@@ -259,13 +259,13 @@ impl Client {
     /// 1 min, 2 min, then 5 min while it fails. Runs until the returned guard is dropped.
     pub fn start_health_monitor(&self) -> HealthMonitor {
         let client = self.clone();
-        HealthMonitor(tokio::spawn(async move {
-            loop {
-                let _ = client.ping().await;
-                let failures = client.health().consecutive_failures;
-                tokio::time::sleep(crate::resilience::next_health_check(failures)).await;
+        HealthMonitor(tokio::spawn(crate::resilience::monitor_loop(move || {
+            let client = client.clone();
+            async move {
+                let ok = client.ping().await.is_ok();
+                (ok, client.health().consecutive_failures)
             }
-        }))
+        })))
     }
 
     async fn send_content(

@@ -281,6 +281,20 @@ pub fn next_health_check(consecutive_failures: u32) -> Duration {
     }
 }
 
+/// The health monitor's loop: probe, then wait as [`next_health_check`] says for the
+/// failure count the probe reports. Generic over the probe so its schedule is tested
+/// without a network.
+pub(crate) async fn monitor_loop<F, Fut>(mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = (bool, u32)>,
+{
+    loop {
+        let (_, failures) = probe().await;
+        tokio::time::sleep(next_health_check(failures)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +465,34 @@ mod tests {
         let (times, out) = attempts(&no_retry, &breaker, |_| None).await;
         assert_eq!((times.len(), out.expect("probe succeeds")), (1, 0));
         assert_eq!(breaker.state(), BreakerState::Closed, "a successful probe closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn monitor_probes_every_30s_when_healthy_and_backs_off_when_not() {
+        let start = Instant::now();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        // Healthy for 3 probes, then down for 5, then back.
+        let state = std::sync::Arc::new(Mutex::new(HealthState::default()));
+        let monitor = tokio::spawn(monitor_loop(move || {
+            let (log, state) = (log.clone(), state.clone());
+            async move {
+                let mut times = log.lock().expect("lock");
+                let n = times.len();
+                times.push(start.elapsed().as_secs());
+                let up = !(3..8).contains(&n);
+                let mut s = state.lock().expect("lock");
+                s.record(if up { Ok(Duration::from_millis(5)) } else { Err(()) });
+                (up, s.snapshot(BreakerState::Closed).consecutive_failures)
+            }
+        }));
+        while seen.lock().expect("lock").len() < 10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        monitor.abort();
+        let times = seen.lock().expect("lock").clone();
+        // 0, 30, 60 healthy; failing from 90: waits 30, 60, 120, 300, 300; healthy again: 30.
+        assert_eq!(times, [0, 30, 60, 90, 120, 180, 300, 600, 900, 930]);
     }
 
     #[test]
