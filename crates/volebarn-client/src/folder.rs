@@ -403,15 +403,7 @@ impl Client {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        for (p, r) in uploads {
-            match r {
-                Ok(m) => {
-                    base.insert(p.clone(), BaseEntry::of(&m));
-                    result.uploaded.push(p);
-                }
-                Err(e) => result.errors.push((p, e.to_string())),
-            }
-        }
+        record(uploads, base, &mut result.uploaded, &mut result.errors);
     }
 
     async fn upload_batch(
@@ -491,15 +483,7 @@ impl Client {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        for (p, r) in singles {
-            match r {
-                Ok(m) => {
-                    base.insert(p.clone(), BaseEntry::of(&m));
-                    result.downloaded.push(p);
-                }
-                Err(e) => result.errors.push((p, e.to_string())),
-            }
-        }
+        record(singles, base, &mut result.downloaded, &mut result.errors);
     }
 
     /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev.
@@ -561,6 +545,24 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+/// Records transfer outcomes: what arrived becomes the new base and is listed in `done`.
+fn record(
+    outcomes: Vec<(String, Result<FileMetadata>)>,
+    base: &mut BTreeMap<String, BaseEntry>,
+    done: &mut Vec<String>,
+    errors: &mut Vec<(String, String)>,
+) {
+    for (p, r) in outcomes {
+        match r {
+            Ok(m) => {
+                base.insert(p.clone(), BaseEntry::of(&m));
+                done.push(p);
+            }
+            Err(e) => errors.push((p, e.to_string())),
+        }
     }
 }
 
