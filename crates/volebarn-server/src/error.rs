@@ -51,6 +51,19 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// Parses a path a client sent; 400 `invalid_path` (naming the path) when it is not one.
+    pub fn parse_path(raw: &str, allow_root: bool) -> Result<volebarn_core::VPath, ServiceError> {
+        let parsed = if allow_root {
+            volebarn_core::VPath::parse(raw)
+        } else {
+            volebarn_core::VPath::parse_non_root(raw)
+        };
+        parsed.map_err(|e| ServiceError::InvalidPath {
+            path: raw.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     pub fn storage(path: impl Into<String>, source: StorageError) -> Self {
         let path = path.into();
         if source.is_disk_full() {

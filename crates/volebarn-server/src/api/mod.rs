@@ -167,15 +167,7 @@ pub(crate) fn path_from_uri(uri: &Uri, prefix: &str, allow_root: bool) -> Result
             path: raw.to_string(),
             reason: "path is not valid UTF-8".into(),
         })?;
-    let parsed = if allow_root {
-        VPath::parse(&decoded)
-    } else {
-        VPath::parse_non_root(&decoded)
-    };
-    parsed.map_err(|e| ServiceError::InvalidPath {
-        path: decoded.to_string(),
-        reason: e.to_string(),
-    })
+    ServiceError::parse_path(&decoded, allow_root)
 }
 
 pub(crate) fn header_str<'a>(
@@ -236,13 +228,5 @@ pub(crate) fn query_map(uri: &Uri) -> std::collections::HashMap<String, String> 
 }
 
 pub(crate) fn parse_api_path(raw: &str, allow_root: bool) -> Result<VPath, ServiceError> {
-    let parsed = if allow_root {
-        VPath::parse(raw)
-    } else {
-        VPath::parse_non_root(raw)
-    };
-    parsed.map_err(|e| ServiceError::InvalidPath {
-        path: raw.to_string(),
-        reason: e.to_string(),
-    })
+    ServiceError::parse_path(raw, allow_root)
 }

@@ -91,15 +91,10 @@ impl Service {
         self.mutate(move |tx| {
             let mut resp = BulkDeleteResponse::default();
             for raw in paths {
-                let result = VPath::parse_non_root(&raw)
-                    .map_err(|e| ServiceError::InvalidPath {
-                        path: raw.clone(),
-                        reason: e.to_string(),
-                    })
-                    .and_then(|p| match tx.get(&p)? {
-                        Some(Entry::Dir(_)) => delete_dir_in(tx, &p),
-                        _ => delete_file_in(tx, &p, None),
-                    });
+                let result = ServiceError::parse_path(&raw, false).and_then(|p| match tx.get(&p)? {
+                    Some(Entry::Dir(_)) => delete_dir_in(tx, &p),
+                    _ => delete_file_in(tx, &p, None),
+                });
                 match result {
                     Ok(()) => resp.success.push(raw),
                     Err(e) => resp.failed.push(e.to_operation_error()),
@@ -184,10 +179,7 @@ impl Service {
                         rev,
                     });
                 }
-                let vp = VPath::parse_non_root(path).map_err(|e| ServiceError::InvalidPath {
-                    path: path.to_string(),
-                    reason: e.to_string(),
-                })?;
+                let vp = ServiceError::parse_path(path, false)?;
                 let old = meta
                     .versions(&vp)
                     .map_err(err)?
@@ -216,10 +208,7 @@ impl Service {
                 } else {
                     entry.path.clone()
                 };
-                let vp = VPath::parse_non_root(&path).map_err(|e| ServiceError::InvalidPath {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let vp = ServiceError::parse_path(&path, false)?;
                 let path = vp.to_string();
                 if entry.is_directory {
                     local_dirs.insert(path);
@@ -241,10 +230,7 @@ impl Service {
                 );
             }
             for (path, rev) in &req.deleted {
-                let vp = VPath::parse_non_root(path).map_err(|e| ServiceError::InvalidPath {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                let vp = ServiceError::parse_path(path, false)?;
                 base.insert(vp.to_string(), base_at(vp.as_str(), *rev, None)?);
             }
             Ok(plan(

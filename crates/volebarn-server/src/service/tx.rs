@@ -50,13 +50,6 @@ impl<'a> Tx<'a> {
             .map_err(|e| ServiceError::storage(path.as_str(), e))
     }
 
-    pub fn get_file(&self, path: &VPath) -> ServiceResult<Option<FileRecord>> {
-        Ok(match self.get(path)? {
-            Some(Entry::File(f)) => Some(f),
-            _ => None,
-        })
-    }
-
     /// Everything below `dir` as committed before this transaction.
     pub fn descendants(&self, dir: &VPath) -> ServiceResult<Vec<(VPath, Entry)>> {
         self.inner
