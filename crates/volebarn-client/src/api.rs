@@ -273,6 +273,15 @@ impl Client {
 
     /// Every file and directory below `path` (`None` = everything).
     pub async fn get_manifest(&self, path: Option<&str>) -> Result<FileManifest> {
+        Ok(self
+            .call("get_manifest", || self.get_manifest_once(path))
+            .await?
+            .0)
+    }
+
+    /// The manifest plus the journal revision it is current as of: `changes(rev, …)` then
+    /// reports every write the listing may not show.
+    pub async fn get_manifest_at(&self, path: Option<&str>) -> Result<(FileManifest, u64)> {
         self.call("get_manifest", || self.get_manifest_once(path)).await
     }
 

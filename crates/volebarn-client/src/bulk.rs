@@ -233,13 +233,19 @@ impl Client {
     }
 
     /// Every file and directory below `path` (`None` = everything).
-    pub(crate) async fn get_manifest_once(&self, path: Option<&str>) -> Result<FileManifest> {
+    pub(crate) async fn get_manifest_once(&self, path: Option<&str>) -> Result<(FileManifest, u64)> {
         let mut req = self.request(Method::GET, format!("{}/bulk/manifest", self.base));
         if let Some(p) = path {
             req = req.query(&[("path", p)]);
         }
         let resp = check(req.send().await?, path.unwrap_or("")).await?;
-        Ok(resp.json().await?)
+        let rev = resp
+            .headers()
+            .get(headers::JOURNAL_REV)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("manifest without X-Journal-Rev".into()))?;
+        Ok((resp.json().await?, rev))
     }
 
     /// Asks the server for the three-way sync plan of a local manifest (with base revs).

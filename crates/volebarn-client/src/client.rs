@@ -26,6 +26,9 @@ pub struct ClientConfig {
     pub token: String,
     /// Extra CA (PEM) to trust, e.g. the server's generated `<data>/tls/cert.pem`.
     pub ca_cert: Option<PathBuf>,
+    /// Skip certificate verification (the seed's `tls.verify_certificates = false`). Only for
+    /// testing: anyone on the path can then read and change the traffic.
+    pub accept_invalid_certs: bool,
     pub connect_timeout: Duration,
     /// Longest silence while waiting for bytes of a response.
     pub read_timeout: Duration,
@@ -40,6 +43,7 @@ impl ClientConfig {
             server_url: server_url.into(),
             token: token.into(),
             ca_cert: None,
+            accept_invalid_certs: false,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             retry: crate::resilience::RetryConfig::default(),
@@ -170,7 +174,8 @@ impl Client {
             .use_rustls_tls()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(30));
+            .pool_idle_timeout(Duration::from_secs(30))
+            .danger_accept_invalid_certs(config.accept_invalid_certs);
         if let Some(ca) = &config.ca_cert {
             let pem = std::fs::read(ca)
                 .map_err(|e| ClientError::Config(format!("reading CA certificate {}: {e}", ca.display())))?;

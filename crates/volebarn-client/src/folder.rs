@@ -38,10 +38,22 @@ pub struct SyncResult {
     pub created_dirs: Vec<String>,
     /// Conflicts settled by the strategy; the losing side was kept as a conflict copy.
     pub conflicts_resolved: Vec<String>,
+    /// The copy kept for each settled conflict, and which side it holds.
+    pub conflict_copies: Vec<ConflictCopy>,
     /// Conflicts left for the user (file vs directory).
     pub conflicts: Vec<String>,
     /// Per-path failures; the rest of the sync went on.
     pub errors: Vec<(String, String)>,
+}
+
+/// A conflict settled during a sync: `copy` (beside `path`) holds the losing side's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictCopy {
+    pub path: String,
+    pub copy: String,
+    /// True when the copy holds the local version (the remote one now sits at `path`).
+    pub copy_is_local: bool,
+    pub resolution: ConflictResolution,
 }
 
 /// A path's state at the last successful sync.
@@ -54,7 +66,7 @@ pub struct BaseEntry {
 }
 
 impl BaseEntry {
-    fn of(m: &FileMetadata) -> Self {
+    pub fn of(m: &FileMetadata) -> Self {
         BaseEntry {
             xxhash3: m.xxhash3,
             size: m.size,
@@ -100,12 +112,12 @@ fn save_base(root: &Path, files: &BTreeMap<String, BaseEntry>) -> Result<()> {
     std::fs::rename(&tmp, &target).map_err(io(&target))
 }
 
-/// A local file as the scan saw it.
-#[derive(Debug, Clone, Copy)]
-struct LocalFile {
-    xxhash3: Xxh3,
-    size: u64,
-    mtime: UnixNanos,
+/// A local file as a scan saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalFile {
+    pub xxhash3: Xxh3,
+    pub size: u64,
+    pub mtime: UnixNanos,
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
@@ -265,8 +277,10 @@ impl Client {
         Ok(result)
     }
 
-    /// Performs `plan` on the folder at `root` with bounded concurrency, updating `base`.
-    async fn apply_plan(
+    /// Performs `plan` on the folder at `root` with bounded concurrency, updating `base`;
+    /// `local` is what the scan behind the plan saw. For sync engines that keep their own
+    /// index and base (the console app); a failing path is reported in `result.errors`.
+    pub async fn apply_plan(
         &self,
         root: &Path,
         plan: &SyncPlan,
@@ -345,7 +359,15 @@ impl Client {
                 .resolve_conflict(root, &c.path, c.resolution, c.remote_rev, base)
                 .await
             {
-                Ok(()) => result.conflicts_resolved.push(c.path.clone()),
+                Ok(copy) => {
+                    result.conflicts_resolved.push(c.path.clone());
+                    result.conflict_copies.push(ConflictCopy {
+                        path: c.path.clone(),
+                        copy,
+                        copy_is_local: c.resolution != ConflictResolution::UseLocal,
+                        resolution: c.resolution,
+                    });
+                }
                 Err(e) => result.errors.push((c.path.clone(), e.to_string())),
             }
         }
@@ -392,13 +414,14 @@ impl Client {
                 self.upload_batch(sent, local, base, result).await;
             }
         }
+        // Owned paths: a closure over `&String` makes the future non-`Send` for spawners.
+        let large: Vec<String> = large.into_iter().cloned().collect();
         let uploads: Vec<(String, Result<FileMetadata>)> = futures_util::stream::iter(large)
-            .map(|p| async move {
-                (
-                    p.clone(),
-                    self.upload_conditional(root, p, plan.if_match.get(p).copied())
-                        .await,
-                )
+            .map(|p: String| async move {
+                let r = self
+                    .upload_conditional(root, &p, plan.if_match.get(&p).copied())
+                    .await;
+                (p, r)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
@@ -521,7 +544,7 @@ impl Client {
         resolution: ConflictResolution,
         remote_rev: Option<u64>,
         base: &mut BTreeMap<String, BaseEntry>,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let copy = free_copy_name(root, rel);
         match resolution {
             ConflictResolution::UseLocal => {
@@ -529,7 +552,7 @@ impl Client {
                 // ours in place, conditional on the remote rev we saw.
                 self.download_to_meta(rel, &local_path(root, &copy)).await?;
                 let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy, BaseEntry::of(&uploaded_copy));
+                base.insert(copy.clone(), BaseEntry::of(&uploaded_copy));
                 let ours = self.upload_conditional(root, rel, remote_rev).await?;
                 base.insert(rel.to_string(), BaseEntry::of(&ours));
             }
@@ -539,12 +562,12 @@ impl Client {
                 let to = local_path(root, &copy);
                 std::fs::rename(&from, &to).map_err(io(&from))?;
                 let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy, BaseEntry::of(&uploaded_copy));
+                base.insert(copy.clone(), BaseEntry::of(&uploaded_copy));
                 let theirs = self.download_into(root, rel).await?;
                 base.insert(rel.to_string(), BaseEntry::of(&theirs));
             }
         }
-        Ok(())
+        Ok(copy)
     }
 }
 

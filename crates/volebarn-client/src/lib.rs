@@ -17,7 +17,7 @@ pub mod resilience;
 pub use bulk::{BulkDownload, ConditionalUpload, FileDownload, FileUpload, UploadCondition};
 pub use client::{Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
-pub use folder::{BaseEntry, SyncResult, STATE_DIR};
+pub use folder::{BaseEntry, ConflictCopy, LocalFile, SyncResult, STATE_DIR};
 pub use large::LargeFileConfig;
 pub use queue::{OfflineQueue, PendingOperation, Queued, ReplayReport};
 pub use resilience::{BreakerConfig, BreakerState, RetryConfig, ServerHealth};

@@ -236,6 +236,9 @@ pub mod headers {
     pub const FILE_SIZE: &str = "x-file-size";
     pub const MODIFIED_TIME: &str = "x-modified-time";
     pub const FILE_REV: &str = "x-file-rev";
+    /// On `/bulk/manifest`: the journal head when the listing began; `/changes?since=` it
+    /// brings a copy of the listing up to date.
+    pub const JOURNAL_REV: &str = "x-journal-rev";
 }
 
 #[cfg(test)]

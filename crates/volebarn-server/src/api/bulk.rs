@@ -298,6 +298,9 @@ pub async fn manifest(State(st): State<AppState>, uri: Uri) -> ServiceResult<Res
     const PAGE: usize = 1000;
     let q = query_map(&uri);
     let dir = parse_api_path(q.get("path").map_or("", String::as_str), true)?;
+    // The head before the first page: replaying `/changes` from it covers every write the
+    // page-by-page listing may have missed.
+    let head = *st.service.subscribe_head().borrow();
     // Fetch the first page now so a bad directory is a proper 4xx, not a broken stream.
     let first = st.service.manifest_page(&dir, None, PAGE).await?;
     let service = st.service.clone();
@@ -353,6 +356,8 @@ pub async fn manifest(State(st): State<AppState>, uri: Uri) -> ServiceResult<Res
     let mut resp = Body::from_stream(stream).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(headers::JOURNAL_REV, HeaderValue::from(head));
     Ok(resp)
 }
 

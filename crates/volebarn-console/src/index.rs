@@ -1,0 +1,206 @@
+//! The `FileIndex`: per path, what the last scan saw locally (stat + hash, so an unchanged file
+//! is never read again) and the base both sides agreed on at the last sync (DESIGN.md §6).
+//! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
+//! each pass writes only the entries that changed, in one synced batch.
+
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::Path;
+use volebarn_client::{BaseEntry, Xxh3};
+
+/// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime: i64,
+    pub inode: u64,
+    pub xxh3: u64,
+}
+
+/// The agreed state at the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
+pub struct Base {
+    pub xxh3: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub rev: u64,
+}
+
+impl From<BaseEntry> for Base {
+    fn from(b: BaseEntry) -> Self {
+        Base {
+            xxh3: b.xxhash3.0,
+            size: b.size,
+            mtime: b.mtime,
+            rev: b.rev,
+        }
+    }
+}
+
+impl From<Base> for BaseEntry {
+    fn from(b: Base) -> Self {
+        BaseEntry {
+            xxhash3: Xxh3(b.xxh3),
+            size: b.size,
+            mtime: b.mtime,
+            rev: b.rev,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
+pub struct Entry {
+    /// What the last scan saw (None: not there).
+    pub local: Option<Stat>,
+    pub base: Option<Base>,
+    /// A directory that existed on both sides at the last sync: gone from one side since
+    /// means deleted there, not new on the other.
+    pub dir: bool,
+}
+
+const FILE_PREFIX: u8 = b'f';
+const META_PREFIX: u8 = b'm';
+
+pub struct FileIndex {
+    db: rocksdb::DB,
+    /// The persisted state, as last written.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+fn key(prefix: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1);
+    k.push(prefix);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+impl FileIndex {
+    /// Opens (or creates) the index in `dir`; fails clearly when another process holds it.
+    pub fn open(dir: &Path) -> anyhow::Result<FileIndex> {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_open_files(64);
+        opts.set_keep_log_file_num(2);
+        opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
+        let db = rocksdb::DB::open(&opts, dir).map_err(|e| {
+            if e.to_string().contains("lock") {
+                anyhow::anyhow!(
+                    "the folder's index {} is in use: is `volebarn watch` running on this folder?",
+                    dir.display()
+                )
+            } else {
+                anyhow::anyhow!("opening the folder's index {}: {e}", dir.display())
+            }
+        })?;
+        let mut entries = BTreeMap::new();
+        for item in db.prefix_iterator([FILE_PREFIX]) {
+            let (k, v) = item.context("reading the folder's index")?;
+            if k.first() != Some(&FILE_PREFIX) {
+                break;
+            }
+            let path = String::from_utf8(k[1..].to_vec()).context("index key is not UTF-8")?;
+            let entry: Entry = bitcode::decode(&v).context("corrupt index entry")?;
+            entries.insert(path, entry);
+        }
+        Ok(FileIndex { db, entries })
+    }
+
+    /// Persists `next` as the new state, writing only what differs, in one synced batch.
+    pub fn commit(&mut self, next: BTreeMap<String, Entry>) -> anyhow::Result<usize> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for (p, e) in &next {
+            if self.entries.get(p) != Some(e) {
+                batch.put(key(FILE_PREFIX, p), bitcode::encode(e));
+            }
+        }
+        for p in self.entries.keys() {
+            if !next.contains_key(p) {
+                batch.delete(key(FILE_PREFIX, p));
+            }
+        }
+        let n = batch.len();
+        if n > 0 {
+            let mut w = rocksdb::WriteOptions::default();
+            w.set_sync(true);
+            self.db
+                .write_opt(batch, &w)
+                .context("writing the folder's index")?;
+        }
+        self.entries = next;
+        Ok(n)
+    }
+
+    pub fn get_meta(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key(META_PREFIX, name))?)
+    }
+
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> anyhow::Result<()> {
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        self.db.put_opt(key(META_PREFIX, name), value, &w)?;
+        Ok(())
+    }
+
+    /// Paths with a base: what was in sync last time.
+    pub fn base_count(&self) -> usize {
+        self.entries.values().filter(|e| e.base.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_persists_only_changes_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = Stat {
+            size: 5,
+            mtime: 7,
+            inode: 9,
+            xxh3: 11,
+        };
+        let base = Base {
+            xxh3: 11,
+            size: 5,
+            mtime: 7,
+            rev: 3,
+        };
+        {
+            let mut idx = FileIndex::open(dir.path()).unwrap();
+            assert!(idx.entries.is_empty());
+            let mut next = BTreeMap::new();
+            next.insert(
+                "a/b.txt".to_string(),
+                Entry {
+                    local: Some(stat),
+                    base: Some(base),
+                    dir: false,
+                },
+            );
+            next.insert(
+                "c".to_string(),
+                Entry {
+                    local: Some(stat),
+                    base: None,
+                    dir: false,
+                },
+            );
+            assert_eq!(idx.commit(next.clone()).unwrap(), 2);
+            assert_eq!(
+                idx.commit(next.clone()).unwrap(),
+                0,
+                "nothing changed, nothing written"
+            );
+            next.remove("c");
+            assert_eq!(idx.commit(next).unwrap(), 1);
+            idx.put_meta("cursor", b"42").unwrap();
+            assert!(FileIndex::open(dir.path()).is_err(), "a second opener is refused");
+        }
+        let idx = FileIndex::open(dir.path()).unwrap();
+        assert_eq!(idx.entries.len(), 1);
+        assert_eq!(idx.entries["a/b.txt"].base, Some(base));
+        assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"42"[..]));
+        assert_eq!(idx.base_count(), 1);
+    }
+}

@@ -1,0 +1,60 @@
+//! The `volebarn` console app: command line, configuration, the local `FileIndex`, the sync
+//! engine with its safety rails, the folder watcher, and the remote file commands.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod index;
+pub mod output;
+pub mod remote;
+pub mod rules;
+pub mod scan;
+pub mod state;
+pub mod watch;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Parses the command line, runs the command, prints a one-line error on failure.
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_tracing(cli.global.verbose, cli.global.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("volebarn: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("volebarn: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: cause: cause` on one line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLEBARN_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("volebarn_console={level},volebarn_client={level}"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

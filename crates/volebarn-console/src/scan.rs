@@ -1,0 +1,263 @@
+//! The local scan: walk the folder (no symlinks followed, ignore rules applied), stat every
+//! file, and hash only those whose size, mtime or inode differ from the index — so a no-op
+//! scan reads no file contents. A file that changes while it is read is re-read once it
+//! settles; one that keeps changing, or cannot be read, is left out of this pass (never
+//! mistaken for a deletion).
+
+use crate::index::{Entry, Stat};
+use crate::rules::{self, IGNORE_FILE};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use volebarn_client::{VPath, STATE_DIR};
+use volebarn_core::hash::Xxh3Hasher;
+
+/// Threads hashing changed files.
+const HASH_THREADS: usize = 4;
+/// Reads of a file that keeps changing before it is left for the next pass.
+const SETTLE_ATTEMPTS: u32 = 3;
+/// A file modified less than this before it was read may change again within the same mtime
+/// tick (coarse clocks, filesystems with 1–2 s timestamps): its hash is used but not trusted
+/// by the next scan, which reads it once more (git's "racily clean" rule).
+const RACY_NANOS: i64 = 2_000_000_000;
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Files with their stat and content hash.
+    pub files: BTreeMap<String, Stat>,
+    /// Stats to remember in the index (racy ones with an impossible mtime so they are re-read).
+    pub remember: BTreeMap<String, Stat>,
+    pub dirs: BTreeSet<String>,
+    /// Paths present but not usable this pass (unreadable, still changing): left untouched.
+    pub skipped: BTreeSet<String>,
+    /// Directories that could not be read: nothing below them is touched.
+    pub skipped_dirs: BTreeSet<String>,
+    /// One line per problem: unreadable, symlink, invalid name, still changing.
+    pub problems: Vec<(String, String)>,
+    /// Files whose content was read this scan, and the bytes read.
+    pub hashed: u64,
+    pub bytes_read: u64,
+}
+
+impl Scan {
+    /// True when `path` or a parent was not usable this pass.
+    pub fn is_skipped(&self, path: &str) -> bool {
+        self.skipped.contains(path)
+            || self
+                .skipped_dirs
+                .iter()
+                .any(|d| d.is_empty() || path.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('/')))
+    }
+}
+
+pub fn local_path(root: &Path, rel: &str) -> PathBuf {
+    rel.split('/').fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+pub fn mtime_nanos(m: &std::fs::Metadata) -> i64 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+#[cfg(unix)]
+pub fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+pub fn inode(_m: &std::fs::Metadata) -> u64 {
+    0
+}
+
+fn same_stat(a: &Stat, m: &std::fs::Metadata) -> bool {
+    a.size == m.len() && a.mtime == mtime_nanos(m) && a.inode == inode(m)
+}
+
+enum HashError {
+    /// Deleted since the walk saw it: simply not there.
+    Vanished,
+    Failed(String),
+}
+
+impl From<std::io::Error> for HashError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            HashError::Vanished
+        } else {
+            HashError::Failed(e.to_string())
+        }
+    }
+}
+
+/// Reads and hashes `path` until two stats around the read agree.
+fn hash_settled(path: &Path, bytes: &AtomicU64) -> Result<Stat, HashError> {
+    for _ in 0..SETTLE_ATTEMPTS {
+        let before = std::fs::symlink_metadata(path)?;
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Xxh3Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            bytes.fetch_add(n as u64, Ordering::Relaxed);
+            h.update(&buf[..n]);
+        }
+        let after = std::fs::symlink_metadata(path)?;
+        let stat = Stat {
+            size: after.len(),
+            mtime: mtime_nanos(&after),
+            inode: inode(&after),
+            xxh3: h.finish().0,
+        };
+        if same_stat(&stat, &before) {
+            return Ok(stat);
+        }
+        std::thread::yield_now();
+    }
+    Err(HashError::Failed(
+        "still changing while being read; it will be synced once it settles".into(),
+    ))
+}
+
+/// Scans `root` against the index's last-seen stats. Blocking: run it on a blocking thread.
+pub fn scan(root: &Path, previous: &BTreeMap<String, Entry>) -> Scan {
+    let mut out = Scan::default();
+    let defaults = rules::defaults(root);
+    let walker = ignore::WalkBuilder::new(root)
+        .standard_filters(false)
+        .follow_links(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
+        .filter_entry(move |e| {
+            !defaults
+                .matched(e.path(), e.file_type().is_some_and(|t| t.is_dir()))
+                .is_ignore()
+        })
+        .build();
+    let mut to_hash: Vec<(String, PathBuf)> = Vec::new();
+    for item in walker {
+        let entry = match item {
+            Ok(e) => e,
+            Err(e) => {
+                let rel = error_path(&e)
+                    .and_then(|p| p.strip_prefix(root).ok().map(rel_string))
+                    .unwrap_or_default();
+                if rel.is_empty()
+                    || std::fs::symlink_metadata(local_path(root, &rel)).is_ok_and(|m| m.is_dir())
+                {
+                    out.skipped_dirs.insert(rel.clone());
+                } else {
+                    out.skipped.insert(rel.clone());
+                }
+                out.problems.push((rel, e.to_string()));
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let Ok(rel_path) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        let Some(rel) = rel_path
+            .to_str()
+            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+        else {
+            out.problems.push((
+                rel_path.to_string_lossy().to_string(),
+                "name is not UTF-8: not synced".into(),
+            ));
+            continue;
+        };
+        if rel == STATE_DIR {
+            continue;
+        }
+        if VPath::parse_non_root(&rel).is_err() {
+            out.problems
+                .push((rel, "name is not a valid Volebarn path: not synced".into()));
+            continue;
+        }
+        let Some(ft) = entry.file_type() else { continue };
+        if ft.is_symlink() {
+            tracing::warn!(path = rel, "skipping symlink (symlinks are not followed)");
+            out.problems.push((rel, "symlink: skipped".into()));
+        } else if ft.is_dir() {
+            out.dirs.insert(rel);
+        } else if ft.is_file() {
+            match entry.metadata() {
+                Ok(m) => match previous.get(&rel).and_then(|e| e.local) {
+                    Some(s) if same_stat(&s, &m) => {
+                        out.files.insert(rel.clone(), s);
+                        out.remember.insert(rel, s);
+                    }
+                    _ => to_hash.push((rel, entry.path().to_path_buf())),
+                },
+                Err(e) => {
+                    out.skipped.insert(rel.clone());
+                    out.problems.push((rel, e.to_string()));
+                }
+            }
+        }
+    }
+    hash_all(to_hash, &mut out);
+    out
+}
+
+fn hash_all(to_hash: Vec<(String, PathBuf)>, out: &mut Scan) {
+    let bytes = AtomicU64::new(0);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Vec<(String, Result<Stat, HashError>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..HASH_THREADS.min(to_hash.len()).max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((rel, path)) = to_hash.get(i) else { break };
+                        mine.push((rel.clone(), hash_settled(path, &bytes)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    for (rel, r) in results.into_iter().flatten() {
+        match r {
+            Ok(stat) => {
+                out.hashed += 1;
+                out.files.insert(rel.clone(), stat);
+                let remembered = if volebarn_core::timefmt::now_nanos() - stat.mtime < RACY_NANOS {
+                    Stat {
+                        mtime: i64::MIN,
+                        ..stat
+                    }
+                } else {
+                    stat
+                };
+                out.remember.insert(rel, remembered);
+            }
+            Err(HashError::Vanished) => {}
+            Err(HashError::Failed(e)) => {
+                out.skipped.insert(rel.clone());
+                out.problems.push((rel, e));
+            }
+        }
+    }
+    out.bytes_read += bytes.load(Ordering::Relaxed);
+}
+
+fn rel_string(p: &Path) -> String {
+    p.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/")
+}
+
+fn error_path(e: &ignore::Error) -> Option<&Path> {
+    match e {
+        ignore::Error::WithPath { path, .. } => Some(path),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => error_path(err),
+        _ => None,
+    }
+}

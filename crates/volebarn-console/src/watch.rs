@@ -1,0 +1,135 @@
+//! `volebarn watch`: after the initial pass, a pass runs whenever the folder changes (notify,
+//! debounced), whenever the server's journal moves (`/changes` long-poll), and every
+//! `poll_interval` regardless, to catch anything a watcher can miss (overflowed event queues,
+//! network filesystems). Passes never overlap; wake-ups that arrive during one are merged.
+
+use crate::engine::{Engine, PassOptions, PassReport};
+use crate::rules;
+use notify::RecursiveMode;
+use notify_debouncer_full::DebounceEventResult;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use volebarn_client::{Client, ErrorCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Local,
+    Remote,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    pub poll_interval: Duration,
+    pub debounce: Duration,
+}
+
+/// Runs until `shutdown` completes; `on_pass` sees every pass's report (for printing).
+pub async fn run(
+    mut engine: Engine,
+    opts: WatchOptions,
+    shutdown: impl Future<Output = ()>,
+    mut on_pass: impl FnMut(&PassReport),
+) -> anyhow::Result<()> {
+    let report = engine.pass(PassOptions::default()).await?;
+    on_pass(&report);
+
+    let (tx, mut rx) = mpsc::channel::<Wake>(256);
+    let root = engine.root().to_path_buf();
+    let defaults = rules::defaults(&root);
+    let tx_local = tx.clone();
+    let watched_root = root.clone();
+    let mut debouncer =
+        notify_debouncer_full::new_debouncer(opts.debounce, None, move |res: DebounceEventResult| {
+            let relevant = match res {
+                Ok(events) => events
+                    .iter()
+                    .any(|e| e.paths.iter().any(|p| matters(&watched_root, &defaults, p))),
+                // Lost or overflowed events: rescan to be sure.
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx_local.try_send(Wake::Local);
+            }
+        })?;
+    debouncer.watch(&root, RecursiveMode::Recursive)?;
+
+    let (cursor_tx, cursor_rx) = watch::channel(engine.cursor());
+    let poller = tokio::spawn(long_poll(engine.client().clone(), cursor_rx, tx.clone()));
+
+    let mut tick = tokio::time::interval(opts.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            w = rx.recv() => {
+                if w.is_none() {
+                    break;
+                }
+                while rx.try_recv().is_ok() {}
+            }
+            _ = tick.tick() => {}
+        }
+        match engine.pass(PassOptions::default()).await {
+            Ok(report) => on_pass(&report),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "sync pass failed"),
+        }
+        let _ = cursor_tx.send(engine.cursor());
+    }
+    poller.abort();
+    drop(debouncer);
+    Ok(())
+}
+
+/// Whether an event on `path` can change what is synced.
+fn matters(root: &Path, defaults: &ignore::gitignore::Gitignore, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let rel = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+    !rel.is_empty() && !rules::ignored_by_default(defaults, root, &rel, false)
+}
+
+/// Long-polls `/changes` and wakes the engine when the journal moves. Starts from the engine's
+/// cursor; while the server is unreachable it backs off (1 s … 30 s) and wakes the engine once
+/// it answers again, so queued local changes go up at once.
+async fn long_poll(client: Client, mut engine_cursor: watch::Receiver<Option<u64>>, tx: mpsc::Sender<Wake>) {
+    let mut since: Option<u64> = None;
+    let mut failures = 0u32;
+    loop {
+        let engine_at = *engine_cursor.borrow_and_update();
+        let Some(from) = since.max(engine_at) else {
+            // The engine has not reached the server yet: wait for its first successful pass.
+            if engine_cursor.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        match client.changes(from, 25).await {
+            Ok(resp) => {
+                if failures > 0 || !resp.changes.is_empty() {
+                    let _ = tx.send(Wake::Remote).await;
+                }
+                failures = 0;
+                since = Some(resp.next);
+            }
+            Err(e) if e.error_code() == Some(ErrorCode::Gone) => {
+                // Our cursor was trimmed from the journal: the engine re-lists and tells us.
+                since = None;
+                let _ = tx.send(Wake::Remote).await;
+                if engine_cursor.changed().await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                tracing::debug!(error = %e, ?delay, "change feed unavailable");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Shared by the console's end-to-end tests: a real TLS server on 127.0.0.1:0, engines over
+//! temp folders, and helpers that look at folders the way a user would.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use volebarn_client::{Client, ClientConfig, ConflictStrategy};
+use volebarn_console::engine::{Engine, EngineConfig};
+use volebarn_server::config::ServerConfig;
+
+pub async fn server(dir: &Path) -> volebarn_server::RunningServer {
+    let mut cfg = ServerConfig::new(dir.join("server-data"));
+    cfg.port = 0;
+    volebarn_server::start(cfg).await.expect("server")
+}
+
+pub fn client(srv: &volebarn_server::RunningServer) -> Client {
+    let mut cfg = ClientConfig::new(srv.url.clone(), srv.token.clone());
+    cfg.ca_cert = srv.ca_cert.clone();
+    cfg.retry.max_retries = 1;
+    cfg.retry.max_delay = Duration::from_millis(200);
+    cfg.connect_timeout = Duration::from_secs(2);
+    Client::new(cfg).expect("client")
+}
+
+pub fn engine(srv: &volebarn_server::RunningServer, root: &Path, strategy: ConflictStrategy) -> Engine {
+    std::fs::create_dir_all(root).expect("mkdir");
+    Engine::open(
+        root,
+        client(srv),
+        EngineConfig {
+            strategy,
+            max_delete_percent: 50,
+        },
+    )
+    .expect("engine")
+}
+
+/// Every file below `root` (outside `.volebarn/`) with its content.
+pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if rel.is_empty() && name == ".volebarn" {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push((e.path(), path));
+            } else if ft.is_file() {
+                if let Ok(b) = std::fs::read(e.path()) {
+                    out.insert(path, b);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn write(root: &Path, rel: &str, content: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, content).expect("write");
+}
+
+/// Sets every file's mtime below `root` a minute back: files that existed before the sync
+/// started, rather than files written in the very moment a scan reads them (which the scan
+/// reads once more on the next pass; see `scan::RACY_NANOS`).
+pub fn age(root: &Path) {
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    for p in tree(root).keys() {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(root.join(p))
+            .expect("open");
+        f.set_modified(past).expect("set mtime");
+    }
+}
+
+/// Every file on the server with its content.
+pub async fn server_tree(c: &Client) -> BTreeMap<String, Vec<u8>> {
+    let m = c.get_manifest(None).await.expect("manifest");
+    let mut out = BTreeMap::new();
+    for (p, f) in m.files {
+        if !f.is_directory {
+            out.insert(p.clone(), c.download_file(&p).await.expect("download").to_vec());
+        }
+    }
+    out
+}
+
+/// Waits until `cond` holds, checking every 50 ms, failing after `secs` seconds.
+pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
