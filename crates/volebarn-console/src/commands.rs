@@ -279,41 +279,41 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e),
     };
     let saved = state::read_status(&folder)?.unwrap_or_default();
-    let s = match report {
-        Some(r) => StatusOut {
-            folder: folder.display().to_string(),
-            server: ctx.settings.server_url.clone(),
-            server_ok,
-            server_detail,
-            watching,
-            last_sync: saved.last_sync,
-            synced_files: saved.synced_files,
-            pending: r.pending,
-            offline: r.offline,
-            refused: r.refused,
-            held_deletions: r.held_deletions,
-            held_reason: r.held_reason,
-            conflicts: state::read_conflicts(&folder)?,
-            problems: r.problems,
-            errors: saved.errors,
-        },
-        None => StatusOut {
-            folder: folder.display().to_string(),
-            server: ctx.settings.server_url.clone(),
-            server_ok,
-            server_detail,
-            watching,
-            last_sync: saved.last_sync,
-            synced_files: saved.synced_files,
-            pending: saved.pending,
-            offline: saved.offline,
-            refused: saved.refused,
-            held_deletions: saved.held_deletions,
-            held_reason: saved.held_reason,
-            conflicts: state::read_conflicts(&folder)?,
-            problems: saved.problems,
-            errors: saved.errors,
-        },
+    // A fresh dry-run pass when we have one; the running watch's last pass otherwise.
+    let (pending, offline, refused, held_deletions, held_reason, problems) = match report {
+        Some(r) => (
+            r.pending,
+            r.offline,
+            r.refused,
+            r.held_deletions,
+            r.held_reason,
+            r.problems,
+        ),
+        None => (
+            saved.pending,
+            saved.offline,
+            saved.refused,
+            saved.held_deletions,
+            saved.held_reason,
+            saved.problems,
+        ),
+    };
+    let s = StatusOut {
+        folder: folder.display().to_string(),
+        server: ctx.settings.server_url.clone(),
+        server_ok,
+        server_detail,
+        watching,
+        last_sync: saved.last_sync,
+        synced_files: saved.synced_files,
+        pending,
+        offline,
+        refused,
+        held_deletions,
+        held_reason,
+        conflicts: state::read_conflicts(&folder)?,
+        problems,
+        errors: saved.errors,
     };
     ctx.out.emit(&s, || {
         let mut t = format!(

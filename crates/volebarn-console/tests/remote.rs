@@ -2,7 +2,10 @@
 //! `restore`, `verify`): the real `volebarn` binary against a real server with TLS, checked by
 //! what a user sees — exit codes, stdout, stderr, JSON and bytes on disk.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use common::{tree_and_dirs as tree, write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use volebarn_server::config::ServerConfig;
@@ -94,42 +97,8 @@ impl Env {
     }
 }
 
-fn write(root: &Path, rel: &str, content: &[u8]) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, content).expect("write");
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
-}
-
-/// Every regular file below `root` with its bytes, and every directory (no symlinks, no
-/// `.volebarn/` at the root).
-fn tree(root: &Path) -> (BTreeMap<String, Vec<u8>>, BTreeSet<String>) {
-    let (mut files, mut dirs) = (BTreeMap::new(), BTreeSet::new());
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("read dir").flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if rel.is_empty() && name == ".volebarn" {
-                continue;
-            }
-            let path = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type().expect("type");
-            if ft.is_dir() {
-                dirs.insert(path.clone());
-                stack.push((e.path(), path));
-            } else if ft.is_file() {
-                files.insert(path, std::fs::read(e.path()).expect("read"));
-            }
-        }
-    }
-    (files, dirs)
 }
 
 /// Bytes that do not compress or repeat, so chunking and hashing see real data.

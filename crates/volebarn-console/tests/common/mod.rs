@@ -2,7 +2,7 @@
 //! temp folders, and helpers that look at folders the way a user would.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 use volebarn_client::{Client, ClientConfig, ConflictStrategy};
@@ -39,7 +39,13 @@ pub fn engine(srv: &volebarn_server::RunningServer, root: &Path, strategy: Confl
 
 /// Every file below `root` (outside `.volebarn/`) with its content.
 pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
+    tree_and_dirs(root).0
+}
+
+/// Every regular file below `root` with its bytes, and every directory (no symlinks, no
+/// `.volebarn/` at the root). Entries that vanish during the walk are left out.
+pub fn tree_and_dirs(root: &Path) -> (BTreeMap<String, Vec<u8>>, BTreeSet<String>) {
+    let (mut files, mut dirs) = (BTreeMap::new(), BTreeSet::new());
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -57,15 +63,16 @@ pub fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
             };
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
+                dirs.insert(path.clone());
                 stack.push((e.path(), path));
             } else if ft.is_file() {
                 if let Ok(b) = std::fs::read(e.path()) {
-                    out.insert(path, b);
+                    files.insert(path, b);
                 }
             }
         }
     }
-    out
+    (files, dirs)
 }
 
 pub fn write(root: &Path, rel: &str, content: &[u8]) {
