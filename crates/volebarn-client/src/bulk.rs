@@ -82,6 +82,7 @@ impl Client {
     /// `If-None-Match: *`) and mtime; parts fail individually (see `failed` in the answer).
     pub(crate) async fn bulk_upload_once(&self, files: Vec<ConditionalUpload>) -> Result<BulkUploadResponse> {
         let mut form = reqwest::multipart::Form::new();
+        let content_bytes: u64 = files.iter().map(|f| f.content.len() as u64).sum();
         for f in files {
             parse_path(&f.path)?;
             let mut part_headers = reqwest::header::HeaderMap::new();
@@ -124,7 +125,9 @@ impl Client {
             .body(reqwest::Body::wrap_stream(body))
             .send()
             .await?;
-        Ok(check(resp, "").await?.json().await?)
+        let answer = check(resp, "").await?.json().await?;
+        self.observer.bytes(content_bytes);
+        Ok(answer)
     }
 
     /// Starts a bulk download and returns its parts.
@@ -206,7 +209,7 @@ impl Client {
                 PartKind::File(info) => info,
             };
             let path = info.path.clone();
-            match write_part(root, info, part).await {
+            match write_part(root, info, part, &self.observer).await {
                 Ok(m) => written.push(m),
                 Err(e @ ClientError::Network(_)) | Err(e @ ClientError::Protocol(_)) => return Err(e),
                 Err(e) => failed.push(OperationError::new(
@@ -310,7 +313,12 @@ async fn read_report(part: multer::Field<'static>) -> Result<Vec<OperationError>
 }
 
 /// Streams one part to `root/<path>` (temp file, verify, mtime, fsync, rename).
-async fn write_part(root: &Path, info: PartInfo, mut part: multer::Field<'static>) -> Result<FileMetadata> {
+async fn write_part(
+    root: &Path,
+    info: PartInfo,
+    mut part: multer::Field<'static>,
+    observer: &crate::progress::Observer,
+) -> Result<FileMetadata> {
     let vpath = parse_path(&info.path)?;
     let target = vpath
         .as_str()
@@ -338,6 +346,7 @@ async fn write_part(root: &Path, info: PartInfo, mut part: multer::Field<'static
             hasher.update(&piece);
             size += piece.len() as u64;
             file.write_all(&piece).await.map_err(io)?;
+            observer.bytes(piece.len() as u64);
         }
         let actual = hasher.finish();
         if actual != info.expected {

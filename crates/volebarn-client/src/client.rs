@@ -64,6 +64,7 @@ pub struct Client {
     pub(crate) base: String,
     token: String,
     pub(crate) resilience: std::sync::Arc<Resilience>,
+    pub(crate) observer: crate::progress::Observer,
 }
 
 /// The background health monitor; dropping it stops the monitor.
@@ -200,7 +201,17 @@ impl Client {
                 breaker: crate::resilience::CircuitBreaker::new(config.breaker),
                 health: std::sync::Mutex::new(crate::resilience::HealthState::default()),
             }),
+            observer: crate::progress::Observer::default(),
         })
+    }
+
+    /// A clone of this client (same connections, retries and breaker) that reports the
+    /// progress of its transfers to `observer`.
+    pub fn with_observer(&self, observer: std::sync::Arc<dyn crate::TransferObserver>) -> Client {
+        Client {
+            observer: crate::progress::Observer::new(observer),
+            ..self.clone()
+        }
     }
 
     pub(crate) fn request(&self, method: Method, url: String) -> RequestBuilder {
@@ -432,7 +443,13 @@ impl Client {
         let (hash, len) = hash_file(local).await.map_err(io_err)?;
         let file = tokio::fs::File::open(local).await.map_err(io_err)?;
         let mtime = file_mtime(local).await.map_err(io_err)?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+        let observer = self.observer.clone();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |piece| {
+            if let Ok(piece) = piece {
+                observer.bytes(piece.len() as u64);
+            }
+        });
+        let body = reqwest::Body::wrap_stream(stream);
         let req = self
             .write_request(&p, replace, if_match)
             .header(headers::FILE_HASH, hash.to_string())
@@ -475,6 +492,7 @@ impl Client {
                 hasher.update(&piece);
                 size += piece.len() as u64;
                 file.write_all(&piece).await.map_err(io_err)?;
+                self.observer.bytes(piece.len() as u64);
             }
             // tokio's File writes in the background: wait for every byte before syncing.
             file.flush().await.map_err(io_err)?;

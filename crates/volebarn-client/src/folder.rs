@@ -426,7 +426,13 @@ impl Client {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        record(uploads, base, &mut result.uploaded, &mut result.errors);
+        record(
+            &self.observer,
+            uploads,
+            base,
+            &mut result.uploaded,
+            &mut result.errors,
+        );
     }
 
     async fn upload_batch(
@@ -443,6 +449,7 @@ impl Client {
         match self.bulk_upload_conditional(batch).await {
             Ok(resp) => {
                 for m in resp.files {
+                    self.observer.file_done(&m.path);
                     base.insert(m.path.clone(), BaseEntry::of(&m));
                     result.uploaded.push(m.path);
                 }
@@ -459,6 +466,7 @@ impl Client {
                     };
                     match landed {
                         Some(m) => {
+                            self.observer.file_done(&m.path);
                             base.insert(m.path.clone(), BaseEntry::of(&m));
                             result.uploaded.push(m.path);
                         }
@@ -486,6 +494,7 @@ impl Client {
             match self.bulk_download_into(root, batch).await {
                 Ok((written, failed)) => {
                     for m in written {
+                        self.observer.file_done(&m.path);
                         base.insert(m.path.clone(), BaseEntry::of(&m));
                         result.downloaded.push(m.path);
                     }
@@ -506,7 +515,13 @@ impl Client {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        record(singles, base, &mut result.downloaded, &mut result.errors);
+        record(
+            &self.observer,
+            singles,
+            base,
+            &mut result.downloaded,
+            &mut result.errors,
+        );
     }
 
     /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev.
@@ -573,6 +588,7 @@ impl Client {
 
 /// Records transfer outcomes: what arrived becomes the new base and is listed in `done`.
 fn record(
+    observer: &crate::progress::Observer,
     outcomes: Vec<(String, Result<FileMetadata>)>,
     base: &mut BTreeMap<String, BaseEntry>,
     done: &mut Vec<String>,
@@ -581,6 +597,7 @@ fn record(
     for (p, r) in outcomes {
         match r {
             Ok(m) => {
+                observer.file_done(&p);
                 base.insert(p.clone(), BaseEntry::of(&m));
                 done.push(p);
             }

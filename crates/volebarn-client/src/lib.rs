@@ -11,6 +11,7 @@ mod error;
 mod folder;
 mod large;
 mod namespace;
+mod progress;
 pub mod queue;
 pub mod resilience;
 
@@ -19,6 +20,7 @@ pub use client::{Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
 pub use folder::{BaseEntry, ConflictCopy, LocalFile, SyncResult, STATE_DIR};
 pub use large::LargeFileConfig;
+pub use progress::TransferObserver;
 pub use queue::{OfflineQueue, PendingOperation, Queued, ReplayReport};
 pub use resilience::{BreakerConfig, BreakerState, RetryConfig, ServerHealth};
 pub use volebarn_core::sync::{ConflictStrategy, SyncPlan};

@@ -133,12 +133,14 @@ impl Client {
 
     /// Stores one chunk (the server verifies its BLAKE3 id).
     pub(crate) async fn put_chunk_once(&self, id: ChunkId, data: bytes::Bytes) -> Result<()> {
+        let len = data.len() as u64;
         let resp = self
             .request(Method::PUT, format!("{}/chunks/{id}", self.base))
             .body(data)
             .send()
             .await?;
         check(resp, "").await?;
+        self.observer.bytes(len);
         Ok(())
     }
 

@@ -192,3 +192,77 @@ async fn an_emptied_folder_deletes_nothing_remotely() {
     );
     srv.shutdown().await.expect("shutdown");
 }
+
+/// Counts what a `TransferObserver` hears.
+#[derive(Default)]
+struct Counter {
+    bytes: std::sync::atomic::AtomicU64,
+    files: std::sync::Mutex<Vec<String>>,
+}
+
+impl volebarn_client::TransferObserver for Counter {
+    fn bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn file_done(&self, path: &str) {
+        self.files.lock().expect("lock").push(path.to_string());
+    }
+}
+
+impl Counter {
+    /// Bytes and sorted file paths heard so far; resets both.
+    fn take(&self) -> (u64, Vec<String>) {
+        let bytes = self.bytes.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let mut files = std::mem::take(&mut *self.files.lock().expect("lock"));
+        files.sort();
+        (bytes, files)
+    }
+}
+
+#[tokio::test]
+async fn transfer_observer_hears_every_byte_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(dir.path()).await;
+    let counter = std::sync::Arc::new(Counter::default());
+    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone()))
+        .expect("client")
+        .with_observer(counter.clone());
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    std::fs::create_dir_all(&b).expect("mkdir");
+    // Bulk-sized files, one streamed on its own (over 1 MiB) and one sent as chunks (over 10 MB).
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut big = noise(12_000_000);
+    write(&a, "small/one.txt", b"one");
+    write(&a, "small/two.txt", &noise(5_000));
+    write(&a, "streamed.bin", &noise(2_000_000));
+    write(&a, "chunked.bin", &big);
+    let total = 3 + 5_000 + 2_000_000 + 12_000_000;
+    let all: Vec<String> = ["chunked.bin", "small/one.txt", "small/two.txt", "streamed.bin"]
+        .map(String::from)
+        .to_vec();
+
+    let strategy = ConflictStrategy::PreferNewer;
+    let r = c.full_sync(&a, strategy).await.expect("sync A");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(counter.take(), (total, all.clone()), "uploads");
+    let r = c.full_sync(&b, strategy).await.expect("sync B");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(counter.take(), (total, all), "downloads");
+
+    // One byte changed in the chunked file: chunks the server holds count as sent.
+    big[6_000_000] ^= 0xff;
+    write(&a, "chunked.bin", &big);
+    c.full_sync(&a, strategy).await.expect("sync A");
+    assert_eq!(counter.take(), (12_000_000, vec!["chunked.bin".to_string()]));
+    srv.shutdown().await.expect("shutdown");
+}

@@ -3,6 +3,7 @@
 use crate::cli::{Ctx, Keep};
 use crate::config::{ConfigFile, Overrides, Settings};
 use crate::engine::{Engine, EngineConfig, PassOptions, PassReport};
+use crate::output::Output;
 use crate::scan::local_path;
 use crate::state::{self, ConflictRecord};
 use crate::watch::{self, WatchOptions};
@@ -10,6 +11,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use volebarn_client::{Client, ConflictStrategy};
 
@@ -180,6 +182,7 @@ pub async fn sync(
     force: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut engine = open_engine(&ctx.settings, strategy)?;
+    show_progress(&mut engine, ctx.out);
     let report = engine.pass(PassOptions { dry_run, force }).await?;
     ctx.out.emit(&report, || describe(&report, dry_run));
     if report.refused.is_some() {
@@ -195,8 +198,14 @@ pub async fn sync(
     })
 }
 
+/// A progress bar for each pass's transfers (on a terminal, for a person).
+fn show_progress(engine: &mut Engine, out: Output) {
+    engine.set_progress(Box::new(move |bytes, files| Arc::new(out.progress(bytes, files))));
+}
+
 pub async fn watch(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let engine = open_engine(&ctx.settings, None)?;
+    let mut engine = open_engine(&ctx.settings, None)?;
+    show_progress(&mut engine, ctx.out);
     let out = ctx.out;
     ctx.out.note(format!(
         "watching {} ⇄ {} (rescan every {:?}); Ctrl-C stops",

@@ -14,10 +14,11 @@ use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{
-    BaseEntry, Client, ClientError, ConflictStrategy, ErrorCode, LocalFile, SyncPlan, SyncResult, Xxh3,
-    STATE_DIR,
+    BaseEntry, Client, ClientError, ConflictStrategy, ErrorCode, LocalFile, SyncPlan, SyncResult,
+    TransferObserver, Xxh3, STATE_DIR,
 };
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
@@ -122,12 +123,17 @@ pub struct EngineConfig {
     pub max_delete_percent: u8,
 }
 
+/// Called when a pass is about to transfer `bytes` of content in `files` files; the observer
+/// it returns hears those transfers and is dropped when they are over.
+pub type ProgressFactory = Box<dyn Fn(u64, u64) -> Arc<dyn TransferObserver> + Send + Sync>;
+
 pub struct Engine {
     root: PathBuf,
     client: Client,
     index: FileIndex,
     remote: RemoteMirror,
     pub config: EngineConfig,
+    progress: Option<ProgressFactory>,
 }
 
 /// `name` folded as a case-insensitive, normalizing filesystem would see it.
@@ -158,7 +164,37 @@ impl Engine {
             index,
             remote: RemoteMirror::default(),
             config,
+            progress: None,
         })
+    }
+
+    /// Shows each pass's transfers through observers made by `progress`.
+    pub fn set_progress(&mut self, progress: ProgressFactory) {
+        self.progress = Some(progress);
+    }
+
+    /// The client to apply `plan` with: one reporting to a fresh progress observer when there
+    /// is something to transfer and a progress factory is set.
+    fn transfer_client(&self, plan: &SyncPlan, local: &BTreeMap<String, LocalFile>) -> Client {
+        let Some(progress) = &self.progress else {
+            return self.client.clone();
+        };
+        let up = plan
+            .client_upload
+            .iter()
+            .filter_map(|p| local.get(p))
+            .map(|f| f.size);
+        let down = plan
+            .client_download
+            .iter()
+            .filter_map(|p| self.remote.files.get(p))
+            .map(|r| r.size);
+        let sizes: Vec<u64> = up.chain(down).collect();
+        if sizes.is_empty() {
+            return self.client.clone();
+        }
+        self.client
+            .with_observer(progress(sizes.iter().sum(), sizes.len() as u64))
     }
 
     pub fn root(&self) -> &Path {
@@ -370,7 +406,7 @@ impl Engine {
             })
             .collect();
         let mut result = std::mem::take(&mut report.result);
-        self.client
+        self.transfer_client(&plan, &local)
             .apply_plan(&self.root, &plan, &local, &mut base, &mut result)
             .await;
         report.result = result;

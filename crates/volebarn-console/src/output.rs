@@ -88,3 +88,20 @@ impl Progress {
         self.bar.finish_and_clear();
     }
 }
+
+impl Drop for Progress {
+    /// A bar dropped mid-way (an error, a finished sync pass) leaves no half-drawn line.
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl volebarn_client::TransferObserver for Progress {
+    fn bytes(&self, n: u64) {
+        self.add_bytes(n);
+    }
+
+    fn file_done(&self, _path: &str) {
+        self.file_done();
+    }
+}

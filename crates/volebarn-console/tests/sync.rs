@@ -53,6 +53,70 @@ async fn two_folders_converge_and_a_no_op_pass_reads_nothing() {
     assert_eq!(tree(&a), tree(&b));
 }
 
+/// One pass's progress as the engine announced it and as the transfers reported it.
+#[derive(Default)]
+struct Heard {
+    announced: std::sync::Mutex<Vec<(u64, u64)>>,
+    bytes: std::sync::atomic::AtomicU64,
+    files: std::sync::atomic::AtomicU64,
+}
+
+struct Observer(std::sync::Arc<Heard>);
+
+impl volebarn_client::TransferObserver for Observer {
+    fn bytes(&self, n: u64) {
+        self.0.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn file_done(&self, _path: &str) {
+        self.0.files.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Heard {
+    fn install(self: &std::sync::Arc<Self>, e: &mut volebarn_console::engine::Engine) {
+        let heard = self.clone();
+        e.set_progress(Box::new(move |bytes, files| {
+            heard.announced.lock().unwrap().push((bytes, files));
+            std::sync::Arc::new(Observer(heard.clone()))
+        }));
+    }
+
+    /// (announced totals, bytes heard, files heard); resets.
+    fn take(&self) -> (Vec<(u64, u64)>, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            std::mem::take(&mut *self.announced.lock().unwrap()),
+            self.bytes.swap(0, Relaxed),
+            self.files.swap(0, Relaxed),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_announces_each_pass_and_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    write(&a, "small.txt", b"small");
+    write(&a, "docs/medium.bin", &vec![3u8; 200_000]);
+    write(&a, "big.bin", &vec![9u8; 3_000_000]);
+    common::age(&a);
+    let total = 5 + 200_000 + 3_000_000;
+    let heard = std::sync::Arc::new(Heard::default());
+    let mut ea = engine(&srv, &a, NEWER);
+    let mut eb = engine(&srv, &b, NEWER);
+    heard.install(&mut ea);
+    heard.install(&mut eb);
+
+    ea.pass(PassOptions::default()).await.unwrap();
+    assert_eq!(heard.take(), (vec![(total, 3)], total, 3), "upload");
+    eb.pass(PassOptions::default()).await.unwrap();
+    assert_eq!(heard.take(), (vec![(total, 3)], total, 3), "download");
+    // Nothing to transfer: no progress at all.
+    ea.pass(PassOptions::default()).await.unwrap();
+    assert_eq!(heard.take(), (vec![], 0, 0), "no-op pass");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn renames_of_files_and_directories_become_server_moves() {
     let dir = tempfile::tempdir().unwrap();
