@@ -29,7 +29,7 @@ const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 const BATCH_FILES: usize = 1000;
 
 /// The seed's `SyncResult`, plus deletions on the server and unresolved conflicts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResult {
     pub uploaded: Vec<String>,
     pub downloaded: Vec<String>,

@@ -195,6 +195,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         folder,
     };
     let settings = Settings::resolve(&file, &overrides)?;
+    if !settings.verify_integrity {
+        out.note(
+            "volebarn: verify_integrity = false is ignored: every upload and download is checked \
+             against its xxh3",
+        );
+    }
     let ctx = Ctx {
         settings,
         config_path,

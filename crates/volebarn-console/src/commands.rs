@@ -3,6 +3,7 @@
 use crate::cli::{Ctx, Keep};
 use crate::config::{ConfigFile, Overrides, Settings};
 use crate::engine::{Engine, EngineConfig, PassOptions, PassReport};
+use crate::index::is_in_use;
 use crate::output::Output;
 use crate::scan::local_path;
 use crate::state::{self, ConflictRecord};
@@ -152,6 +153,9 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
             })
             .collect();
         lines(&mut s, "conflicts", &copies);
+        if !r.manual_conflicts.is_empty() {
+            s.push_str("settle them with `volebarn conflicts resolve PATH --keep local|remote|both`\n");
+        }
         lines(
             &mut s,
             "conflicts needing you (see `volebarn conflicts`)",
@@ -173,6 +177,7 @@ fn needs_attention(r: &PassReport) -> bool {
         || !r.held_deletions.is_empty()
         || !r.result.errors.is_empty()
         || !r.result.conflicts.is_empty()
+        || !r.manual_conflicts.is_empty()
 }
 
 pub async fn sync(
@@ -181,9 +186,15 @@ pub async fn sync(
     dry_run: bool,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut engine = open_engine(&ctx.settings, strategy)?;
-    show_progress(&mut engine, ctx.out);
-    let report = engine.pass(PassOptions { dry_run, force }).await?;
+    let opts = PassOptions { dry_run, force };
+    let report = match open_engine(&ctx.settings, strategy) {
+        Ok(mut engine) => {
+            show_progress(&mut engine, ctx.out);
+            engine.pass(opts).await?
+        }
+        Err(e) if is_in_use(&e) => sync_through_watch(ctx, strategy, opts).await?,
+        Err(e) => return Err(e),
+    };
     ctx.out.emit(&report, || describe(&report, dry_run));
     if report.refused.is_some() {
         bail!("{}", report.refused.as_deref().unwrap_or_default());
@@ -196,6 +207,46 @@ pub async fn sync(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `sync` while a `volebarn watch` holds the folder: asks the watch for a pass with these
+/// options and waits for its report. Should the watch stop first, the pass runs here.
+async fn sync_through_watch(
+    ctx: &Ctx,
+    strategy: Option<ConflictStrategy>,
+    opts: PassOptions,
+) -> anyhow::Result<PassReport> {
+    let folder = ctx.settings.folder()?.to_path_buf();
+    ctx.out
+        .note("a `volebarn watch` is syncing this folder: asking it for this pass");
+    if strategy.is_some() {
+        ctx.out
+            .note("--strategy is ignored: the running watch settles conflicts its own way (config)");
+    }
+    let request = state::request_pass(&folder, opts.dry_run, opts.force)?;
+    let mut probe = tokio::time::Instant::now();
+    loop {
+        if let Some(answer) = state::take_answer(&folder, request.id)? {
+            return match (answer.report, answer.error) {
+                (Some(report), _) => Ok(report),
+                (None, e) => bail!("{}", e.unwrap_or_else(|| "the watch's pass failed".into())),
+            };
+        }
+        // Still watched? Once the index is free, nobody will answer: do the pass here.
+        if probe.elapsed() >= Duration::from_secs(1) {
+            probe = tokio::time::Instant::now();
+            match open_engine(&ctx.settings, strategy) {
+                Ok(mut engine) => {
+                    state::withdraw(&folder, request.id);
+                    show_progress(&mut engine, ctx.out);
+                    return engine.pass(opts).await;
+                }
+                Err(e) if is_in_use(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A progress bar for each pass's transfers (on a terminal, for a person).
@@ -284,7 +335,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     .await?,
             ),
         ),
-        Err(e) if e.to_string().contains("in use") => (true, None),
+        Err(e) if is_in_use(&e) => (true, None),
         Err(e) => return Err(e),
     };
     let saved = state::read_status(&folder)?.unwrap_or_default();
@@ -443,7 +494,8 @@ pub async fn resolve(ctx: &Ctx, path: &str, keep: Keep) -> anyhow::Result<ExitCo
     // Push the result now unless a running `watch` will.
     let synced = match open_engine(&ctx.settings, None) {
         Ok(mut engine) => Some(engine.pass(PassOptions::default()).await?),
-        Err(_) => None,
+        Err(e) if is_in_use(&e) => None,
+        Err(e) => return Err(e),
     };
     #[derive(Serialize)]
     struct Out<'a> {

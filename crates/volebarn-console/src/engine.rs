@@ -40,7 +40,7 @@ pub struct PassOptions {
 }
 
 /// What one pass did (or, with `dry_run`, would do).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct PassReport {
     /// Set when the pass did nothing at all, and why.
     pub refused: Option<String>,
@@ -55,6 +55,9 @@ pub struct PassReport {
     /// Directories the plan created on the server.
     #[serde(skip)]
     created_remote_dirs: Vec<String>,
+    /// Content conflicts left for the user (strategy `manual`): both versions are in the
+    /// folder and `volebarn conflicts` lists them.
+    pub manual_conflicts: Vec<String>,
     /// Local deletions not propagated, awaiting `volebarn sync --force`.
     pub held_deletions: Vec<String>,
     pub held_reason: Option<String>,
@@ -412,7 +415,7 @@ impl Engine {
         report.result = result;
         report.created_remote_dirs = plan.server_create_dirs.clone();
         self.delete_dirs(dirs_remote, dirs_local, &mut report).await;
-        self.record_conflicts(&report.result)?;
+        report.manual_conflicts = self.record_conflicts(&report.result)?;
         self.persist(&sc, &base, &held, &report)?;
         Ok(report)
     }
@@ -648,9 +651,11 @@ impl Engine {
         done
     }
 
-    fn record_conflicts(&self, r: &SyncResult) -> anyhow::Result<()> {
+    fn record_conflicts(&self, r: &SyncResult) -> anyhow::Result<Vec<String>> {
         let mut new: Vec<ConflictRecord> = Vec::new();
+        let mut manual = Vec::new();
         if self.config.strategy == ConflictStrategy::Manual {
+            manual.extend(r.conflict_copies.iter().map(|c| c.path.clone()));
             new.extend(r.conflict_copies.iter().map(|c| ConflictRecord {
                 path: c.path.clone(),
                 copy: Some(c.copy.clone()),
@@ -667,7 +672,7 @@ impl Engine {
             detected: volebarn_core::timefmt::format_rfc3339(now_nanos()),
         }));
         if new.is_empty() {
-            return Ok(());
+            return Ok(manual);
         }
         state::update_conflicts(&self.root, |list| {
             for c in new {
@@ -675,7 +680,8 @@ impl Engine {
                     list.push(c);
                 }
             }
-        })
+        })?;
+        Ok(manual)
     }
 
     /// A local directory the plan created on the server this pass (or that holds an uploaded file).

@@ -74,6 +74,27 @@ fn key(prefix: u8, name: &str) -> Vec<u8> {
     k
 }
 
+/// Another process (a `volebarn watch`) holds the folder's index.
+#[derive(Debug)]
+pub struct InUse(pub std::path::PathBuf);
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the folder's index {} is in use: is `volebarn watch` running on this folder?",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for InUse {}
+
+/// Whether `e` says another process holds the folder's index.
+pub fn is_in_use(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<InUse>().is_some()
+}
+
 impl FileIndex {
     /// Opens (or creates) the index in `dir`; fails clearly when another process holds it.
     pub fn open(dir: &Path) -> anyhow::Result<FileIndex> {
@@ -84,10 +105,7 @@ impl FileIndex {
         opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
         let db = rocksdb::DB::open(&opts, dir).map_err(|e| {
             if e.to_string().contains("lock") {
-                anyhow::anyhow!(
-                    "the folder's index {} is in use: is `volebarn watch` running on this folder?",
-                    dir.display()
-                )
+                anyhow::Error::new(InUse(dir.to_path_buf()))
             } else {
                 anyhow::anyhow!("opening the folder's index {}: {e}", dir.display())
             }

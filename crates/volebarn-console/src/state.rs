@@ -108,3 +108,109 @@ pub fn update_conflicts(root: &Path, f: impl FnOnce(&mut Vec<ConflictRecord>)) -
     let _ = lock.unlock();
     r
 }
+
+/// A pass that `volebarn sync` asks of the `volebarn watch` holding the folder's index (the
+/// index has one owner at a time). The request is a file the watch picks up; it answers with
+/// the pass's report in `answer-<id>.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassRequest {
+    pub id: u64,
+    pub dry_run: bool,
+    pub force: bool,
+}
+
+/// A running watch's answer to a [`PassRequest`].
+#[derive(Debug, Deserialize)]
+pub struct PassAnswer {
+    pub report: Option<crate::engine::PassReport>,
+    pub error: Option<String>,
+}
+
+const REQUEST_PREFIX: &str = "request-";
+
+fn request_file(root: &Path, id: u64) -> PathBuf {
+    state_file(root, &format!("{REQUEST_PREFIX}{id:016x}.json"))
+}
+
+fn answer_file(root: &Path, id: u64) -> PathBuf {
+    state_file(root, &format!("answer-{id:016x}.json"))
+}
+
+/// Leaves a request for the running watch.
+pub fn request_pass(root: &Path, dry_run: bool, force: bool) -> anyhow::Result<PassRequest> {
+    let r = PassRequest {
+        id: rand::random(),
+        dry_run,
+        force,
+    };
+    write_atomic(&request_file(root, r.id), &serde_json::to_vec(&r)?)?;
+    Ok(r)
+}
+
+/// Whether `path` is a pass request (for the watcher, which ignores the rest of `.volebarn/`).
+pub fn is_request(root: &Path, path: &Path) -> bool {
+    path.parent() == Some(root.join(STATE_DIR).as_path())
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(REQUEST_PREFIX) && n.ends_with(".json"))
+}
+
+/// Whether a request is waiting.
+pub fn has_requests(root: &Path) -> bool {
+    std::fs::read_dir(root.join(STATE_DIR))
+        .map(|entries| entries.flatten().any(|e| is_request(root, &e.path())))
+        .unwrap_or(false)
+}
+
+/// Takes every waiting request (oldest first); an unreadable one is dropped.
+pub fn take_requests(root: &Path) -> Vec<PassRequest> {
+    let Ok(entries) = std::fs::read_dir(root.join(STATE_DIR)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(std::time::SystemTime, PassRequest)> = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if !is_request(root, &path) {
+            continue;
+        }
+        let when = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if let Ok(Some(r)) = read_json::<PassRequest>(&path) {
+            found.push((when, r));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    found.sort_by_key(|(when, _)| *when);
+    found.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Withdraws a request nobody took; false when it was already taken.
+pub fn withdraw(root: &Path, id: u64) -> bool {
+    std::fs::remove_file(request_file(root, id)).is_ok()
+}
+
+/// Answers request `id` with the pass's report or the error that ended it.
+pub fn answer(
+    root: &Path,
+    id: u64,
+    result: &anyhow::Result<crate::engine::PassReport>,
+) -> anyhow::Result<()> {
+    let body = match result {
+        Ok(report) => serde_json::json!({ "report": report, "error": null }),
+        Err(e) => serde_json::json!({ "report": null, "error": format!("{e:#}") }),
+    };
+    write_atomic(&answer_file(root, id), &serde_json::to_vec(&body)?)
+}
+
+/// The answer to request `id`, once there is one (taken: the file is removed).
+pub fn take_answer(root: &Path, id: u64) -> anyhow::Result<Option<PassAnswer>> {
+    let path = answer_file(root, id);
+    let a = read_json(&path)?;
+    if a.is_some() {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(a)
+}

@@ -2,9 +2,13 @@
 //! debounced), whenever the server's journal moves (`/changes` long-poll), and every
 //! `poll_interval` regardless, to catch anything a watcher can miss (overflowed event queues,
 //! network filesystems). Passes never overlap; wake-ups that arrive during one are merged.
+//! A `volebarn sync` run meanwhile cannot open the index; it leaves a request in `.volebarn/`
+//! instead, which wakes the watch for a pass with the sync's options (`--force`, `--dry-run`),
+//! and gets that pass's report back (see `state::PassRequest`).
 
 use crate::engine::{Engine, PassOptions, PassReport};
 use crate::rules;
+use crate::state;
 use notify::RecursiveMode;
 use notify_debouncer_full::DebounceEventResult;
 use std::future::Future;
@@ -17,6 +21,7 @@ use volebarn_client::{Client, ErrorCode};
 enum Wake {
     Local,
     Remote,
+    Request,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,14 +47,12 @@ pub async fn run(
     let watched_root = root.clone();
     let mut debouncer =
         notify_debouncer_full::new_debouncer(opts.debounce, None, move |res: DebounceEventResult| {
-            let relevant = match res {
-                Ok(events) => events
-                    .iter()
-                    .any(|e| e.paths.iter().any(|p| matters(&watched_root, &defaults, p))),
-                // Lost or overflowed events: rescan to be sure.
-                Err(_) => true,
-            };
-            if relevant {
+            let paths = || res.iter().flatten().flat_map(|e| e.paths.iter());
+            if paths().any(|p| state::is_request(&watched_root, p)) {
+                let _ = tx_local.try_send(Wake::Request);
+            }
+            // Lost or overflowed events: rescan to be sure.
+            if res.is_err() || paths().any(|p| matters(&watched_root, &defaults, p)) {
                 let _ = tx_local.try_send(Wake::Local);
             }
         })?;
@@ -58,6 +61,9 @@ pub async fn run(
     let (cursor_tx, cursor_rx) = watch::channel(engine.cursor());
     let poller = tokio::spawn(long_poll(engine.client().clone(), cursor_rx, tx.clone()));
 
+    if state::has_requests(&root) {
+        let _ = tx.try_send(Wake::Request);
+    }
     let mut tick = tokio::time::interval(opts.poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -73,9 +79,27 @@ pub async fn run(
             }
             _ = tick.tick() => {}
         }
-        match engine.pass(PassOptions::default()).await {
-            Ok(report) => on_pass(&report),
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "sync pass failed"),
+        let requests = state::take_requests(&root);
+        if requests.is_empty() {
+            match engine.pass(PassOptions::default()).await {
+                Ok(report) => on_pass(&report),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "sync pass failed"),
+            }
+        }
+        for r in requests {
+            let opts = PassOptions {
+                dry_run: r.dry_run,
+                force: r.force,
+            };
+            let result = engine.pass(opts).await;
+            match &result {
+                Ok(report) if !r.dry_run => on_pass(report),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "requested sync pass failed"),
+            }
+            if let Err(e) = state::answer(&root, r.id, &result) {
+                tracing::error!(error = %format!("{e:#}"), "cannot answer a sync request");
+            }
         }
         let _ = cursor_tx.send(engine.cursor());
     }

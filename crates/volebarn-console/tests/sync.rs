@@ -76,7 +76,7 @@ impl Heard {
     fn install(self: &std::sync::Arc<Self>, e: &mut volebarn_console::engine::Engine) {
         let heard = self.clone();
         e.set_progress(Box::new(move |bytes, files| {
-            heard.announced.lock().unwrap().push((bytes, files));
+            heard.announced.lock().expect("lock").push((bytes, files));
             std::sync::Arc::new(Observer(heard.clone()))
         }));
     }
@@ -85,7 +85,7 @@ impl Heard {
     fn take(&self) -> (Vec<(u64, u64)>, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
-            std::mem::take(&mut *self.announced.lock().unwrap()),
+            std::mem::take(&mut *self.announced.lock().expect("lock")),
             self.bytes.swap(0, Relaxed),
             self.files.swap(0, Relaxed),
         )

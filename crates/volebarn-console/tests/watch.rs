@@ -95,3 +95,111 @@ async fn two_watchers_mirror_each_other_and_catch_up_after_being_offline() {
     stop(wa).await;
     stop(wb).await;
 }
+
+/// Regular files below `root` (outside `.volebarn/`) whose name starts with `prefix`.
+fn named(root: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    tree(root)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(prefix))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_edits_while_watching_keep_both_versions_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    write(&a, "doc.txt", b"first draft");
+    let wa = start(&srv, &a);
+    let wb = start(&srv, &b);
+    wait_for("B receives the file", 20, || b.join("doc.txt").exists()).await;
+
+    // Both edit before either watcher's debounce is over: both sides changed since the base.
+    write(&a, "doc.txt", b"edited in A");
+    write(&b, "doc.txt", b"edited in B");
+    wait_for(
+        "a conflict copy in both folders, and the folders agree",
+        30,
+        || named(&a, "doc").len() == 2 && tree(&a) == tree(&b),
+    )
+    .await;
+    let files = named(&a, "doc");
+    let mut contents: Vec<&[u8]> = files.iter().map(|(_, c)| c.as_slice()).collect();
+    contents.sort();
+    assert_eq!(contents, [&b"edited in A"[..], b"edited in B"], "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.starts_with("doc (conflict ") && p.ends_with(").txt")),
+        "{files:?}"
+    );
+    stop(wa).await;
+    stop(wb).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mass_delete_while_watching_is_held_until_sync_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = server(dir.path()).await;
+    let (a, b) = (dir.path().join("A"), dir.path().join("B"));
+    let names = ["one.txt", "two.txt", "docs/three.txt", "docs/four.txt"];
+    for n in names {
+        write(&a, n, n.as_bytes());
+    }
+    let wa = start(&srv, &a);
+    let wb = start(&srv, &b);
+    wait_for("B has every file", 20, || tree(&b).len() == 4).await;
+
+    // Delete every file in A (the marker stays): held, nothing deleted on the server or in B.
+    for n in names {
+        std::fs::remove_file(a.join(n)).unwrap();
+    }
+    wait_for("A's watch holds the deletions", 20, || {
+        volebarn_console::state::read_status(&a)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.held_deletions.len() == 4)
+    })
+    .await;
+    let c = common::client(&srv);
+    assert_eq!(common::server_tree(&c).await.len(), 4, "nothing deleted remotely");
+    assert_eq!(tree(&b).len(), 4, "nothing deleted in B");
+
+    // `volebarn status` and `volebarn sync --force` while A's watch holds the folder.
+    let ca = srv.ca_cert.as_ref().expect("TLS on");
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&std::ffi::OsStr> = ["--server", &srv.url, "--token", &srv.token, "--ca-cert"]
+            .into_iter()
+            .map(std::ffi::OsStr::new)
+            .collect();
+        all.push(ca.as_os_str());
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        all.extend(["--folder".as_ref(), a.as_os_str()]);
+        common::volebarn(dir.path(), dir.path(), &all)
+    };
+    let r = cli(&["status"]).ok();
+    assert!(r.stdout.contains("(volebarn watch is running)"), "{r:?}");
+    assert!(r.stdout.contains("HELD:       4 deletions"), "{r:?}");
+    let r = cli(&["sync", "--force"]).ok();
+    assert!(r.stderr.contains("asking it for this pass"), "{r:?}");
+    assert!(r.stdout.contains("deleted 0 here and 4 on the server"), "{r:?}");
+    assert!(common::server_tree(&c).await.is_empty());
+    wait_for("B follows", 20, || tree(&b).is_empty()).await;
+
+    // Every deleted file is restorable from its versions.
+    for n in names {
+        let v = c.versions(n).await.unwrap();
+        let last = v.versions.iter().find(|v| v.deleted).expect("a deleted version");
+        c.restore_version(n, last.rev).await.unwrap();
+    }
+    wait_for("the restored files reach A and B", 20, || {
+        tree(&a).len() == 4 && tree(&a) == tree(&b)
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(a.join("docs/three.txt")).unwrap(),
+        b"docs/three.txt"
+    );
+    stop(wa).await;
+    stop(wb).await;
+}

@@ -118,3 +118,53 @@ pub async fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What one run of the `volebarn` binary showed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "expected success: {self:?}");
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    /// The single `volebarn: …` line a failed command prints.
+    pub fn error_line(&self) -> &str {
+        assert_ne!(self.code, 0, "expected failure: {self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {self:?}");
+        assert!(lines[0].starts_with("volebarn: "), "{self:?}");
+        lines[0]
+    }
+}
+
+/// Runs the `volebarn` binary in `cwd` with `home` as `$HOME` and no `VOLEBARN_*` settings
+/// from the environment, so nothing of the user's own setup leaks in.
+pub fn volebarn(cwd: &Path, home: &Path, args: &[&std::ffi::OsStr]) -> Run {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_volebarn"))
+        .current_dir(cwd)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("VOLEBARN_CONFIG")
+        .env_remove("VOLEBARN_SERVER")
+        .env_remove("VOLEBARN_TOKEN")
+        .env_remove("VOLEBARN_CA_CERT")
+        .env_remove("VOLEBARN_LOG")
+        .args(args)
+        .output()
+        .expect("run volebarn");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}

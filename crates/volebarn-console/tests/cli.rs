@@ -1,0 +1,211 @@
+//! The folder commands (`init`, `sync`, `status`, `conflicts`, `conflicts resolve`) as a user
+//! runs them: the real `volebarn` binary, a config written by `init`, a real TLS server, and
+//! what shows up in the output, the exit code, the folder and on the server.
+
+mod common;
+
+use common::{age, server, server_tree, volebarn, write, Run};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+/// A server, and a home directory whose default config the binary reads.
+struct Env {
+    dir: tempfile::TempDir,
+    srv: volebarn_server::RunningServer,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let srv = server(dir.path()).await;
+        std::fs::create_dir_all(dir.path().join("home")).expect("mkdir");
+        Env { dir, srv }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `volebarn ARGS`, with `config` as `--config` when given (else the default location).
+    fn run(&self, config: Option<&Path>, args: &[&str]) -> Run {
+        let mut all: Vec<&OsStr> = Vec::new();
+        if let Some(c) = config {
+            all.extend([OsStr::new("--config"), c.as_os_str()]);
+        }
+        all.extend(args.iter().map(OsStr::new));
+        volebarn(self.dir.path(), &self.path("home"), &all)
+    }
+
+    /// `volebarn init` for `folder`, with the server's URL, token and CA.
+    fn init(&self, config: Option<&Path>, folder: &Path) -> Run {
+        let ca = self.srv.ca_cert.as_ref().expect("TLS on: a CA cert");
+        self.run(
+            config,
+            &[
+                "init",
+                "--folder",
+                folder.to_str().expect("UTF-8 path"),
+                "--server",
+                &self.srv.url,
+                "--token",
+                &self.srv.token,
+                "--ca-cert",
+                ca.to_str().expect("UTF-8 path"),
+            ],
+        )
+    }
+
+    fn client(&self) -> volebarn_client::Client {
+        common::client(&self.srv)
+    }
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("string").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_then_sync_status_dry_run_and_the_safety_rails() {
+    let env = Env::start().await;
+    let a = env.path("A");
+
+    // init writes the default config, readable only by its owner.
+    let r = env.init(None, &a).ok();
+    let config = env.path("home/.config/volebarn/config.toml");
+    assert!(r.stdout.contains(config.to_str().unwrap()), "{r:?}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let folder = std::fs::canonicalize(&a).unwrap();
+    assert!(
+        text.contains(&format!("local_folder = {:?}", folder.to_str().unwrap())),
+        "{text}"
+    );
+    assert!(text.contains(&env.srv.url), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    write(&a, "notes.txt", b"alpha");
+    write(&a, "docs/report.md", b"# report");
+    write(&a, "docs/plan.md", b"# plan");
+    write(&a, "docs/todo.md", b"# todo");
+    age(&a);
+    let r = env.run(None, &["sync"]).ok();
+    assert!(r.stdout.starts_with("uploaded 4, downloaded 0"), "{r:?}");
+    let c = env.client();
+    assert_eq!(server_tree(&c).await.len(), 4);
+
+    let s = env.run(None, &["status", "--json"]).ok().json();
+    assert_eq!(s["server_ok"], true, "{s}");
+    assert_eq!(s["synced_files"], 4, "{s}");
+    assert!(s["last_sync"].is_string(), "{s}");
+    assert_eq!(s["pending"]["uploads"], serde_json::json!([]), "{s}");
+
+    // A dry run shows the plan and changes nothing; status lists the same pending upload.
+    write(&a, "notes.txt", b"alpha, edited");
+    let r = env.run(None, &["sync", "--dry-run"]).ok();
+    assert!(r.stdout.contains("would upload (1):\n  notes.txt"), "{r:?}");
+    assert_eq!(server_tree(&c).await["notes.txt"], b"alpha");
+    let s = env.run(None, &["status", "--json"]).ok().json();
+    assert_eq!(strings(&s["pending"]["uploads"]), ["notes.txt"], "{s}");
+    let r = env.run(None, &["sync", "--json"]).ok().json();
+    assert_eq!(strings(&r["result"]["uploaded"]), ["notes.txt"], "{r}");
+    assert_eq!(server_tree(&c).await["notes.txt"], b"alpha, edited");
+
+    // Deleting 3 of 4 files is held: exit 2, nothing deleted on the server, status says so.
+    for f in ["docs/report.md", "docs/plan.md", "docs/todo.md"] {
+        std::fs::remove_file(a.join(f)).unwrap();
+    }
+    let r = env.run(None, &["sync"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stdout.contains("deletions held: 3 of 4 synced files"), "{r:?}");
+    assert_eq!(server_tree(&c).await.len(), 4);
+    let r = env.run(None, &["status"]).ok();
+    assert!(r.stdout.contains("HELD:       3 deletions"), "{r:?}");
+    let r = env.run(None, &["sync", "--force"]).ok();
+    assert!(r.stdout.contains("deleted 0 here and 3 on the server"), "{r:?}");
+    assert_eq!(server_tree(&c).await.len(), 1);
+
+    // Without the root marker nothing happens at all: exit 1, one line saying why.
+    std::fs::remove_file(a.join(".volebarn/marker")).unwrap();
+    std::fs::remove_file(a.join("notes.txt")).unwrap();
+    let r = env.run(None, &["sync"]);
+    assert!(r.error_line().contains("marker"), "{r:?}");
+    assert_eq!(server_tree(&c).await.len(), 1, "nothing deleted on the server");
+    // --force re-adopts the folder without deleting: the file comes back.
+    env.run(None, &["sync", "--force"]).ok();
+    assert_eq!(std::fs::read(a.join("notes.txt")).unwrap(), b"alpha, edited");
+    assert_eq!(server_tree(&c).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_conflicts_are_listed_and_settled_from_the_command_line() {
+    let env = Env::start().await;
+    let (a, b) = (env.path("A"), env.path("B"));
+    let (ca, cb) = (env.path("a.toml"), env.path("b.toml"));
+    env.init(Some(&ca), &a).ok();
+    env.init(Some(&cb), &b).ok();
+    write(&a, "story.txt", b"once upon a time");
+    age(&a);
+    env.run(Some(&ca), &["sync"]).ok();
+    env.run(Some(&cb), &["sync"]).ok();
+
+    write(&a, "story.txt", b"written in A");
+    env.run(Some(&ca), &["sync"]).ok();
+    write(&b, "story.txt", b"written in B");
+    let r = env.run(Some(&cb), &["sync", "--strategy", "manual"]);
+    assert_eq!(r.code, 2, "a conflict left for the user: {r:?}");
+    assert!(r.stdout.contains("volebarn conflicts resolve"), "{r:?}");
+
+    // Both versions are in B: the remote one at the path, B's own as the copy.
+    let list = env.run(Some(&cb), &["conflicts", "--json"]).ok().json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["path"], "story.txt");
+    assert_eq!(list[0]["copy_is_local"], true);
+    let copy = list[0]["copy"].as_str().unwrap().to_string();
+    assert!(copy.starts_with("story (conflict "), "{copy}");
+    assert_eq!(std::fs::read(b.join("story.txt")).unwrap(), b"written in A");
+    assert_eq!(std::fs::read(b.join(&copy)).unwrap(), b"written in B");
+    let r = env.run(Some(&cb), &["conflicts"]).ok();
+    assert!(
+        r.stdout.contains(&format!("{copy:?}: the local version")),
+        "{r:?}"
+    );
+
+    // A path that is not in the list: one clear line.
+    let r = env.run(
+        Some(&cb),
+        &["conflicts", "resolve", "other.txt", "--keep", "local"],
+    );
+    assert!(r.error_line().contains("not in the conflicts list"), "{r:?}");
+
+    // Keep B's version: it takes the path, the copy goes, everywhere.
+    let r = env.run(
+        Some(&cb),
+        &["conflicts", "resolve", "story.txt", "--keep", "local"],
+    );
+    assert!(r.ok().stdout.contains("kept local version"));
+    assert_eq!(std::fs::read(b.join("story.txt")).unwrap(), b"written in B");
+    assert!(!b.join(&copy).exists());
+    let list = env.run(Some(&cb), &["conflicts", "--json"]).ok().json();
+    assert_eq!(list, serde_json::json!([]));
+    let on_server = server_tree(&env.client()).await;
+    assert_eq!(
+        on_server.keys().collect::<Vec<_>>(),
+        ["story.txt"],
+        "the copy is deleted on the server"
+    );
+    assert_eq!(on_server["story.txt"], b"written in B");
+    // A follows; the dropped copy stays restorable from the server's versions.
+    env.run(Some(&ca), &["sync"]).ok();
+    assert_eq!(common::tree(&a).into_keys().collect::<Vec<_>>(), ["story.txt"]);
+    assert_eq!(std::fs::read(a.join("story.txt")).unwrap(), b"written in B");
+    let versions = env.client().versions(&copy).await.unwrap();
+    assert!(versions.versions[0].deleted, "{versions:?}");
+}
