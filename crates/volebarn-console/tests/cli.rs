@@ -209,3 +209,65 @@ async fn manual_conflicts_are_listed_and_settled_from_the_command_line() {
     let versions = env.client().versions(&copy).await.unwrap();
     assert!(versions.versions[0].deleted, "{versions:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_failing_on_one_path_is_reported_and_the_rest_syncs() {
+    let env = Env::start().await;
+    let (a, b) = (env.path("A"), env.path("B"));
+    let (ca, cb) = (env.path("a.toml"), env.path("b.toml"));
+    env.init(Some(&ca), &a).ok();
+    env.init(Some(&cb), &b).ok();
+    write(&a, "small/one.txt", b"one");
+    write(&a, "small/two.txt", b"two");
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    write(&a, "big.bin", &big);
+    age(&a);
+    env.run(Some(&ca), &["sync"]).ok();
+
+    // B's disk "fills up" at 1 MB per file: the kernel refuses the big download (EFBIG, as
+    // for a full disk or a quota; SIGXFSZ is ignored so the write fails instead of killing us).
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; exec prlimit --fsize=1000000 \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_volebarn"))
+        .arg("--config")
+        .arg(&cb)
+        .arg("sync")
+        .env("HOME", env.path("home"))
+        .env_remove("VOLEBARN_CONFIG")
+        .output()
+        .expect("run volebarn under prlimit");
+    let (code, stdout) = (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    );
+    assert_eq!(
+        code,
+        Some(2),
+        "the sync finished, with a failed path: {stdout} {out:?}"
+    );
+    assert!(stdout.contains("errors (1):\n  big.bin: "), "{stdout}");
+    assert!(
+        stdout.contains("File too large"),
+        "the cause, as the OS gave it: {stdout}"
+    );
+    assert_eq!(std::fs::read(b.join("small/one.txt")).unwrap(), b"one");
+    assert_eq!(std::fs::read(b.join("small/two.txt")).unwrap(), b"two");
+    assert!(!b.join("big.bin").exists(), "no partial file at the path");
+    let leftovers: Vec<String> = common::tree(&b)
+        .into_keys()
+        .filter(|p| p.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files cleaned up: {leftovers:?}");
+
+    // status reports it; the next sync (with room on disk) fetches it.
+    let r = env.run(Some(&cb), &["status"]).ok();
+    assert!(
+        r.stdout.contains("errors in the last pass (1):\n  big.bin: "),
+        "{r:?}"
+    );
+    let r = env.run(Some(&cb), &["sync"]).ok();
+    assert!(r.stdout.starts_with("uploaded 0, downloaded 1"), "{r:?}");
+    assert_eq!(std::fs::read(b.join("big.bin")).unwrap(), big);
+}
