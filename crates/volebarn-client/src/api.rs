@@ -41,7 +41,37 @@ impl Client {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        crate::resilience::run(&self.resilience.retry, &self.resilience.breaker, operation, op).await
+        self.call_with(&self.resilience.retry, operation, op).await
+    }
+
+    /// [`Client::call`] with another retry policy; every attempt is counted in the metrics.
+    pub(crate) async fn call_with<T, F, Fut>(
+        &self,
+        retry: &crate::resilience::RetryConfig,
+        operation: &str,
+        mut op: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let metrics = &self.resilience.metrics;
+        // A long-poll waits on purpose: its time says nothing about the server's speed.
+        let timed = operation != "changes";
+        let counted = || {
+            let attempt = op();
+            async move {
+                let start = std::time::Instant::now();
+                let r = attempt.await;
+                let answered = match &r {
+                    Err(ClientError::Network(_) | ClientError::Timeout { .. }) => false,
+                    _ => timed,
+                };
+                metrics.attempt(answered.then(|| start.elapsed()), r.as_ref().err());
+                r
+            }
+        };
+        crate::resilience::run(retry, &self.resilience.breaker, operation, counted).await
     }
 
     /// After a retried write: if the server already holds exactly `expected`, our earlier

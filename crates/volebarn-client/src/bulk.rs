@@ -126,7 +126,7 @@ impl Client {
             .send()
             .await?;
         let answer = check(resp, "").await?.json().await?;
-        self.observer.bytes(content_bytes);
+        self.sent(content_bytes);
         Ok(answer)
     }
 
@@ -209,14 +209,19 @@ impl Client {
                 PartKind::File(info) => info,
             };
             let path = info.path.clone();
-            match write_part(root, info, part, &self.observer).await {
+            match write_part(root, info, part, self).await {
                 Ok(m) => written.push(m),
                 Err(e @ ClientError::Network(_)) | Err(e @ ClientError::Protocol(_)) => return Err(e),
-                Err(e) => failed.push(OperationError::new(
-                    path,
-                    e.error_code().unwrap_or(volebarn_core::ErrorCode::Unknown),
-                    e.to_string(),
-                )),
+                Err(e) => {
+                    if matches!(e, ClientError::HashMismatch { .. }) {
+                        self.resilience.metrics.hash_mismatch();
+                    }
+                    failed.push(OperationError::new(
+                        path,
+                        e.error_code().unwrap_or(volebarn_core::ErrorCode::Unknown),
+                        e.to_string(),
+                    ));
+                }
             }
         }
         Ok((written, failed))
@@ -317,7 +322,7 @@ async fn write_part(
     root: &Path,
     info: PartInfo,
     mut part: multer::Field<'static>,
-    observer: &crate::progress::Observer,
+    client: &Client,
 ) -> Result<FileMetadata> {
     let vpath = parse_path(&info.path)?;
     let target = vpath
@@ -346,7 +351,7 @@ async fn write_part(
             hasher.update(&piece);
             size += piece.len() as u64;
             file.write_all(&piece).await.map_err(io)?;
-            observer.bytes(piece.len() as u64);
+            client.received(piece.len() as u64);
         }
         let actual = hasher.finish();
         if actual != info.expected {

@@ -82,6 +82,7 @@ pub(crate) struct Resilience {
     pub(crate) large: crate::large::LargeFileConfig,
     pub(crate) breaker: crate::resilience::CircuitBreaker,
     pub(crate) health: std::sync::Mutex<crate::resilience::HealthState>,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 pub(crate) fn parse_path(path: &str) -> Result<VPath> {
@@ -200,6 +201,7 @@ impl Client {
                 large: config.large,
                 breaker: crate::resilience::CircuitBreaker::new(config.breaker),
                 health: std::sync::Mutex::new(crate::resilience::HealthState::default()),
+                metrics: crate::metrics::Metrics::default(),
             }),
             observer: crate::progress::Observer::default(),
         })
@@ -258,6 +260,24 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner())
             .record(outcome);
         result
+    }
+
+    /// Requests, response times, network errors, hash mismatches and bytes moved by this
+    /// client and its clones so far.
+    pub fn metrics(&self) -> crate::TransferMetrics {
+        self.resilience.metrics.snapshot()
+    }
+
+    /// `n` bytes of file content went to the server.
+    pub(crate) fn sent(&self, n: u64) {
+        self.resilience.metrics.sent(n);
+        self.observer.bytes(n);
+    }
+
+    /// `n` bytes of file content came from the server.
+    pub(crate) fn received(&self, n: u64) {
+        self.resilience.metrics.received(n);
+        self.observer.bytes(n);
     }
 
     /// What the client knows about the server: last success, consecutive failures, average
@@ -443,10 +463,10 @@ impl Client {
         let (hash, len) = hash_file(local).await.map_err(io_err)?;
         let file = tokio::fs::File::open(local).await.map_err(io_err)?;
         let mtime = file_mtime(local).await.map_err(io_err)?;
-        let observer = self.observer.clone();
+        let me = self.clone();
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect(move |piece| {
             if let Ok(piece) = piece {
-                observer.bytes(piece.len() as u64);
+                me.sent(piece.len() as u64);
             }
         });
         let body = reqwest::Body::wrap_stream(stream);
@@ -492,7 +512,7 @@ impl Client {
                 hasher.update(&piece);
                 size += piece.len() as u64;
                 file.write_all(&piece).await.map_err(io_err)?;
-                self.observer.bytes(piece.len() as u64);
+                self.received(piece.len() as u64);
             }
             // tokio's File writes in the background: wait for every byte before syncing.
             file.flush().await.map_err(io_err)?;

@@ -154,10 +154,8 @@ impl Client {
                     let data = tokio::task::spawn_blocking(move || read_chunk(&path, id, offset, len))
                         .await
                         .map_err(|e| ClientError::Protocol(format!("read task: {e}")))??;
-                    crate::resilience::run(chunk_retry, &self.resilience.breaker, "put_chunk", || {
-                        self.put_chunk_once(id, data.clone())
-                    })
-                    .await
+                    self.call_with(chunk_retry, "put_chunk", || self.put_chunk_once(id, data.clone()))
+                        .await
                 }
             })
             .buffer_unordered(cfg.concurrency.max(1))

@@ -140,7 +140,7 @@ impl Client {
             .send()
             .await?;
         check(resp, "").await?;
-        self.observer.bytes(len);
+        self.sent(len);
         Ok(())
     }
 

@@ -313,6 +313,7 @@ struct StatusOut {
     conflicts: Vec<ConflictRecord>,
     problems: Vec<(String, String)>,
     errors: Vec<(String, String)>,
+    metrics: state::SyncMetrics,
 }
 
 pub async fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -374,6 +375,7 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         conflicts: state::read_conflicts(&folder)?,
         problems,
         errors: saved.errors,
+        metrics: saved.metrics,
     };
     ctx.out.emit(&s, || {
         let mut t = format!(
@@ -418,9 +420,38 @@ pub async fn status(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ));
         pairs(&mut t, "not synced", &s.problems);
         pairs(&mut t, "errors in the last pass", &s.errors);
+        t.push_str(&describe_metrics(&s.metrics));
         t
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The folder's running totals, two lines for a person.
+fn describe_metrics(m: &state::SyncMetrics) -> String {
+    use indicatif::HumanBytes;
+    let x = &m.transfer;
+    let within = |q: f64| match x.response_within_ms(q) {
+        Some(ms) => format!("≤ {ms} ms"),
+        None => "slower".into(),
+    };
+    let responses = if x.response_ms.iter().sum::<u64>() == 0 {
+        String::new()
+    } else {
+        format!("; answers p50 {}, p90 {}", within(0.5), within(0.9))
+    };
+    format!(
+        "totals:     {} passes (avg {} ms), {} files synced, {} up, {} down, {} sync errors\n\
+         network:    {} requests, {} network errors, {} hash mismatches{responses}\n",
+        m.passes,
+        m.average_pass_ms().unwrap_or(0),
+        m.files_synced,
+        HumanBytes(x.bytes_sent),
+        HumanBytes(x.bytes_received),
+        m.sync_errors,
+        x.requests,
+        x.network_errors,
+        x.hash_mismatches,
+    )
 }
 
 pub fn conflicts(ctx: &Ctx) -> anyhow::Result<ExitCode> {

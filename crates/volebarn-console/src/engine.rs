@@ -18,7 +18,7 @@ use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{
     BaseEntry, Client, ClientError, ConflictStrategy, ErrorCode, LocalFile, SyncPlan, SyncResult,
-    TransferObserver, Xxh3, STATE_DIR,
+    TransferMetrics, TransferObserver, Xxh3, STATE_DIR,
 };
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
@@ -137,6 +137,8 @@ pub struct Engine {
     remote: RemoteMirror,
     pub config: EngineConfig,
     progress: Option<ProgressFactory>,
+    /// When the current pass started, and the client's figures then (for the metrics).
+    pass_start: (std::time::Instant, TransferMetrics),
 }
 
 /// `name` folded as a case-insensitive, normalizing filesystem would see it.
@@ -168,6 +170,7 @@ impl Engine {
             remote: RemoteMirror::default(),
             config,
             progress: None,
+            pass_start: (std::time::Instant::now(), TransferMetrics::default()),
         })
     }
 
@@ -278,6 +281,7 @@ impl Engine {
     /// One full pass. Errors on single paths are in the report; an `Err` means the pass could
     /// not run at all (e.g. the index could not be written).
     pub async fn pass(&mut self, opts: PassOptions) -> anyhow::Result<PassReport> {
+        self.pass_start = (std::time::Instant::now(), self.client.metrics());
         let mut report = PassReport::default();
         if !self.root.is_dir() {
             report.refused = Some(format!(
@@ -766,15 +770,22 @@ impl Engine {
             }
         }
         self.index.commit(next)?;
+        let previous = state::read_status(&self.root).ok().flatten().unwrap_or_default();
+        let mut metrics = previous.metrics;
+        let r = &report.result;
+        metrics.passes += 1;
+        metrics.files_synced += (r.uploaded.len() + r.downloaded.len() + report.moved.len()) as u64;
+        metrics.sync_errors += r.errors.len() as u64;
+        metrics.pass_ms_total += self.pass_start.0.elapsed().as_millis() as u64;
+        metrics
+            .transfer
+            .add(&self.client.metrics().since(&self.pass_start.1));
         let status = StatusFile {
             last_pass: volebarn_core::timefmt::format_rfc3339(now_nanos()),
             last_sync: if report.offline.is_none() {
                 Some(volebarn_core::timefmt::format_rfc3339(now_nanos()))
             } else {
-                state::read_status(&self.root)
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.last_sync)
+                previous.last_sync
             },
             offline: report.offline.clone(),
             refused: report.refused.clone(),
@@ -784,6 +795,7 @@ impl Engine {
             problems: report.problems.clone(),
             errors: report.result.errors.clone(),
             synced_files: base.len(),
+            metrics,
         };
         state::write_status(&self.root, &status)
     }

@@ -61,6 +61,29 @@ pub struct StatusFile {
     pub problems: Vec<(String, String)>,
     pub errors: Vec<(String, String)>,
     pub synced_files: usize,
+    #[serde(default)]
+    pub metrics: SyncMetrics,
+}
+
+/// The seed's `SyncMetrics` for this folder: totals over every pass that reached the apply
+/// step, by `sync` and `watch` alike (dry runs are not counted).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncMetrics {
+    pub passes: u64,
+    /// Files uploaded, downloaded or moved.
+    pub files_synced: u64,
+    /// Paths that failed in a pass (each listed by that pass).
+    pub sync_errors: u64,
+    /// Time spent in passes, for the average.
+    pub pass_ms_total: u64,
+    #[serde(flatten)]
+    pub transfer: volebarn_client::TransferMetrics,
+}
+
+impl SyncMetrics {
+    pub fn average_pass_ms(&self) -> Option<u64> {
+        self.pass_ms_total.checked_div(self.passes)
+    }
 }
 
 pub fn write_status(root: &Path, s: &StatusFile) -> anyhow::Result<()> {

@@ -105,6 +105,24 @@ async fn init_then_sync_status_dry_run_and_the_safety_rails() {
     assert_eq!(s["synced_files"], 4, "{s}");
     assert!(s["last_sync"].is_string(), "{s}");
     assert_eq!(s["pending"]["uploads"], serde_json::json!([]), "{s}");
+    // Running totals (status's own dry run is not counted): 4 files, 25 bytes of content up.
+    let m = &s["metrics"];
+    assert_eq!(
+        (m["passes"].as_u64(), m["files_synced"].as_u64()),
+        (Some(1), Some(4)),
+        "{s}"
+    );
+    assert_eq!(
+        (m["bytes_sent"].as_u64(), m["bytes_received"].as_u64()),
+        (Some(25), Some(0)),
+        "{s}"
+    );
+    assert_eq!(
+        (m["sync_errors"].as_u64(), m["network_errors"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    assert!(m["requests"].as_u64() > Some(0), "{s}");
 
     // A dry run shows the plan and changes nothing; status lists the same pending upload.
     write(&a, "notes.txt", b"alpha, edited");
@@ -267,6 +285,10 @@ async fn a_write_failing_on_one_path_is_reported_and_the_rest_syncs() {
         r.stdout.contains("errors in the last pass (1):\n  big.bin: "),
         "{r:?}"
     );
+    assert!(r.stdout.contains("totals:     1 passes"), "{r:?}");
+    let s = env.run(Some(&cb), &["status", "--json"]).ok().json();
+    assert_eq!(s["metrics"]["sync_errors"], 1, "{s}");
+    assert_eq!(s["metrics"]["files_synced"], 2, "{s}");
     let r = env.run(Some(&cb), &["sync"]).ok();
     assert!(r.stdout.starts_with("uploaded 0, downloaded 1"), "{r:?}");
     assert_eq!(std::fs::read(b.join("big.bin")).unwrap(), big);

@@ -4,44 +4,16 @@
 
 mod common;
 
-use common::{tree_and_dirs as tree, write};
+use common::{tree_and_dirs as tree, volebarn, write, Run};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use volebarn_server::config::ServerConfig;
 
 /// A server in this process and a scratch directory that is also `$HOME`.
 struct Env {
     dir: tempfile::TempDir,
     srv: volebarn_server::RunningServer,
-}
-
-/// What one run of the binary showed.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "expected success: {self:?}");
-        self
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
-    }
-
-    /// The single `volebarn: …` line a failed command prints.
-    fn error_line(&self) -> &str {
-        assert_ne!(self.code, 0, "expected failure: {self:?}");
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one line on stderr: {self:?}");
-        assert!(lines[0].starts_with("volebarn: "), "{self:?}");
-        lines[0]
-    }
 }
 
 impl Env {
@@ -72,28 +44,11 @@ impl Env {
     }
 
     fn run_with(&self, cwd: &Path, config: &Path, url: &str, ca: &Path, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_volebarn"))
-            .current_dir(cwd)
-            .env("HOME", self.dir.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("VOLEBARN_CONFIG")
-            .env_remove("VOLEBARN_SERVER")
-            .env_remove("VOLEBARN_TOKEN")
-            .env_remove("VOLEBARN_CA_CERT")
-            .env_remove("VOLEBARN_LOG")
-            .arg("--config")
-            .arg(config)
-            .args(["--server", url, "--token", &self.srv.token])
-            .arg("--ca-cert")
-            .arg(ca)
-            .args(args)
-            .output()
-            .expect("run volebarn");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        }
+        let mut all: Vec<&OsStr> = vec![OsStr::new("--config"), config.as_os_str()];
+        all.extend(["--server", url, "--token", &self.srv.token, "--ca-cert"].map(OsStr::new));
+        all.push(ca.as_os_str());
+        all.extend(args.iter().map(OsStr::new));
+        volebarn(cwd, self.dir.path(), &all)
     }
 }
 
@@ -351,6 +306,10 @@ async fn verify_finds_every_difference_and_exits_1() {
 
     let same = env.run(&["verify", "--folder", p(&folder)]).ok();
     assert_eq!(same.stdout, "verify: 3 files, all match\n", "{same:?}");
+    assert!(
+        same.stderr.contains("not compared link: symlink: skipped"),
+        "{same:?}"
+    );
 
     write(&folder, "dir/b.txt", b"beta, edited");
     write(&folder, "new.txt", b"only here");
@@ -417,6 +376,65 @@ async fn verify_finds_every_difference_and_exits_1() {
     assert_eq!(
         lines[1],
         "verify: 1 file: 0 only local, 0 only remote, 0 differ, 0 corrupt, 1 unreadable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_compares_only_what_sync_would_sync() {
+    let env = Env::start().await;
+    let folder = env.path("folder");
+    write(&folder, ".volebarnignore", b"*.log\nbuild/\n");
+    write(&folder, "notes.txt", b"first draft");
+    write(&folder, "docs/plan.md", b"plan");
+    env.run(&["put", p(&folder), "/"]).ok();
+
+    // Only here, and never synced: ignored by .volebarnignore, or by the built-in rules
+    // (vim swap files, Office owner files).
+    write(&folder, "debug.log", b"noise");
+    write(&folder, "build/out.bin", &noise(5_000, 5));
+    write(&folder, "docs/.plan.md.swp", b"vim swap");
+    write(&folder, "docs/~$plan.docx", b"office lock");
+    // A real difference.
+    write(&folder, "notes.txt", b"second draft, longer");
+
+    let diff = env.run(&["verify", "--folder", p(&folder)]);
+    assert_eq!(diff.code, 1, "{diff:?}");
+    let lines: Vec<&str> = diff.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            &format!(
+                "differs:     notes.txt (local 20 bytes {}, remote 11 bytes {})",
+                xxh3(b"second draft, longer"),
+                xxh3(b"first draft")
+            ),
+            "verify: 3 files: 0 only local, 0 only remote, 1 differ, 0 corrupt, 0 unreadable",
+        ],
+        "{diff:?}"
+    );
+
+    let json = env.run(&["--json", "verify", "--folder", p(&folder)]);
+    assert_eq!(json.code, 1, "{json:?}");
+    let report = json.json();
+    assert_eq!(report["only_local"], serde_json::json!([]));
+    assert_eq!(report["only_remote"], serde_json::json!([]));
+    assert_eq!(report["differ"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(report["differ"][0]["path"], "notes.txt");
+    assert_eq!(report["files"], 3);
+
+    // Below a path, the rules of the folder above it still apply.
+    let docs = env.run(&["verify", "docs", "--folder", p(&folder)]).ok();
+    assert_eq!(docs.stdout, "verify: 1 file, all match\n", "{docs:?}");
+
+    // A folder that is not there is a mistake, not an empty folder.
+    let missing = env.path("no-such-folder");
+    let run = env.run(&["verify", "--folder", p(&missing)]);
+    assert_eq!(
+        run.error_line(),
+        format!(
+            "volebarn: verify /: {}: No such file or directory (os error 2)",
+            missing.display()
+        )
     );
 }
 
