@@ -125,16 +125,34 @@ fn hash_settled(path: &Path, bytes: &AtomicU64) -> Result<Stat, HashError> {
 
 /// Scans `root` against the index's last-seen stats. Blocking: run it on a blocking thread.
 pub fn scan(root: &Path, previous: &BTreeMap<String, Entry>) -> Scan {
+    scan_under(root, "", previous)
+}
+
+/// True when `path` is `dir` or below it; `""` is the root and covers everything.
+pub fn covers(dir: &str, path: &str) -> bool {
+    dir.is_empty() || path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+/// [`scan`] of the part of the folder at `under` (a relative path; `""` for all of it). The
+/// walk still starts at `root` and enters only the directories leading to `under`, so every
+/// `.volebarnignore` above it applies exactly as in a full scan.
+pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) -> Scan {
     let mut out = Scan::default();
     let defaults = rules::defaults(root);
+    let (walk_root, under) = (root.to_path_buf(), under.to_string());
     let walker = ignore::WalkBuilder::new(root)
         .standard_filters(false)
         .follow_links(false)
         .add_custom_ignore_filename(IGNORE_FILE)
         .filter_entry(move |e| {
-            !defaults
-                .matched(e.path(), e.file_type().is_some_and(|t| t.is_dir()))
-                .is_ignore()
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            let rel = e
+                .path()
+                .strip_prefix(&walk_root)
+                .map(rel_string)
+                .unwrap_or_default();
+            let wanted = covers(&under, &rel) || (is_dir && covers(&rel, &under));
+            wanted && !defaults.matched(e.path(), is_dir).is_ignore()
         })
         .build();
     let mut to_hash: Vec<(String, PathBuf)> = Vec::new();
@@ -259,5 +277,53 @@ fn error_path(e: &ignore::Error) -> Option<&Path> {
         ignore::Error::WithPath { path, .. } => Some(path),
         ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => error_path(err),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(root: &Path, rel: &str, content: &[u8]) {
+        let p = local_path(root, rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    #[test]
+    fn a_partial_scan_reads_only_its_part_with_the_rules_from_above() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        put(root, IGNORE_FILE, b"*.log\n");
+        put(root, &format!("docs/{IGNORE_FILE}"), b"!keep.log\n");
+        put(root, "docs/a.txt", b"a");
+        put(root, "docs/b.log", b"ignored from above");
+        put(root, "docs/keep.log", b"let back in below");
+        put(root, "docs/deep/c.txt", b"c");
+        put(root, "docs/.c.txt.swp", b"editor scratch");
+        put(root, "docsx/d.txt", b"a sibling with the same prefix");
+        put(root, "other/e.txt", b"elsewhere");
+        put(root, "top.txt", b"top");
+
+        let sc = scan_under(root, "docs", &BTreeMap::new());
+        let files: Vec<&str> = sc.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            files,
+            [
+                "docs/.volebarnignore",
+                "docs/a.txt",
+                "docs/deep/c.txt",
+                "docs/keep.log"
+            ]
+        );
+        assert_eq!(sc.hashed, 4, "nothing outside docs/ is read");
+
+        let all = scan(root, &BTreeMap::new());
+        for f in files {
+            assert_eq!(all.files.get(f), sc.files.get(f), "{f}: same as a full scan");
+        }
+        assert_eq!(all.files.len(), 8, "{:?}", all.files.keys());
+        assert_eq!(scan_under(root, "top.txt", &BTreeMap::new()).files.len(), 1);
+        assert!(scan_under(root, "docs/b.log", &BTreeMap::new()).files.is_empty());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{failed, files, opt, reason, relative, remote_path, shown, stat, PathNote, Remote, CONCURRENCY};
 use crate::cli::Ctx;
-use crate::scan::{self, Scan};
+use crate::scan::{self, covers, Scan};
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -230,11 +230,9 @@ struct LocalSide {
 /// Scans the folder the way a sync does — built-in ignores and `.volebarnignore` applied,
 /// symlinks not followed, `.volebarn/` left out — hashing every file (no index is trusted:
 /// verify is for when the index may be wrong). Blocking.
-///
-/// The whole folder is scanned even for a `PATH` below it, because ignore rules and
-/// `.volebarnignore` files above `PATH` decide what below it is synced.
+/// Only `PATH` is read; the `.volebarnignore` files above it still apply.
 fn scan_local(root: &Path, under: &VPath) -> LocalSide {
-    let mut sc = scan::scan(root, &BTreeMap::new());
+    let mut sc = scan::scan_under(root, under.as_str(), &BTreeMap::new());
     let files = std::mem::take(&mut sc.files)
         .into_iter()
         .filter(|(p, _)| covers(under.as_str(), p))
@@ -270,11 +268,6 @@ fn scan_local(root: &Path, under: &VPath) -> LocalSide {
             ..Scan::default()
         },
     }
-}
-
-/// True when `path` is `dir` or below it; `""` is the root and covers everything.
-fn covers(dir: &str, path: &str) -> bool {
-    dir.is_empty() || path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
 }
 
 #[cfg(test)]
