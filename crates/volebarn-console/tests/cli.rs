@@ -4,28 +4,12 @@
 
 mod common;
 
-use common::{age, server, server_tree, volebarn, write, Run};
+use common::{age, server_tree, volebarn, write, Env, Run};
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// A server, and a home directory whose default config the binary reads.
-struct Env {
-    dir: tempfile::TempDir,
-    srv: volebarn_server::RunningServer,
-}
-
+/// The binary with the default config under `home/` (or the one given).
 impl Env {
-    async fn start() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let srv = server(dir.path()).await;
-        std::fs::create_dir_all(dir.path().join("home")).expect("mkdir");
-        Env { dir, srv }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
     /// `volebarn ARGS`, with `config` as `--config` when given (else the default location).
     fn run(&self, config: Option<&Path>, args: &[&str]) -> Run {
         let mut all: Vec<&OsStr> = Vec::new();

@@ -4,31 +4,14 @@
 
 mod common;
 
-use common::{tree_and_dirs as tree, volebarn, write, Run};
+use common::{tree_and_dirs as tree, volebarn, write, Env, Run};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use volebarn_server::config::ServerConfig;
+use std::path::Path;
 
-/// A server in this process and a scratch directory that is also `$HOME`.
-struct Env {
-    dir: tempfile::TempDir,
-    srv: volebarn_server::RunningServer,
-}
-
+/// The binary with `--server`, `--token` and `--ca-cert` on the command line, the scratch
+/// directory as `$HOME`, and no config file.
 impl Env {
-    async fn start() -> Env {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = ServerConfig::new(dir.path().join("data"));
-        cfg.port = 0;
-        let srv = volebarn_server::start(cfg).await.expect("server");
-        Env { dir, srv }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
     /// Runs `volebarn --server … ARGS` in `cwd`, never reading the user's own config.
     fn run_in(&self, cwd: &Path, args: &[&str]) -> Run {
         let ca = self
@@ -349,7 +332,7 @@ async fn verify_finds_every_difference_and_exits_1() {
     // recorded hash, but the server can no longer deliver it, and verify says so.
     let hex = volebarn_core::ChunkId::of(b"alpha").to_hex();
     let chunk = env
-        .path("data/chunks")
+        .path("server-data/chunks")
         .join(&hex[0..2])
         .join(&hex[2..4])
         .join(&hex[4..6])

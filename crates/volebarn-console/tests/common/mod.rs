@@ -168,3 +168,23 @@ pub fn volebarn(cwd: &Path, home: &Path, args: &[&std::ffi::OsStr]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
+
+/// For tests of the binary: a server in this process, and a scratch directory (the server's
+/// data in `server-data/`, a `home/` for `$HOME`, folders beside them).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub srv: volebarn_server::RunningServer,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let srv = server(dir.path()).await;
+        std::fs::create_dir_all(dir.path().join("home")).expect("mkdir");
+        Env { dir, srv }
+    }
+
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+}
