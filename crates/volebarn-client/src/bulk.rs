@@ -190,16 +190,42 @@ impl Client {
     }
 
     /// Downloads many files in one request straight into the folder at `root`: each part
-    /// streams to a temporary file beside its target, is verified, gets the remote mtime and
-    /// is renamed into place. Returns the files written and, per path, what went wrong.
+    /// streams to a temporary file beside its target, is verified and gets the remote mtime;
+    /// then the whole batch is made durable at once and renamed into place (see [`publish`]).
+    /// Returns the files written and, per path, what went wrong.
     pub async fn bulk_download_into(
         &self,
         root: &Path,
         paths: &[String],
     ) -> Result<(Vec<FileMetadata>, Vec<OperationError>)> {
-        let mut parts = self.open_bulk_download(paths).await?;
-        let mut written = Vec::new();
+        let mut staged = Vec::new();
         let mut failed = Vec::new();
+        let received = self.receive_parts(root, paths, &mut staged, &mut failed).await;
+        if let Err(e) = received {
+            // Nothing of a broken batch appears: the caller fetches it again.
+            for s in staged {
+                let _ = tokio::fs::remove_file(&s.tmp).await;
+            }
+            return Err(e);
+        }
+        let root = root.to_path_buf();
+        let (written, unpublished) = tokio::task::spawn_blocking(move || publish(&root, staged))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("publishing downloads: {e}")))?;
+        failed.extend(unpublished);
+        Ok((written, failed))
+    }
+
+    /// Reads a bulk download's parts into temp files (`staged`); per-path failures go to
+    /// `failed`, and a broken stream ends it with an error.
+    async fn receive_parts(
+        &self,
+        root: &Path,
+        paths: &[String],
+        staged: &mut Vec<Staged>,
+        failed: &mut Vec<OperationError>,
+    ) -> Result<()> {
+        let mut parts = self.open_bulk_download(paths).await?;
         while let Some(part) = next_part(&mut parts).await? {
             let info = match part_info(part.headers())? {
                 PartKind::Report => {
@@ -209,8 +235,8 @@ impl Client {
                 PartKind::File(info) => info,
             };
             let path = info.path.clone();
-            match write_part(root, info, part, self).await {
-                Ok(m) => written.push(m),
+            match stage_part(root, info, part, self).await {
+                Ok(s) => staged.push(s),
                 Err(e @ ClientError::Network(_)) | Err(e @ ClientError::Protocol(_)) => return Err(e),
                 Err(e) => {
                     if matches!(e, ClientError::HashMismatch { .. }) {
@@ -224,7 +250,7 @@ impl Client {
                 }
             }
         }
-        Ok((written, failed))
+        Ok(())
     }
 
     /// Deletes files and directories (recursively); each path succeeds or fails alone.
@@ -317,13 +343,20 @@ async fn read_report(part: multer::Field<'static>) -> Result<Vec<OperationError>
     Ok(report.missing)
 }
 
-/// Streams one part to `root/<path>` (temp file, verify, mtime, fsync, rename).
-async fn write_part(
+/// A verified download in its temp file, waiting for its batch to be published.
+struct Staged {
+    tmp: std::path::PathBuf,
+    target: std::path::PathBuf,
+    meta: FileMetadata,
+}
+
+/// Streams one part to a temp file beside `root/<path>`, verifies it and sets the remote mtime.
+async fn stage_part(
     root: &Path,
     info: PartInfo,
     mut part: multer::Field<'static>,
     client: &Client,
-) -> Result<FileMetadata> {
+) -> Result<Staged> {
     let vpath = parse_path(&info.path)?;
     let target = vpath
         .as_str()
@@ -367,17 +400,19 @@ async fn write_part(
             file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos.max(0) as u64))
                 .map_err(io)?;
         }
-        file.sync_all().map_err(io)?;
         drop(file);
-        tokio::fs::rename(&tmp, &target).await.map_err(io)?;
-        Ok(FileMetadata {
-            path: vpath.to_string(),
-            name: vpath.name().to_string(),
-            size,
-            modified: info.modified.unwrap_or_default(),
-            is_directory: false,
-            xxhash3: actual,
-            rev: info.rev.unwrap_or_default(),
+        Ok(Staged {
+            tmp: tmp.clone(),
+            target: target.clone(),
+            meta: FileMetadata {
+                path: vpath.to_string(),
+                name: vpath.name().to_string(),
+                size,
+                modified: info.modified.unwrap_or_default(),
+                is_directory: false,
+                xxhash3: actual,
+                rev: info.rev.unwrap_or_default(),
+            },
         })
     }
     .await;
@@ -385,4 +420,103 @@ async fn write_part(
         let _ = tokio::fs::remove_file(&tmp).await;
     }
     result
+}
+
+/// Puts a batch of staged downloads in place, durably: their contents are flushed to disk
+/// before any of them appears under its name, and the renames are flushed before this returns
+/// (a sync engine records them as synced next; a rename lost in a crash would then read as a
+/// local deletion). On Linux that is two `syncfs` per filesystem for the whole batch — one
+/// journal commit instead of one `fsync` per file; elsewhere each file and directory is synced.
+/// Blocking.
+fn publish(root: &Path, staged: Vec<Staged>) -> (Vec<FileMetadata>, Vec<OperationError>) {
+    let mut written = Vec::with_capacity(staged.len());
+    let mut failed = Vec::new();
+    let fail = |failed: &mut Vec<OperationError>, s: &Staged, e: std::io::Error| {
+        let _ = std::fs::remove_file(&s.tmp);
+        failed.push(OperationError::new(
+            s.meta.path.clone(),
+            volebarn_core::ErrorCode::Unknown,
+            format!("{}: {e}", s.target.display()),
+        ));
+    };
+    if staged.is_empty() {
+        return (written, failed);
+    }
+    let dirs: std::collections::BTreeSet<&Path> = staged.iter().filter_map(|s| s.tmp.parent()).collect();
+    if let Err(e) = durable::flush(root, &dirs, staged.iter().map(|s| s.tmp.as_path())) {
+        for s in &staged {
+            fail(
+                &mut failed,
+                s,
+                std::io::Error::new(e.kind(), format!("flushing downloads: {e}")),
+            );
+        }
+        return (written, failed);
+    }
+    let mut renamed = Vec::with_capacity(staged.len());
+    for s in staged {
+        match std::fs::rename(&s.tmp, &s.target) {
+            Ok(()) => renamed.push(s),
+            Err(e) => fail(&mut failed, &s, e),
+        }
+    }
+    let dirs: std::collections::BTreeSet<&Path> = renamed.iter().filter_map(|s| s.target.parent()).collect();
+    match durable::flush(root, &dirs, std::iter::empty()) {
+        Ok(()) => written.extend(renamed.into_iter().map(|s| s.meta)),
+        // The files are in place but may not survive a crash: report them as not done, so
+        // they are fetched (and flushed) again rather than recorded as synced.
+        Err(e) => {
+            for s in renamed {
+                failed.push(OperationError::new(
+                    s.meta.path,
+                    volebarn_core::ErrorCode::Unknown,
+                    format!("flushing downloads: {e}"),
+                ));
+            }
+        }
+    }
+    (written, failed)
+}
+
+/// Flushing many new files at once.
+mod durable {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Makes `files` and the entries of `dirs` durable: one `syncfs` per filesystem they live on.
+    #[cfg(target_os = "linux")]
+    pub(super) fn flush<'a>(
+        root: &Path,
+        dirs: &BTreeSet<&Path>,
+        _files: impl Iterator<Item = &'a Path>,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut devices = BTreeSet::new();
+        for d in std::iter::once(root).chain(dirs.iter().copied()) {
+            let dir = std::fs::File::open(d)?;
+            if devices.insert(dir.metadata()?.dev()) {
+                rustix::fs::syncfs(&dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `files` and the entries of `dirs` durable, one `fsync` each.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn flush<'a>(
+        _root: &Path,
+        dirs: &BTreeSet<&Path>,
+        files: impl Iterator<Item = &'a Path>,
+    ) -> std::io::Result<()> {
+        for f in files {
+            std::fs::File::open(f)?.sync_all()?;
+        }
+        for d in dirs {
+            #[cfg(unix)]
+            std::fs::File::open(d)?.sync_all()?;
+            #[cfg(not(unix))]
+            let _ = d;
+        }
+        Ok(())
+    }
 }

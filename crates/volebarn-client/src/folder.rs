@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::sync::{conflict_copy_name, ConflictKind, ConflictResolution, ConflictStrategy, SyncPlan};
 use volebarn_core::timefmt::{now_nanos, UnixNanos};
-use volebarn_core::types::{ClientEntry, ClientManifest, SyncRequest};
-use volebarn_core::{ErrorCode, FileMetadata, VPath, Xxh3};
+use volebarn_core::types::{BulkUploadResponse, ClientEntry, ClientManifest, SyncRequest};
+use volebarn_core::{ErrorCode, FileMetadata, OperationError, VPath, Xxh3};
 
 /// The folder holding sync state inside a synced folder.
 pub const STATE_DIR: &str = ".volebarn";
@@ -27,6 +27,8 @@ const SMALL_FILE: u64 = 1024 * 1024;
 /// Limits of one bulk upload request.
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 const BATCH_FILES: usize = 1000;
+/// Bulk uploads in flight while applying a plan.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The seed's `SyncResult`, plus deletions on the server and unresolved conflicts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -387,32 +389,57 @@ impl Client {
             .client_upload
             .iter()
             .partition(|p| local.get(*p).is_some_and(|f| f.size <= SMALL_FILE));
-        let mut batch: Vec<ConditionalUpload> = Vec::new();
+        // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
+        // files are read on a blocking thread just before it goes.
+        let mut batches: Vec<Vec<(String, PathBuf, UploadCondition)>> = Vec::new();
         let mut batch_bytes = 0u64;
-        for (i, p) in small.iter().enumerate() {
-            let path = local_path(root, p);
-            match std::fs::read(&path) {
-                Ok(content) => {
-                    batch_bytes += content.len() as u64;
-                    let condition = match plan.if_match.get(*p) {
-                        Some(rev) => UploadCondition::IfMatch(*rev),
-                        None => UploadCondition::Create,
-                    };
-                    let mtime = std::fs::metadata(&path).ok().map(|m| mtime_of(&m));
-                    batch.push(ConditionalUpload {
-                        path: (*p).clone(),
-                        content: content.into(),
-                        condition,
-                        mtime,
-                    });
+        for p in small {
+            let condition = match plan.if_match.get(p) {
+                Some(rev) => UploadCondition::IfMatch(*rev),
+                None => UploadCondition::Create,
+            };
+            let size = local.get(p).map_or(0, |f| f.size);
+            match batches.last_mut() {
+                Some(b) if b.len() < BATCH_FILES && batch_bytes + size <= BATCH_BYTES => {
+                    batch_bytes += size;
+                    b.push((p.clone(), local_path(root, p), condition));
                 }
-                Err(e) => result.errors.push(((*p).clone(), e.to_string())),
+                _ => {
+                    batch_bytes = size;
+                    batches.push(vec![(p.clone(), local_path(root, p), condition)]);
+                }
             }
-            if batch_bytes >= BATCH_BYTES || batch.len() >= BATCH_FILES || i + 1 == small.len() {
-                let sent = std::mem::take(&mut batch);
-                batch_bytes = 0;
-                self.upload_batch(sent, local, base, result).await;
-            }
+        }
+        type Sent = (Vec<String>, Vec<OperationError>, Result<BulkUploadResponse>);
+        let sent: Vec<Sent> = futures_util::stream::iter(batches)
+            .map(|batch| async move {
+                let (uploads, unreadable) = match tokio::task::spawn_blocking(move || read_batch(batch)).await
+                {
+                    Ok(read) => read,
+                    Err(e) => {
+                        return (
+                            Vec::new(),
+                            Vec::new(),
+                            Err(ClientError::Protocol(format!("read task: {e}"))),
+                        )
+                    }
+                };
+                let paths: Vec<String> = uploads.iter().map(|u| u.path.clone()).collect();
+                let r = if uploads.is_empty() {
+                    Ok(BulkUploadResponse::default())
+                } else {
+                    self.bulk_upload_conditional(uploads).await
+                };
+                (paths, unreadable, r)
+            })
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (paths, unreadable, r) in sent {
+            result
+                .errors
+                .extend(unreadable.into_iter().map(|f| (f.path, f.error)));
+            self.settle_batch(paths, r, local, base, result).await;
         }
         // Owned paths: a closure over `&String` makes the future non-`Send` for spawners.
         let large: Vec<String> = large.into_iter().cloned().collect();
@@ -435,18 +462,17 @@ impl Client {
         );
     }
 
-    async fn upload_batch(
+    /// Records one bulk upload's outcome: stored files become the new base; a refusal that is
+    /// our own earlier attempt (same content on the server) counts as stored.
+    async fn settle_batch(
         &self,
-        batch: Vec<ConditionalUpload>,
+        paths: Vec<String>,
+        sent: Result<BulkUploadResponse>,
         local: &BTreeMap<String, LocalFile>,
         base: &mut BTreeMap<String, BaseEntry>,
         result: &mut SyncResult,
     ) {
-        if batch.is_empty() {
-            return;
-        }
-        let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
-        match self.bulk_upload_conditional(batch).await {
+        match sent {
             Ok(resp) => {
                 for m in resp.files {
                     self.observer.file_done(&m.path);
@@ -672,4 +698,24 @@ fn build_request(
         conflict_resolution: strategy,
         deleted,
     }
+}
+
+/// Reads one bulk upload's files (blocking): the uploads, and the files that could not be read.
+fn read_batch(
+    batch: Vec<(String, PathBuf, UploadCondition)>,
+) -> (Vec<ConditionalUpload>, Vec<OperationError>) {
+    let mut uploads = Vec::with_capacity(batch.len());
+    let mut unreadable = Vec::new();
+    for (rel, path, condition) in batch {
+        match std::fs::read(&path) {
+            Ok(content) => uploads.push(ConditionalUpload {
+                path: rel,
+                content: content.into(),
+                condition,
+                mtime: std::fs::metadata(&path).ok().map(|m| mtime_of(&m)),
+            }),
+            Err(e) => unreadable.push(OperationError::new(rel, ErrorCode::Unknown, e.to_string())),
+        }
+    }
+    (uploads, unreadable)
 }
