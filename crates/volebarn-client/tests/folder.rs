@@ -266,3 +266,37 @@ async fn transfer_observer_hears_every_byte_and_file() {
     assert_eq!(counter.take(), (12_000_000, vec!["chunked.bin".to_string()]));
     srv.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_file_vanishing_mid_sync_fails_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = server(dir.path()).await;
+    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let a = dir.path().join("A");
+    write(&a, "stays.txt", b"stays");
+    write(&a, "small-gone.txt", b"deleted after planning");
+    write(&a, "big-gone.bin", &vec![5u8; 2_000_000]);
+    let strategy = ConflictStrategy::PreferNewer;
+    let plan = c.plan_folder(&a, strategy).await.expect("plan");
+    assert_eq!(plan.client_upload.len(), 3, "{plan:?}");
+
+    // Deleted between the scan and the upload (by the user, an editor, a build tool).
+    std::fs::remove_file(a.join("small-gone.txt")).expect("rm");
+    std::fs::remove_file(a.join("big-gone.bin")).expect("rm");
+    let r = c.apply_sync_plan(&a, &plan).await.expect("apply");
+    assert_eq!(r.uploaded, ["stays.txt"], "{r:?}");
+    let mut failed: Vec<&str> = r.errors.iter().map(|(p, _)| p.as_str()).collect();
+    failed.sort();
+    assert_eq!(failed, ["big-gone.bin", "small-gone.txt"], "{r:?}");
+    assert!(
+        r.errors.iter().all(|(_, e)| e.contains("No such file")),
+        "{:?}",
+        r.errors
+    );
+
+    // The next sync sees nothing left to do, and the server has only what exists.
+    assert!(c.plan_folder(&a, strategy).await.expect("plan").is_empty());
+    let m = c.get_manifest(None).await.expect("manifest");
+    assert_eq!(m.files.keys().collect::<Vec<_>>(), ["stays.txt"]);
+    srv.shutdown().await.expect("shutdown");
+}
