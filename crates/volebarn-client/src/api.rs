@@ -63,11 +63,7 @@ impl Client {
             async move {
                 let start = std::time::Instant::now();
                 let r = attempt.await;
-                let answered = match &r {
-                    Err(ClientError::Network(_) | ClientError::Timeout { .. }) => false,
-                    _ => timed,
-                };
-                metrics.attempt(answered.then(|| start.elapsed()), r.as_ref().err());
+                metrics.attempt(timed.then(|| start.elapsed()), r.as_ref().err());
                 r
             }
         };

@@ -22,7 +22,8 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// One attempt of a request: how it ended and, when the server answered, how fast.
+    /// One attempt of a request: how it ended and how long it took (`None`: not timed). The
+    /// time goes into the histogram only when the server answered (no network error).
     pub(crate) fn attempt(&self, answered_in: Option<Duration>, error: Option<&crate::ClientError>) {
         self.requests.fetch_add(1, Relaxed);
         match error {

@@ -139,6 +139,8 @@ pub struct Engine {
     progress: Option<ProgressFactory>,
     /// When the current pass started, and the client's figures then (for the metrics).
     pass_start: (std::time::Instant, TransferMetrics),
+    /// What the last persisted pass wrote to `status.json` (this engine is its only writer).
+    status: StatusFile,
 }
 
 /// `name` folded as a case-insensitive, normalizing filesystem would see it.
@@ -171,6 +173,7 @@ impl Engine {
             config,
             progress: None,
             pass_start: (std::time::Instant::now(), TransferMetrics::default()),
+            status: state::read_status(root).ok().flatten().unwrap_or_default(),
         })
     }
 
@@ -770,8 +773,7 @@ impl Engine {
             }
         }
         self.index.commit(next)?;
-        let previous = state::read_status(&self.root).ok().flatten().unwrap_or_default();
-        let mut metrics = previous.metrics;
+        let mut metrics = self.status.metrics.clone();
         let r = &report.result;
         metrics.passes += 1;
         metrics.files_synced += (r.uploaded.len() + r.downloaded.len() + report.moved.len()) as u64;
@@ -785,7 +787,7 @@ impl Engine {
             last_sync: if report.offline.is_none() {
                 Some(volebarn_core::timefmt::format_rfc3339(now_nanos()))
             } else {
-                previous.last_sync
+                self.status.last_sync.clone()
             },
             offline: report.offline.clone(),
             refused: report.refused.clone(),
@@ -797,7 +799,9 @@ impl Engine {
             synced_files: base.len(),
             metrics,
         };
-        state::write_status(&self.root, &status)
+        state::write_status(&self.root, &status)?;
+        self.status = status;
+        Ok(())
     }
 }
 

@@ -179,24 +179,25 @@ pub fn is_request(root: &Path, path: &Path) -> bool {
             .is_some_and(|n| n.starts_with(REQUEST_PREFIX) && n.ends_with(".json"))
 }
 
+/// The waiting requests' files.
+fn request_files(root: &Path) -> impl Iterator<Item = std::fs::DirEntry> + '_ {
+    std::fs::read_dir(root.join(STATE_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(move |e| is_request(root, &e.path()))
+}
+
 /// Whether a request is waiting.
 pub fn has_requests(root: &Path) -> bool {
-    std::fs::read_dir(root.join(STATE_DIR))
-        .map(|entries| entries.flatten().any(|e| is_request(root, &e.path())))
-        .unwrap_or(false)
+    request_files(root).next().is_some()
 }
 
 /// Takes every waiting request (oldest first); an unreadable one is dropped.
 pub fn take_requests(root: &Path) -> Vec<PassRequest> {
-    let Ok(entries) = std::fs::read_dir(root.join(STATE_DIR)) else {
-        return Vec::new();
-    };
     let mut found: Vec<(std::time::SystemTime, PassRequest)> = Vec::new();
-    for e in entries.flatten() {
+    for e in request_files(root) {
         let path = e.path();
-        if !is_request(root, &path) {
-            continue;
-        }
         let when = e
             .metadata()
             .and_then(|m| m.modified())
