@@ -1,53 +1,14 @@
 //! `full_sync`: two folders kept in line through one real server, three-way.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use volebarn_client::{Client, ClientConfig, ConflictStrategy};
-use volebarn_server::config::{ServerConfig, TlsMode};
-
-async fn server(dir: &Path) -> volebarn_server::RunningServer {
-    let mut cfg = ServerConfig::new(dir.join("data"));
-    cfg.port = 0;
-    cfg.tls = TlsMode::Off;
-    volebarn_server::start(cfg).await.expect("server")
-}
-
-/// Every file below `root` (outside `.volebarn/`) with its content.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("ls").flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if rel.is_empty() && name == ".volebarn" {
-                continue;
-            }
-            let path = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if e.file_type().expect("type").is_dir() {
-                stack.push((e.path(), path));
-            } else {
-                out.insert(path, std::fs::read(e.path()).expect("read"));
-            }
-        }
-    }
-    out
-}
-
-fn write(root: &Path, rel: &str, content: &[u8]) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-    std::fs::write(p, content).expect("write");
-}
+use volebarn_client::ConflictStrategy;
+use volebarn_testkit::{pseudo_random, tree, write, TestServer};
 
 #[tokio::test]
 async fn two_folders_converge_and_resync_is_a_no_op() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
-    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let srv = TestServer::start().await;
+    let c = srv.client();
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     std::fs::create_dir_all(&b).expect("mkdir");
     write(&a, "a.txt", b"alpha");
@@ -109,14 +70,14 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     // The deletion is recoverable from the server's history.
     let versions = c.versions("dir/b.txt").await.expect("versions");
     assert!(versions.versions[0].deleted);
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn concurrent_edits_keep_both_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
-    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let srv = TestServer::start().await;
+    let c = srv.client();
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "notes.txt", b"base");
     std::fs::create_dir_all(&b).expect("mkdir");
@@ -157,14 +118,14 @@ async fn concurrent_edits_keep_both_versions() {
             "the losing edit is kept as a conflict copy"
         );
     }
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_emptied_folder_deletes_nothing_remotely() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
-    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let srv = TestServer::start().await;
+    let c = srv.client();
     let a = dir.path().join("A");
     write(&a, "keep1.txt", b"1");
     write(&a, "keep2.txt", b"2");
@@ -190,7 +151,7 @@ async fn an_emptied_folder_deletes_nothing_remotely() {
         2,
         "server untouched"
     );
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }
 
 /// Counts what a `TransferObserver` hears.
@@ -222,29 +183,16 @@ impl Counter {
 #[tokio::test]
 async fn transfer_observer_hears_every_byte_and_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let counter = std::sync::Arc::new(Counter::default());
-    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone()))
-        .expect("client")
-        .with_observer(counter.clone());
+    let c = srv.client().with_observer(counter.clone());
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     std::fs::create_dir_all(&b).expect("mkdir");
     // Bulk-sized files, one streamed on its own (over 1 MiB) and one sent as chunks (over 10 MB).
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut noise = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    };
-    let mut big = noise(12_000_000);
+    let mut big = pseudo_random(12_000_000, 1);
     write(&a, "small/one.txt", b"one");
-    write(&a, "small/two.txt", &noise(5_000));
-    write(&a, "streamed.bin", &noise(2_000_000));
+    write(&a, "small/two.txt", &pseudo_random(5_000, 2));
+    write(&a, "streamed.bin", &pseudo_random(2_000_000, 3));
     write(&a, "chunked.bin", &big);
     let total = 3 + 5_000 + 2_000_000 + 12_000_000;
     let all: Vec<String> = ["chunked.bin", "small/one.txt", "small/two.txt", "streamed.bin"]
@@ -264,14 +212,14 @@ async fn transfer_observer_hears_every_byte_and_file() {
     write(&a, "chunked.bin", &big);
     c.full_sync(&a, strategy).await.expect("sync A");
     assert_eq!(counter.take(), (12_000_000, vec!["chunked.bin".to_string()]));
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_file_vanishing_mid_sync_fails_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
-    let c = Client::new(ClientConfig::new(srv.url.clone(), srv.token.clone())).expect("client");
+    let srv = TestServer::start().await;
+    let c = srv.client();
     let a = dir.path().join("A");
     write(&a, "stays.txt", b"stays");
     write(&a, "small-gone.txt", b"deleted after planning");
@@ -298,5 +246,5 @@ async fn a_file_vanishing_mid_sync_fails_alone() {
     assert!(c.plan_folder(&a, strategy).await.expect("plan").is_empty());
     let m = c.get_manifest(None).await.expect("manifest");
     assert_eq!(m.files.keys().collect::<Vec<_>>(), ["stays.txt"]);
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }

@@ -3,27 +3,22 @@
 //! the server meanwhile surfaces as a 412 conflict, never as a silent overwrite.
 
 use bytes::Bytes;
-use volebarn_client::{Client, ClientConfig, ErrorCode, OfflineQueue, PendingOperation, Queued, RetryConfig};
-use volebarn_server::config::{ServerConfig, TlsMode};
+use volebarn_client::{Client, ErrorCode, OfflineQueue, PendingOperation, Queued, RetryConfig};
+use volebarn_testkit::TestServer;
 
-async fn server(dir: &std::path::Path) -> volebarn_server::RunningServer {
-    let mut cfg = ServerConfig::new(dir.join("data"));
-    cfg.port = 0;
-    cfg.tls = TlsMode::Off;
-    volebarn_server::start(cfg).await.expect("server")
-}
-
-fn client(url: String, token: &str) -> Client {
-    let mut cfg = ClientConfig::new(url, token);
-    cfg.retry = RetryConfig::none();
-    Client::new(cfg).expect("client")
+/// A client of `srv` without retries, at `url` (the server's own, or one nothing listens on).
+fn client(srv: &TestServer, url: String) -> Client {
+    srv.client_with(|cfg| {
+        cfg.server_url = url;
+        cfg.retry = RetryConfig::none();
+    })
 }
 
 #[tokio::test]
 async fn offline_changes_are_queued_persisted_and_replayed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
-    let live = client(srv.url.clone(), &srv.token);
+    let srv = TestServer::start().await;
+    let live = client(&srv, srv.url(""));
     let old = live
         .upload_file("old.txt", Bytes::from_static(b"old"))
         .await
@@ -38,7 +33,7 @@ async fn offline_changes_are_queued_persisted_and_replayed() {
         .expect("bind")
         .local_addr()
         .expect("addr");
-    let offline = client(format!("http://{closed}"), &srv.token);
+    let offline = client(&srv, format!("https://{closed}"));
     let qdir = dir.path().join("queue");
     {
         let q = OfflineQueue::open(&qdir).expect("queue");
@@ -104,14 +99,14 @@ async fn offline_changes_are_queued_persisted_and_replayed() {
         2,
         "v2 never travelled"
     );
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }
 
 #[tokio::test]
 async fn replay_over_a_server_change_is_a_412_conflict() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = server(dir.path()).await;
-    let c = client(srv.url.clone(), &srv.token);
+    let srv = TestServer::start().await;
+    let c = client(&srv, srv.url(""));
     let base = c
         .upload_file("doc.txt", Bytes::from_static(b"base"))
         .await
@@ -145,5 +140,5 @@ async fn replay_over_a_server_change_is_a_412_conflict() {
     );
     assert_eq!(report.applied.len(), 1, "the rest of the queue still applies");
     assert!(q.is_empty());
-    srv.shutdown().await.expect("shutdown");
+    srv.shutdown().await;
 }

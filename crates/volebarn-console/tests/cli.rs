@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{age, server_tree, volebarn, write, Env, Run};
+use common::{volebarn, Env, Run};
 use std::ffi::OsStr;
 use std::path::Path;
+use volebarn_testkit::{age, fail_fast, server_tree, tree, write};
 
 /// The binary with the default config under `home/` (or the one given).
 impl Env {
@@ -22,7 +23,7 @@ impl Env {
 
     /// `volebarn init` for `folder`, with the server's URL, token and CA.
     fn init(&self, config: Option<&Path>, folder: &Path) -> Run {
-        let ca = self.srv.ca_cert.as_ref().expect("TLS on: a CA cert");
+        let ca = self.srv.ca_cert();
         self.run(
             config,
             &[
@@ -30,9 +31,9 @@ impl Env {
                 "--folder",
                 folder.to_str().expect("UTF-8 path"),
                 "--server",
-                &self.srv.url,
+                &self.srv.url(""),
                 "--token",
-                &self.srv.token,
+                self.srv.token(),
                 "--ca-cert",
                 ca.to_str().expect("UTF-8 path"),
             ],
@@ -40,7 +41,7 @@ impl Env {
     }
 
     fn client(&self) -> volebarn_client::Client {
-        common::client(&self.srv)
+        self.srv.client_with(fail_fast)
     }
 }
 
@@ -67,7 +68,7 @@ async fn init_then_sync_status_dry_run_and_the_safety_rails() {
         text.contains(&format!("local_folder = {:?}", folder.to_str().unwrap())),
         "{text}"
     );
-    assert!(text.contains(&env.srv.url), "{text}");
+    assert!(text.contains(&env.srv.url("")), "{text}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&config).unwrap().permissions().mode() & 0o777,
@@ -206,7 +207,7 @@ async fn manual_conflicts_are_listed_and_settled_from_the_command_line() {
     assert_eq!(on_server["story.txt"], b"written in B");
     // A follows; the dropped copy stays restorable from the server's versions.
     env.run(Some(&ca), &["sync"]).ok();
-    assert_eq!(common::tree(&a).into_keys().collect::<Vec<_>>(), ["story.txt"]);
+    assert_eq!(tree(&a).into_keys().collect::<Vec<_>>(), ["story.txt"]);
     assert_eq!(std::fs::read(a.join("story.txt")).unwrap(), b"written in B");
     let versions = env.client().versions(&copy).await.unwrap();
     assert!(versions.versions[0].deleted, "{versions:?}");
@@ -257,10 +258,7 @@ async fn a_write_failing_on_one_path_is_reported_and_the_rest_syncs() {
     assert_eq!(std::fs::read(b.join("small/one.txt")).unwrap(), b"one");
     assert_eq!(std::fs::read(b.join("small/two.txt")).unwrap(), b"two");
     assert!(!b.join("big.bin").exists(), "no partial file at the path");
-    let leftovers: Vec<String> = common::tree(&b)
-        .into_keys()
-        .filter(|p| p.ends_with(".tmp"))
-        .collect();
+    let leftovers: Vec<String> = tree(&b).into_keys().filter(|p| p.ends_with(".tmp")).collect();
     assert!(leftovers.is_empty(), "temp files cleaned up: {leftovers:?}");
 
     // status reports it; the next sync (with room on disk) fetches it.

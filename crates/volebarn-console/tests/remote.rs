@@ -4,22 +4,19 @@
 
 mod common;
 
-use common::{tree_and_dirs as tree, volebarn, write, Env, Run};
+use common::{volebarn, Env, Run};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
+use volebarn_testkit::{pseudo_random, tree_and_dirs as tree, write};
 
 /// The binary with `--server`, `--token` and `--ca-cert` on the command line, the scratch
 /// directory as `$HOME`, and no config file.
 impl Env {
     /// Runs `volebarn --server … ARGS` in `cwd`, never reading the user's own config.
     fn run_in(&self, cwd: &Path, args: &[&str]) -> Run {
-        let ca = self
-            .srv
-            .ca_cert
-            .as_ref()
-            .expect("TLS is on: the server made a CA cert");
-        self.run_with(cwd, &self.path("none.toml"), &self.srv.url, ca, args)
+        let ca = self.srv.ca_cert();
+        self.run_with(cwd, &self.path("none.toml"), &self.srv.url(""), ca, args)
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -28,7 +25,7 @@ impl Env {
 
     fn run_with(&self, cwd: &Path, config: &Path, url: &str, ca: &Path, args: &[&str]) -> Run {
         let mut all: Vec<&OsStr> = vec![OsStr::new("--config"), config.as_os_str()];
-        all.extend(["--server", url, "--token", &self.srv.token, "--ca-cert"].map(OsStr::new));
+        all.extend(["--server", url, "--token", self.srv.token(), "--ca-cert"].map(OsStr::new));
         all.push(ca.as_os_str());
         all.extend(args.iter().map(OsStr::new));
         volebarn(cwd, self.dir.path(), &all)
@@ -39,28 +36,15 @@ fn p(path: &Path) -> &str {
     path.to_str().expect("UTF-8 temp path")
 }
 
-/// Bytes that do not compress or repeat, so chunking and hashing see real data.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tree_goes_up_and_comes_back_byte_for_byte() {
     let env = Env::start().await;
     let src = env.path("src");
     write(&src, "a.txt", b"alpha");
     write(&src, "dir/b.txt", b"beta");
-    write(&src, "dir/deeper/c.bin", &noise(20_000, 1));
-    write(&src, "mid.bin", &noise(3_000_000, 2));
-    write(&src, "large/video.bin", &noise(10_500_000, 3));
+    write(&src, "dir/deeper/c.bin", &pseudo_random(20_000, 1));
+    write(&src, "mid.bin", &pseudo_random(3_000_000, 2));
+    write(&src, "large/video.bin", &pseudo_random(10_500_000, 3));
     write(&src, ".volebarn/state", b"never uploaded");
     write(&src, "dir/.volebarn/state", b"never uploaded either");
     std::fs::create_dir_all(src.join("empty")).expect("mkdir");
@@ -122,7 +106,7 @@ async fn a_tree_goes_up_and_comes_back_byte_for_byte() {
     env.run_in(&env.path("cwd"), &["get", "photos/dir"]).ok();
     assert_eq!(
         std::fs::read(env.path("cwd/dir/deeper/c.bin")).expect("read"),
-        noise(20_000, 1)
+        pseudo_random(20_000, 1)
     );
 }
 
@@ -282,7 +266,7 @@ async fn verify_finds_every_difference_and_exits_1() {
     let folder = env.path("folder");
     write(&folder, "a.txt", b"alpha");
     write(&folder, "dir/b.txt", b"beta");
-    write(&folder, "dir/big.bin", &noise(2_000_000, 4));
+    write(&folder, "dir/big.bin", &pseudo_random(2_000_000, 4));
     write(&folder, ".volebarn/index", b"state, not data");
     std::os::unix::fs::symlink(folder.join("a.txt"), folder.join("link")).expect("symlink");
     env.run(&["put", p(&folder), "/"]).ok();
@@ -332,7 +316,9 @@ async fn verify_finds_every_difference_and_exits_1() {
     // recorded hash, but the server can no longer deliver it, and verify says so.
     let hex = volebarn_core::ChunkId::of(b"alpha").to_hex();
     let chunk = env
-        .path("server-data/chunks")
+        .srv
+        .data()
+        .join("chunks")
         .join(&hex[0..2])
         .join(&hex[2..4])
         .join(&hex[4..6])
@@ -344,12 +330,12 @@ async fn verify_finds_every_difference_and_exits_1() {
     std::fs::write(&chunk, b"alphA").expect("damage the chunk");
     let config = env.path("no-retries.toml");
     std::fs::write(&config, "[client]\nretry_attempts = 0\n").expect("write config");
-    let ca = env.srv.ca_cert.clone().expect("ca");
+    let ca = env.srv.ca_cert();
     let damaged = env.run_with(
         env.dir.path(),
         &config,
-        &env.srv.url,
-        &ca,
+        &env.srv.url(""),
+        ca,
         &["verify", "a.txt", "--folder", p(&folder)],
     );
     assert_eq!(damaged.code, 1, "{damaged:?}");
@@ -374,7 +360,7 @@ async fn verify_compares_only_what_sync_would_sync() {
     // Only here, and never synced: ignored by .volebarnignore, or by the built-in rules
     // (vim swap files, Office owner files).
     write(&folder, "debug.log", b"noise");
-    write(&folder, "build/out.bin", &noise(5_000, 5));
+    write(&folder, "build/out.bin", &pseudo_random(5_000, 5));
     write(&folder, "docs/.plan.md.swp", b"vim swap");
     write(&folder, "docs/~$plan.docx", b"office lock");
     // A real difference.
@@ -434,10 +420,10 @@ async fn an_unreachable_server_fails_with_one_line() {
     };
     let config = env.path("no-retries.toml");
     std::fs::write(&config, "[client]\nretry_attempts = 0\n").expect("write config");
-    let ca = env.srv.ca_cert.clone().expect("ca");
+    let ca = env.srv.ca_cert();
     let url = format!("https://127.0.0.1:{closed}");
     let started = std::time::Instant::now();
-    let run = env.run_with(env.dir.path(), &config, &url, &ca, &["ls", "docs"]);
+    let run = env.run_with(env.dir.path(), &config, &url, ca, &["ls", "docs"]);
     let line = run.error_line();
     assert!(line.starts_with("volebarn: ls docs: "), "{line}");
     assert!(

@@ -1,11 +1,9 @@
 //! The sync engine against a real server, pass by pass: index, renames, safety rails,
 //! conflicts, editor saves, ignores, symlinks, name clashes, and scale.
 
-mod common;
-
-use common::{engine, server, server_tree, tree, write};
 use volebarn_client::ConflictStrategy;
 use volebarn_console::engine::PassOptions;
+use volebarn_testkit::{age, fail_fast, server_tree, tree, write, TestServer};
 
 const NEWER: ConflictStrategy = ConflictStrategy::PreferNewer;
 
@@ -19,14 +17,14 @@ fn force() -> PassOptions {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_folders_converge_and_a_no_op_pass_reads_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "notes.txt", b"alpha");
     write(&a, "docs/report.md", b"# report");
     write(&a, "docs/deep/data.bin", &vec![7u8; 300_000]);
-    common::age(&a);
-    let mut ea = engine(&srv, &a, NEWER);
-    let mut eb = engine(&srv, &b, NEWER);
+    age(&a);
+    let mut ea = srv.engine(&a, NEWER);
+    let mut eb = srv.engine(&b, NEWER);
 
     let r = ea.pass(PassOptions::default()).await.unwrap();
     assert_eq!(r.result.uploaded.len(), 3, "{r:?}");
@@ -95,16 +93,16 @@ impl Heard {
 #[tokio::test(flavor = "multi_thread")]
 async fn progress_announces_each_pass_and_adds_up() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "small.txt", b"small");
     write(&a, "docs/medium.bin", &vec![3u8; 200_000]);
     write(&a, "big.bin", &vec![9u8; 3_000_000]);
-    common::age(&a);
+    age(&a);
     let total = 5 + 200_000 + 3_000_000;
     let heard = std::sync::Arc::new(Heard::default());
-    let mut ea = engine(&srv, &a, NEWER);
-    let mut eb = engine(&srv, &b, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
+    let mut eb = srv.engine(&b, NEWER);
     heard.install(&mut ea);
     heard.install(&mut eb);
 
@@ -120,17 +118,17 @@ async fn progress_announces_each_pass_and_adds_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn renames_of_files_and_directories_become_server_moves() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "old.txt", b"a file that gets renamed");
     write(&a, "photos/2025/one.jpg", b"jpeg one");
     write(&a, "photos/2025/two.jpg", b"jpeg two");
     write(&a, "photos/cover.png", b"png");
-    let mut ea = engine(&srv, &a, NEWER);
-    let mut eb = engine(&srv, &b, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
+    let mut eb = srv.engine(&b, NEWER);
     ea.pass(PassOptions::default()).await.unwrap();
     eb.pass(PassOptions::default()).await.unwrap();
-    let c = common::client(&srv);
+    let c = srv.client_with(fail_fast);
     let before = c.versions("photos/2025/one.jpg").await.unwrap().versions.len();
 
     std::fs::rename(a.join("old.txt"), a.join("new.txt")).unwrap();
@@ -178,16 +176,16 @@ async fn renames_of_files_and_directories_become_server_moves() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mass_deletion_is_held_until_forced_and_stays_restorable() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     for i in 0..6 {
         write(&a, &format!("f{i}.txt"), format!("file {i}").as_bytes());
     }
-    let mut ea = engine(&srv, &a, NEWER);
-    let mut eb = engine(&srv, &b, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
+    let mut eb = srv.engine(&b, NEWER);
     ea.pass(PassOptions::default()).await.unwrap();
     eb.pass(PassOptions::default()).await.unwrap();
-    let c = common::client(&srv);
+    let c = srv.client_with(fail_fast);
 
     for i in 0..4 {
         std::fs::remove_file(a.join(format!("f{i}.txt"))).unwrap();
@@ -223,12 +221,12 @@ async fn mass_deletion_is_held_until_forced_and_stays_restorable() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_emptied_or_vanished_folder_never_deletes_remotely() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let a = dir.path().join("A");
     write(&a, "only.txt", b"the single file");
-    let mut ea = engine(&srv, &a, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
     ea.pass(PassOptions::default()).await.unwrap();
-    let c = common::client(&srv);
+    let c = srv.client_with(fail_fast);
 
     // Emptied (marker kept): even one file is held, because the folder is empty.
     std::fs::remove_file(a.join("only.txt")).unwrap();
@@ -253,7 +251,7 @@ async fn an_emptied_or_vanished_folder_never_deletes_remotely() {
 
     // A recreated folder starts fresh: it downloads, deletes nothing.
     drop(ea);
-    let mut fresh = engine(&srv, &a, NEWER);
+    let mut fresh = srv.engine(&a, NEWER);
     let r = fresh.pass(PassOptions::default()).await.unwrap();
     assert_eq!(r.result.downloaded, vec!["only.txt"]);
 }
@@ -261,11 +259,11 @@ async fn an_emptied_or_vanished_folder_never_deletes_remotely() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_marker_is_readopted_with_force_without_deleting() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let a = dir.path().join("A");
     write(&a, "keep.txt", b"k");
     write(&a, "gone.txt", b"g");
-    let mut ea = engine(&srv, &a, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
     ea.pass(PassOptions::default()).await.unwrap();
     std::fs::remove_file(a.join(".volebarn/marker")).unwrap();
     std::fs::remove_file(a.join("gone.txt")).unwrap();
@@ -283,11 +281,11 @@ async fn a_missing_marker_is_readopted_with_force_without_deleting() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_edits_keep_both_versions() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "plan.txt", b"v0");
-    let mut ea = engine(&srv, &a, ConflictStrategy::Manual);
-    let mut eb = engine(&srv, &b, ConflictStrategy::Manual);
+    let mut ea = srv.engine(&a, ConflictStrategy::Manual);
+    let mut eb = srv.engine(&b, ConflictStrategy::Manual);
     ea.pass(PassOptions::default()).await.unwrap();
     eb.pass(PassOptions::default()).await.unwrap();
 
@@ -314,13 +312,13 @@ async fn concurrent_edits_keep_both_versions() {
 #[tokio::test(flavor = "multi_thread")]
 async fn editor_saves_sync_as_one_edit_and_scratch_files_stay_local() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let a = dir.path().join("A");
     write(&a, "essay.txt", b"draft 1");
     write(&a, ".volebarnignore", b"build/\n*.log\n");
-    let mut ea = engine(&srv, &a, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
     ea.pass(PassOptions::default()).await.unwrap();
-    let c = common::client(&srv);
+    let c = srv.client_with(fail_fast);
 
     // Atomic save: temp file, then rename over the original (new inode).
     write(&a, ".essay.txt.tmp-save", b"draft 2");
@@ -347,14 +345,14 @@ async fn editor_saves_sync_as_one_edit_and_scratch_files_stay_local() {
 #[tokio::test(flavor = "multi_thread")]
 async fn symlinks_are_skipped_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let a = dir.path().join("A");
     write(&a, "real.txt", b"real");
     std::fs::create_dir_all(dir.path().join("outside")).unwrap();
     write(&dir.path().join("outside"), "secret.txt", b"not in the folder");
     std::os::unix::fs::symlink(dir.path().join("outside"), a.join("link-dir")).unwrap();
     std::os::unix::fs::symlink(a.join("real.txt"), a.join("link.txt")).unwrap();
-    let mut ea = engine(&srv, &a, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
     let r = ea.pass(PassOptions::default()).await.unwrap();
     assert_eq!(r.result.uploaded, vec!["real.txt"], "{r:?}");
     let reported: Vec<&str> = r
@@ -364,20 +362,20 @@ async fn symlinks_are_skipped_and_reported() {
         .map(|(p, _)| p.as_str())
         .collect();
     assert_eq!(reported.len(), 2, "{r:?}");
-    assert_eq!(server_tree(&common::client(&srv)).await.len(), 1);
+    assert_eq!(server_tree(&srv.client_with(fail_fast)).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn names_that_clash_by_case_are_reported_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let a = dir.path().join("A");
     write(&a, "README.md", b"local readme");
-    let c = common::client(&srv);
+    let c = srv.client_with(fail_fast);
     c.upload_file("Readme.md", bytes::Bytes::from_static(b"remote readme"))
         .await
         .unwrap();
-    let mut ea = engine(&srv, &a, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
     let r = ea.pass(PassOptions::default()).await.unwrap();
     assert!(
         r.problems
@@ -394,7 +392,7 @@ async fn names_that_clash_by_case_are_reported_not_overwritten() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_files_sync_and_resync_without_reading_them() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     for i in 0..10_000u32 {
         write(
@@ -403,8 +401,8 @@ async fn ten_thousand_files_sync_and_resync_without_reading_them() {
             format!("file number {i}").as_bytes(),
         );
     }
-    common::age(&a);
-    let mut ea = engine(&srv, &a, NEWER);
+    age(&a);
+    let mut ea = srv.engine(&a, NEWER);
     let r = ea.pass(PassOptions::default()).await.unwrap();
     assert_eq!(r.result.uploaded.len(), 10_000);
     assert!(
@@ -412,7 +410,7 @@ async fn ten_thousand_files_sync_and_resync_without_reading_them() {
         "{:?}",
         &r.result.errors[..3.min(r.result.errors.len())]
     );
-    let mut eb = engine(&srv, &b, NEWER);
+    let mut eb = srv.engine(&b, NEWER);
     let r = eb.pass(PassOptions::default()).await.unwrap();
     assert_eq!(r.result.downloaded.len(), 10_000);
     assert_eq!(tree(&a), tree(&b));
@@ -427,7 +425,7 @@ async fn ten_thousand_files_sync_and_resync_without_reading_them() {
     }
     // And after a restart (index from disk), still nothing read.
     drop(ea);
-    let mut ea = engine(&srv, &a, NEWER);
+    let mut ea = srv.engine(&a, NEWER);
     let r = ea.pass(PassOptions::default()).await.unwrap();
     assert_eq!((r.hashed, r.bytes_read, r.result.uploaded.len()), (0, 0, 0));
 }

@@ -3,19 +3,16 @@
 
 mod common;
 
-use common::{engine, server, tree, wait_for, write};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use volebarn_client::ConflictStrategy;
 use volebarn_console::watch::{self, WatchOptions};
+use volebarn_testkit::{fail_fast, server_tree, tree, wait_for, write, TestServer};
 
 /// Starts watching `root`; the watcher stops when the returned sender is dropped or fired.
-fn start(
-    srv: &volebarn_server::RunningServer,
-    root: &Path,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let e = engine(srv, root, ConflictStrategy::PreferNewer);
+fn start(srv: &TestServer, root: &Path) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let e = srv.engine(root, ConflictStrategy::PreferNewer);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         watch::run(
@@ -44,39 +41,62 @@ async fn stop(w: (oneshot::Sender<()>, tokio::task::JoinHandle<()>)) {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_watchers_mirror_each_other_and_catch_up_after_being_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "hello.txt", b"hello");
     let wa = start(&srv, &a);
     let wb = start(&srv, &b);
     let same = || tree(&a) == tree(&b);
-    wait_for("B receives the initial file", 20, || b.join("hello.txt").exists()).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || b.join("hello.txt").exists()).await,
+        "timed out waiting for: B receives the initial file"
+    );
 
     // Create, edit, delete, rename a file and a directory tree in A.
     write(&a, "docs/one.md", b"one");
     write(&a, "docs/sub/two.md", b"two");
-    wait_for("B receives the new tree", 20, || {
-        std::fs::read(b.join("docs/sub/two.md")).ok().as_deref() == Some(&b"two"[..])
-    })
-    .await;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::fs::read(b.join("docs/sub/two.md")).ok().as_deref() == Some(&b"two"[..])
+        })
+        .await,
+        "timed out waiting for: B receives the new tree"
+    );
     write(&a, "hello.txt", b"hello, edited");
-    wait_for("B receives the edit", 20, || {
-        std::fs::read(b.join("hello.txt")).ok().as_deref() == Some(&b"hello, edited"[..])
-    })
-    .await;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::fs::read(b.join("hello.txt")).ok().as_deref() == Some(&b"hello, edited"[..])
+        })
+        .await,
+        "timed out waiting for: B receives the edit"
+    );
     std::fs::rename(a.join("hello.txt"), a.join("greeting.txt")).unwrap();
     std::fs::rename(a.join("docs"), a.join("papers")).unwrap();
-    wait_for("B sees the renames", 20, || {
-        b.join("greeting.txt").exists() && b.join("papers/sub/two.md").exists() && !b.join("docs").exists()
-    })
-    .await;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            b.join("greeting.txt").exists()
+                && b.join("papers/sub/two.md").exists()
+                && !b.join("docs").exists()
+        })
+        .await,
+        "timed out waiting for: B sees the renames"
+    );
     std::fs::remove_file(a.join("papers/one.md")).unwrap();
-    wait_for("B sees the deletion", 20, || !b.join("papers/one.md").exists()).await;
-    wait_for("A and B are identical", 20, same).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || !b.join("papers/one.md").exists()).await,
+        "timed out waiting for: B sees the deletion"
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), same).await,
+        "timed out waiting for: A and B are identical"
+    );
 
     // And back: B's changes reach A.
     write(&b, "from-b.txt", b"written in B");
-    wait_for("A receives B's file", 20, || a.join("from-b.txt").exists()).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || a.join("from-b.txt").exists()).await,
+        "timed out waiting for: A receives B's file"
+    );
 
     // B goes offline; A changes things; B comes back and converges.
     stop(wb).await;
@@ -84,10 +104,13 @@ async fn two_watchers_mirror_each_other_and_catch_up_after_being_offline() {
     std::fs::remove_file(a.join("from-b.txt")).unwrap();
     write(&a, "papers/sub/two.md", b"two, edited while B was off");
     let wb = start(&srv, &b);
-    wait_for("B catches up", 30, || {
-        b.join("while-away.txt").exists() && !b.join("from-b.txt").exists() && same()
-    })
-    .await;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            b.join("while-away.txt").exists() && !b.join("from-b.txt").exists() && same()
+        })
+        .await,
+        "timed out waiting for: B catches up"
+    );
     assert_eq!(
         std::fs::read(b.join("papers/sub/two.md")).unwrap(),
         b"two, edited while B was off"
@@ -107,22 +130,26 @@ fn named(root: &Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_edits_while_watching_keep_both_versions_everywhere() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "doc.txt", b"first draft");
     let wa = start(&srv, &a);
     let wb = start(&srv, &b);
-    wait_for("B receives the file", 20, || b.join("doc.txt").exists()).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || b.join("doc.txt").exists()).await,
+        "timed out waiting for: B receives the file"
+    );
 
     // Both edit before either watcher's debounce is over: both sides changed since the base.
     write(&a, "doc.txt", b"edited in A");
     write(&b, "doc.txt", b"edited in B");
-    wait_for(
-        "a conflict copy in both folders, and the folders agree",
-        30,
-        || named(&a, "doc").len() == 2 && tree(&a) == tree(&b),
-    )
-    .await;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            named(&a, "doc").len() == 2 && tree(&a) == tree(&b)
+        })
+        .await,
+        "timed out waiting for: a conflict copy in both folders, and the folders agree"
+    );
     let files = named(&a, "doc");
     let mut contents: Vec<&[u8]> = files.iter().map(|(_, c)| c.as_slice()).collect();
     contents.sort();
@@ -140,7 +167,7 @@ async fn concurrent_edits_while_watching_keep_both_versions_everywhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mass_delete_while_watching_is_held_until_sync_force() {
     let dir = tempfile::tempdir().unwrap();
-    let srv = server(dir.path()).await;
+    let srv = TestServer::start().await;
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     let names = ["one.txt", "two.txt", "docs/three.txt", "docs/four.txt"];
     for n in names {
@@ -148,27 +175,34 @@ async fn mass_delete_while_watching_is_held_until_sync_force() {
     }
     let wa = start(&srv, &a);
     let wb = start(&srv, &b);
-    wait_for("B has every file", 20, || tree(&b).len() == 4).await;
+    assert!(
+        wait_for(Duration::from_secs(20), || tree(&b).len() == 4).await,
+        "timed out waiting for: B has every file"
+    );
 
     // Delete every file in A (the marker stays): held, nothing deleted on the server or in B.
     for n in names {
         std::fs::remove_file(a.join(n)).unwrap();
     }
-    wait_for("A's watch holds the deletions", 20, || {
-        volebarn_console::state::read_status(&a)
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.held_deletions.len() == 4)
-    })
-    .await;
-    let c = common::client(&srv);
-    assert_eq!(common::server_tree(&c).await.len(), 4, "nothing deleted remotely");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            volebarn_console::state::read_status(&a)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.held_deletions.len() == 4)
+        })
+        .await,
+        "timed out waiting for: A's watch holds the deletions"
+    );
+    let c = srv.client_with(fail_fast);
+    assert_eq!(server_tree(&c).await.len(), 4, "nothing deleted remotely");
     assert_eq!(tree(&b).len(), 4, "nothing deleted in B");
 
     // `volebarn status` and `volebarn sync --force` while A's watch holds the folder.
-    let ca = srv.ca_cert.as_ref().expect("TLS on");
+    let ca = srv.ca_cert();
+    let url = srv.url("");
     let cli = |args: &[&str]| {
-        let mut all: Vec<&std::ffi::OsStr> = ["--server", &srv.url, "--token", &srv.token, "--ca-cert"]
+        let mut all: Vec<&std::ffi::OsStr> = ["--server", &url, "--token", srv.token(), "--ca-cert"]
             .into_iter()
             .map(std::ffi::OsStr::new)
             .collect();
@@ -183,8 +217,11 @@ async fn mass_delete_while_watching_is_held_until_sync_force() {
     let r = cli(&["sync", "--force"]).ok();
     assert!(r.stderr.contains("asking it for this pass"), "{r:?}");
     assert!(r.stdout.contains("deleted 0 here and 4 on the server"), "{r:?}");
-    assert!(common::server_tree(&c).await.is_empty());
-    wait_for("B follows", 20, || tree(&b).is_empty()).await;
+    assert!(server_tree(&c).await.is_empty());
+    assert!(
+        wait_for(Duration::from_secs(20), || tree(&b).is_empty()).await,
+        "timed out waiting for: B follows"
+    );
 
     // Every deleted file is restorable from its versions.
     for n in names {
@@ -192,10 +229,13 @@ async fn mass_delete_while_watching_is_held_until_sync_force() {
         let last = v.versions.iter().find(|v| v.deleted).expect("a deleted version");
         c.restore_version(n, last.rev).await.unwrap();
     }
-    wait_for("the restored files reach A and B", 20, || {
-        tree(&a).len() == 4 && tree(&a) == tree(&b)
-    })
-    .await;
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            tree(&a).len() == 4 && tree(&a) == tree(&b)
+        })
+        .await,
+        "timed out waiting for: the restored files reach A and B"
+    );
     assert_eq!(
         std::fs::read(a.join("docs/three.txt")).unwrap(),
         b"docs/three.txt"

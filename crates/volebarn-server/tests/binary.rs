@@ -1,13 +1,11 @@
 //! The real `volebarn-server` binary: start-up line, generated token printed once, memory
 //! bounded while streaming a 1 GiB upload, graceful shutdown on SIGTERM.
 
-mod common;
-
-use common::pseudo_random;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use volebarn_client::{Client, ClientConfig, Xxh3};
 use volebarn_core::hash::Xxh3Hasher;
+use volebarn_testkit::pseudo_random;
 
 struct Proc {
     child: Child,

@@ -1,14 +1,12 @@
 //! Bulk upload/download/delete, the manifest and `/bulk/sync`, through the real client.
 
-mod common;
-
 use bytes::Bytes;
-use common::{pseudo_random, TestServer};
 use std::collections::BTreeMap;
 use volebarn_client::{
     ClientEntry, ClientManifest, ConflictStrategy, ErrorCode, FileUpload, SyncRequest, Xxh3,
 };
 use volebarn_core::sync::ConflictResolution;
+use volebarn_testkit::{pseudo_random, TestServer};
 
 fn upload(path: &str, content: &[u8]) -> FileUpload {
     FileUpload {

@@ -1,10 +1,8 @@
 //! Bad input gets a clear 4xx with the seed's `OperationError` body, and touches nothing.
 
-mod common;
-
 use bytes::Bytes;
-use common::TestServer;
 use volebarn_core::{ErrorCode, OperationError};
+use volebarn_testkit::TestServer;
 
 async fn error_of(resp: reqwest::Response) -> (u16, OperationError) {
     let status = resp.status().as_u16();
@@ -205,15 +203,20 @@ async fn wrong_method_and_empty_path_get_operation_errors() {
 
 #[tokio::test]
 async fn plain_http_is_refused_off_loopback() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cfg = volebarn_server::config::ServerConfig::new(dir.path().join("data"));
-    cfg.host = "0.0.0.0".into();
-    cfg.port = 0;
-    cfg.tls = volebarn_server::config::TlsMode::Off;
-    let err = volebarn_server::start(cfg.clone()).await.err().expect("refused");
+    let plain_on_all = |cfg: &mut volebarn_server::config::ServerConfig| {
+        cfg.host = "0.0.0.0".into();
+        cfg.tls = volebarn_server::config::TlsMode::Off;
+    };
+    let err = TestServer::try_start_with(plain_on_all)
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("--allow-insecure"), "{err}");
-    cfg.allow_insecure = true;
-    let server = volebarn_server::start(cfg).await.expect("allowed explicitly");
-    assert!(server.url.starts_with("http://"));
-    server.shutdown().await.expect("shutdown");
+    let t = TestServer::start_with(|cfg| {
+        plain_on_all(cfg);
+        cfg.allow_insecure = true;
+    })
+    .await;
+    assert!(t.server().url.starts_with("http://"));
+    t.shutdown().await;
 }

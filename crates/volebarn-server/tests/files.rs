@@ -1,10 +1,8 @@
 //! Single-file and directory API through the real client against the real TLS server.
 
-mod common;
-
 use bytes::Bytes;
-use common::{pseudo_random, TestServer};
 use volebarn_client::{ClientError, ErrorCode, Xxh3};
+use volebarn_testkit::{pseudo_random, TestServer};
 
 #[tokio::test]
 async fn crud_round_trip_is_byte_exact() {

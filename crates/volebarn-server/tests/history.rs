@@ -1,14 +1,12 @@
 //! The change feed, versions and restore, garbage collection, and chunked uploads.
 
-mod common;
-
 use bytes::Bytes;
-use common::{pseudo_random, TestServer};
 use std::time::{Duration, Instant};
 use volebarn_client::{ChangeKind, ChunkedCommit, ErrorCode, Xxh3};
 use volebarn_core::chunking::chunk_boundaries;
 use volebarn_core::types::ChunkSpec;
 use volebarn_core::ChunkId;
+use volebarn_testkit::{pseudo_random, TestServer};
 
 #[tokio::test]
 async fn long_poll_wakes_within_100ms_of_a_write() {
@@ -29,7 +27,7 @@ async fn long_poll_wakes_within_100ms_of_a_write() {
         (resp, Instant::now())
     });
     // A second, independent connection writes.
-    let writer = common::client_for(t.server());
+    let writer = t.client();
     let m = writer
         .upload_file("second", Bytes::from_static(b"2"))
         .await

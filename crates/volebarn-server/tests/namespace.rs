@@ -1,11 +1,9 @@
 //! Move, copy and search.
 
-mod common;
-
 use bytes::Bytes;
-use common::{pseudo_random, TestServer};
 use std::time::{Duration, Instant};
 use volebarn_client::{ErrorCode, FileUpload, Xxh3};
+use volebarn_testkit::{pseudo_random, TestServer};
 
 #[tokio::test]
 async fn move_and_copy_files() {

@@ -1,10 +1,8 @@
 //! `/openapi.json` documents every route of the router; `/metrics` counts what happened.
 
-mod common;
-
 use bytes::Bytes;
-use common::{pseudo_random, TestServer};
 use std::collections::BTreeSet;
+use volebarn_testkit::{pseudo_random, TestServer};
 
 #[tokio::test]
 async fn openapi_lists_exactly_the_routes_of_the_router() {

@@ -1,13 +1,11 @@
 //! Durability, dedup, refcounts, versions and cleanup, observed on disk.
 
-mod common;
-
 use bytes::Bytes;
-use common::{pseudo_random, wait_for, TestServer};
 use std::time::Duration;
 use volebarn_client::{ClientError, ErrorCode, Xxh3};
 use volebarn_core::chunking::chunk_boundaries;
 use volebarn_core::ChunkId;
+use volebarn_testkit::{pseudo_random, wait_for, TestServer};
 
 fn distinct_chunks(data: &[u8]) -> Vec<ChunkId> {
     let mut ids: Vec<ChunkId> = chunk_boundaries(data)

@@ -1,0 +1,33 @@
+//! The one test kit of the workspace (`publish = false`, a dev-dependency only): what every
+//! test that starts a server shares, written once.
+//!
+//! It owns
+//! - [`TestServer`]: the real server (`volebarn_server::start`) on `127.0.0.1:0` with TLS on
+//!   (the self-signed certificate it generates), in a temp directory it owns; real clients
+//!   that trust that certificate, a raw HTTP client for requests the typed client refuses to
+//!   build, and (feature `console`) sync engines over folders;
+//! - trees: deterministic pseudo-random bytes, writing files and reading folders back the way
+//!   a user sees them, and [`wait_for`], the one way a test waits (a condition polled against
+//!   a deadline, never a bare sleep);
+//! - [`FaultProxy`]: a TCP forwarder in front of the server that counts the bytes and breaks
+//!   connections on purpose (refuse, cut after so many bytes, lose an answer, flip a byte).
+//!
+//! It must not know the server's internals: tests see what a user sees (bytes, hashes, status
+//! and error codes, files on disk), and the kit only starts, stops and points at things.
+
+mod proxy;
+mod server;
+mod tree;
+
+pub use proxy::{Direction, Fault, FaultProxy};
+pub use server::{fail_fast, TestServer};
+pub use tree::{
+    age, file_hash, files_under, pseudo_random, server_tree, tree, tree_and_dirs, wait_for, write,
+    write_pseudo_random, write_tree, PseudoRandom,
+};
+
+/// Installs rustls's `ring` provider for this process (the one the server and client use);
+/// a second call is harmless.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
