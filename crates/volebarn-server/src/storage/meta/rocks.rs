@@ -55,6 +55,11 @@ pub struct RocksMetaStore {
     /// and its revisions are serialized (DESIGN.md §8). Readers never take it.
     writer: Mutex<()>,
     head: tokio::sync::watch::Sender<u64>,
+    /// Group commit: the WAL sequence number known to be on disk. A transaction writes its
+    /// batch under the writer lock, releases the lock, then makes the WAL durable up to its
+    /// own write; one thread fsyncs at a time and the others usually find their write
+    /// already covered, so concurrent commits share fsyncs instead of queueing for one each.
+    synced: Mutex<u64>,
 }
 
 fn db_err(e: rocksdb::Error) -> StorageError {
@@ -144,6 +149,7 @@ impl RocksMetaStore {
             db,
             writer: Mutex::new(()),
             head: tokio::sync::watch::Sender::new(0),
+            synced: Mutex::new(0),
         };
         let stored = store.db.get_cf(store.cf(CF_META), KEY_SCHEMA).map_err(db_err)?;
         let version = match stored {
@@ -512,18 +518,47 @@ impl MetaTxn for RocksTxn<'_> {
 
     fn commit(self: Box<Self>, batch: MetaBatch) -> StorageResult<CommitOutcome> {
         let head = self.next - 1;
-        let mut outcome = self.store.apply(batch, (head > self.head).then_some(head))?;
+        let advanced = head > self.head;
+        let store = self.store;
+        let (mut outcome, seq) = store.apply(batch, advanced.then_some(head))?;
         outcome.head = head;
-        if head > self.head {
-            self.store.head.send_replace(head);
+        // The batch is visible; the next transaction may start while this one waits for
+        // the disk. It is acknowledged (and long-polls woken) only once durable — and the
+        // WAL is sequential, so anything a later transaction read is durable before it is.
+        drop(self);
+        store.make_durable(seq)?;
+        if advanced {
+            store.head.send_if_modified(|h| {
+                let newer = head > *h;
+                if newer {
+                    *h = head;
+                }
+                newer
+            });
         }
         Ok(outcome)
     }
 }
 
 impl RocksMetaStore {
-    /// Writes one batch (the caller holds the writer lock), setting the head to `head`.
-    fn apply(&self, batch: MetaBatch, head: Option<u64>) -> StorageResult<CommitOutcome> {
+    /// Makes the WAL durable at least up to sequence number `seq` (see `synced`).
+    fn make_durable(&self, seq: u64) -> StorageResult<()> {
+        let mut synced = self
+            .synced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *synced >= seq {
+            return Ok(());
+        }
+        let upto = self.db.latest_sequence_number();
+        self.db.flush_wal(true).map_err(db_err)?;
+        *synced = upto;
+        Ok(())
+    }
+
+    /// Writes one batch (the caller holds the writer lock), setting the head to `head`;
+    /// returns the outcome and the batch's WAL sequence number, not yet synced.
+    fn apply(&self, batch: MetaBatch, head: Option<u64>) -> StorageResult<(CommitOutcome, u64)> {
         let mut wb = WriteBatch::default();
         let mut pending = Pending::default();
         let mut stats = self.stats_record()?;
@@ -625,9 +660,8 @@ impl RocksMetaStore {
             }
         }
         wb.put_cf(self.cf(CF_META), KEY_STATS, encode(&stats));
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(wb, &wo).map_err(db_err)?;
+        self.db.write(wb).map_err(db_err)?;
+        let seq = self.db.latest_sequence_number();
 
         let mut freed: Vec<ChunkId> = pending
             .chunks
@@ -635,10 +669,13 @@ impl RocksMetaStore {
             .filter_map(|(id, info)| info.is_none().then_some(id))
             .collect();
         freed.sort();
-        Ok(CommitOutcome {
-            freed_chunks: freed,
-            head: 0,
-        })
+        Ok((
+            CommitOutcome {
+                freed_chunks: freed,
+                head: 0,
+            },
+            seq,
+        ))
     }
 }
 
