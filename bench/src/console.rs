@@ -12,7 +12,8 @@
 //! (its RocksDB index) is not.
 
 use crate::rsync::RsyncDaemon;
-use crate::{client_for, fresh_server, tree};
+use crate::server::{client_for, fresh_server};
+use crate::tree;
 use anyhow::{bail, ensure};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -261,7 +262,7 @@ fn seconds(d: Duration) -> String {
 }
 
 /// `10000` as `10,000`.
-fn thousands(n: usize) -> String {
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

@@ -1,51 +1,84 @@
 //! `volebarn-bench`: measures Volebarn against rsync on the same machine and the same data,
 //! and prints the figures. Run with `make bench` (or `cargo run -p volebarn-bench --release`).
 //!
-//! Scenarios (`--scenario upload|console|all`, default all; `--files N`, default 10,000 files
-//! of 1–16 KiB):
+//! Scenarios (`--scenario upload|console|large|concurrent|all`, default all; `--files N`,
+//! default 10,000 files of 1–16 KiB; `--large-mib M`, default 1,024):
 //! - `upload` (`upload.rs`): the client library's per-file and bulk uploads to a fresh server;
 //! - `console` (`console.rs`): the console's sync engine, pass by pass, for DESIGN.md §7's rows
-//!   (first sync, no-op resync, 100 edits + 100 adds + 100 deletes, a second client following).
+//!   (first sync, no-op resync, 100 edits + 100 adds + 100 deletes, a second client following);
+//! - `large` (`large.rs`): one 1 GiB file through the chunked upload, then a 1-byte edit of it,
+//!   to a `volebarn-server` process whose peak RSS is read from `/proc`;
+//! - `concurrent` (`concurrent.rs`): 16 clients uploading one file per request at once, beside
+//!   the filesystem's own create-then-sync and fsync-per-file rates.
 //!
 //! Each prints rsync's figures to an rsync daemon on loopback (`rsync.rs`) on the same run.
+//!
+//! `--server-process` runs every server as the release `volebarn-server` binary (built by
+//! `cargo build --release -p volebarn-server`, found beside this binary) instead of in this
+//! process; `--profile CMD` then runs `CMD` around each timed step against it, with `{pid}`
+//! and `{step}` replaced, and stops it with SIGINT (`server.rs`); a server process logs to
+//! `<work>/<name>.log` (`RUST_LOG` reaches it). `--work DIR` keeps the data, logs included,
+//! in `DIR` instead of a temporary directory.
 
+mod concurrent;
 mod console;
+mod large;
+mod proxy;
 mod rsync;
+mod server;
 mod tree;
 mod upload;
 
 use anyhow::{bail, Context};
-use std::path::Path;
-use volebarn_client::{Client, ClientConfig};
-use volebarn_server::config::ServerConfig;
 
-const USAGE: &str = "usage: volebarn-bench [--scenario upload|console|all] [--files N]";
+const USAGE: &str = "usage: volebarn-bench [--scenario upload|console|large|concurrent|all] [--files N] \
+                     [--large-mib M] [--server-process] [--profile 'CMD with {pid} {step}'] \
+                     [--work DIR]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Upload,
     Console,
+    Large,
+    Concurrent,
     All,
 }
 
 struct Args {
     scenario: Scenario,
     files: usize,
+    large_mib: u64,
+    /// Where the data goes (kept afterwards); a temporary directory when not given.
+    work: Option<std::path::PathBuf>,
+    options: server::Options,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         scenario: Scenario::All,
         files: 10_000,
+        large_mib: 1024,
+        work: None,
+        options: server::Options::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--files" => args.files = it.next().context("--files N")?.parse()?,
+            "--large-mib" => args.large_mib = it.next().context("--large-mib M")?.parse()?,
+            "--work" => args.work = Some(it.next().context("--work DIR")?.into()),
+            "--server-process" => args.options.server_process = true,
+            "--profile" => args.options.profile = Some(it.next().context("--profile CMD")?),
             "--scenario" => {
-                args.scenario = match it.next().context("--scenario upload|console|all")?.as_str() {
+                args.scenario = match it
+                    .next()
+                    .context("--scenario upload|console|large|concurrent|all")?
+                    .as_str()
+                {
                     "upload" => Scenario::Upload,
                     "console" => Scenario::Console,
+                    "large" => Scenario::Large,
+                    "concurrent" => Scenario::Concurrent,
                     "all" => Scenario::All,
                     other => bail!("unknown scenario {other} ({USAGE})"),
                 }
@@ -57,24 +90,10 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other} ({USAGE})"),
         }
     }
+    if args.large_mib == 0 {
+        bail!("--large-mib must be at least 1");
+    }
     Ok(args)
-}
-
-/// A fresh durable TLS server on `127.0.0.1:0` with its data in `dir`, and a client for it.
-async fn fresh_server(dir: &Path) -> anyhow::Result<(volebarn_server::RunningServer, Client)> {
-    let mut cfg = ServerConfig::new(dir);
-    cfg.port = 0;
-    let server = volebarn_server::start(cfg).await?;
-    let client = client_for(&server)?;
-    client.ping().await?;
-    Ok((server, client))
-}
-
-/// A client of its own (own connections) for `server`.
-fn client_for(server: &volebarn_server::RunningServer) -> anyhow::Result<Client> {
-    let mut ccfg = ClientConfig::new(server.url.clone(), server.token.clone());
-    ccfg.ca_cert = server.ca_cert.clone();
-    Ok(Client::new(ccfg)?)
 }
 
 /// Flushes dirty pages (`sync`) before a timed step, so the writeback of earlier steps (rsync
@@ -98,15 +117,40 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     let args = parse_args()?;
-    let work = tempfile::tempdir()?;
-    if matches!(args.scenario, Scenario::Upload | Scenario::All) {
-        upload::run(work.path(), args.files).await?;
-    }
-    if matches!(args.scenario, Scenario::Console | Scenario::All) {
-        if args.scenario == Scenario::All {
+    server::set_options(args.options);
+    let temp = tempfile::tempdir()?;
+    let work = match &args.work {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                bail!("--work {}: not empty", dir.display());
+            }
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let wanted = |s: Scenario| args.scenario == s || args.scenario == Scenario::All;
+    let mut first = true;
+    let mut gap = || {
+        if !std::mem::take(&mut first) {
             println!();
         }
-        console::run(work.path(), args.files).await?;
+    };
+    if wanted(Scenario::Upload) {
+        gap();
+        upload::run(&work, args.files).await?;
+    }
+    if wanted(Scenario::Console) {
+        gap();
+        console::run(&work, args.files).await?;
+    }
+    if wanted(Scenario::Concurrent) {
+        gap();
+        concurrent::run(&work, args.files).await?;
+    }
+    if wanted(Scenario::Large) {
+        gap();
+        large::run(&work, args.large_mib).await?;
     }
     Ok(())
 }

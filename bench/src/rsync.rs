@@ -73,6 +73,38 @@ impl RsyncDaemon {
         std::fs::create_dir_all(dst)?;
         run_rsync(extra, &self.url(), &format!("{}/", dst.display()))
     }
+
+    /// [`RsyncDaemon::push`] with `--stats`: the wall time and what rsync says it moved.
+    pub fn push_stats(&self, src: &Path, extra: &[&str]) -> anyhow::Result<(Duration, RsyncStats)> {
+        let mut args = vec!["--stats"];
+        args.extend_from_slice(extra);
+        let (elapsed, out) = run_rsync_output(&args, &format!("{}/", src.display()), &self.url())?;
+        Ok((elapsed, RsyncStats::parse(&out)?))
+    }
+}
+
+/// From `rsync --stats`, on the sending side: `Total bytes sent` (file data and protocol) and
+/// `Total bytes received` (the receiver's block checksums, acknowledgements).
+#[derive(Debug, Clone, Copy)]
+pub struct RsyncStats {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl RsyncStats {
+    fn parse(out: &str) -> anyhow::Result<RsyncStats> {
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.replace([',', '.'], "").parse::<u64>().ok())
+                .with_context(|| format!("no {name:?} in rsync --stats output:\n{out}"))
+        };
+        Ok(RsyncStats {
+            sent: field("Total bytes sent:")?,
+            received: field("Total bytes received:")?,
+        })
+    }
 }
 
 impl Drop for RsyncDaemon {
@@ -83,18 +115,24 @@ impl Drop for RsyncDaemon {
 }
 
 fn run_rsync(extra: &[&str], from: &str, to: &str) -> anyhow::Result<Duration> {
+    run_rsync_output(extra, from, to).map(|(d, _)| d)
+}
+
+/// `rsync -a <extra…> from to` after a `settle`: its wall time and what it printed.
+fn run_rsync_output(extra: &[&str], from: &str, to: &str) -> anyhow::Result<(Duration, String)> {
     crate::settle()?;
     let start = Instant::now();
-    let status = Command::new("rsync")
+    let out = Command::new("rsync")
         .arg("-a")
         .args(extra)
         .arg(from)
         .arg(to)
-        .status()
+        .stderr(Stdio::inherit())
+        .output()
         .context("running rsync")?;
     let elapsed = start.elapsed();
-    if !status.success() {
-        bail!("rsync {from} {to} failed: {status}");
+    if !out.status.success() {
+        bail!("rsync {from} {to} failed: {}", out.status);
     }
-    Ok(elapsed)
+    Ok((elapsed, String::from_utf8_lossy(&out.stdout).into_owned()))
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime};
 /// Seeds: one for the tree, one for the changes made to it later.
 const TREE_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 const CHANGE_SEED: u64 = 0xD1B5_4A32_D192_ED03;
+/// Seed of the large file.
+const LARGE_SEED: u64 = 0x2545_F491_4F6C_DD1D;
 
 /// Marsaglia's xorshift64: fast, deterministic, and incompressible enough for a benchmark.
 pub struct Xorshift(u64);
@@ -74,6 +76,29 @@ pub fn make_tree(root: &Path, n: usize) -> anyhow::Result<Vec<(String, Bytes)>> 
         files.push((rel, Bytes::from(data)));
     }
     Ok(files)
+}
+
+/// Writes `bytes` of incompressible pseudo-random data to `path` (mtime a minute back, as for
+/// the tree) and fsyncs it.
+pub fn make_large(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut rng = Xorshift::new(LARGE_SEED);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        for word in buf.chunks_exact_mut(8) {
+            word.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.set_modified(SystemTime::now() - Duration::from_secs(60))?;
+    f.sync_all()?;
+    Ok(())
 }
 
 /// What `change_tree` did, by relative path.

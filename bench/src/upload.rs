@@ -4,7 +4,8 @@
 //! of the same tree to an rsync daemon on loopback (no fsync).
 
 use crate::rsync::RsyncDaemon;
-use crate::{fresh_server, tree};
+use crate::server::{fresh_server, stop_profiler, BenchServer, Profiler};
+use crate::tree;
 use anyhow::bail;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,19 +27,19 @@ pub async fn run(work: &Path, n: usize) -> anyhow::Result<()> {
     let (server, client) = fresh_server(&work.join("upload-srv-a")).await?;
     results.push((
         "volebarn, one request per file (8 in flight)",
-        per_file(&client, &files).await?,
+        per_file(&server, &client, &files).await?,
     ));
     server.shutdown().await?;
     let (server, client) = fresh_server(&work.join("upload-srv-b")).await?;
     results.push((
         "volebarn, bulk upload (1,000 per request)",
-        bulk(&client, &files, 1).await?,
+        bulk(&server, &client, &files, 1).await?,
     ));
     server.shutdown().await?;
     let (server, client) = fresh_server(&work.join("upload-srv-c")).await?;
     results.push((
         "volebarn, bulk upload (1,000 per request, 4 in flight)",
-        bulk(&client, &files, 4).await?,
+        bulk(&server, &client, &files, 4).await?,
     ));
     server.shutdown().await?;
     let rsync_dir = work.join("upload-rsync");
@@ -62,8 +63,13 @@ pub async fn run(work: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn per_file(client: &Client, files: &[(String, Bytes)]) -> anyhow::Result<Duration> {
+async fn per_file(
+    server: &BenchServer,
+    client: &Client,
+    files: &[(String, Bytes)],
+) -> anyhow::Result<Duration> {
     crate::settle()?;
+    let prof = Profiler::start(server, "upload-per-file")?;
     let start = Instant::now();
     let results: Vec<_> = futures_util::stream::iter(files.iter().cloned())
         .map(|(p, b)| {
@@ -74,13 +80,19 @@ async fn per_file(client: &Client, files: &[(String, Bytes)]) -> anyhow::Result<
         .collect()
         .await;
     let elapsed = start.elapsed();
+    stop_profiler(prof)?;
     for r in results {
         r?;
     }
     Ok(elapsed)
 }
 
-async fn bulk(client: &Client, files: &[(String, Bytes)], in_flight: usize) -> anyhow::Result<Duration> {
+async fn bulk(
+    server: &BenchServer,
+    client: &Client,
+    files: &[(String, Bytes)],
+    in_flight: usize,
+) -> anyhow::Result<Duration> {
     let batches: Vec<Vec<FileUpload>> = files
         .chunks(1000)
         .map(|c| {
@@ -93,6 +105,7 @@ async fn bulk(client: &Client, files: &[(String, Bytes)], in_flight: usize) -> a
         })
         .collect();
     crate::settle()?;
+    let prof = Profiler::start(server, &format!("upload-bulk-{in_flight}"))?;
     let start = Instant::now();
     let results: Vec<_> = futures_util::stream::iter(batches)
         .map(|batch| {
@@ -103,6 +116,7 @@ async fn bulk(client: &Client, files: &[(String, Bytes)], in_flight: usize) -> a
         .collect()
         .await;
     let elapsed = start.elapsed();
+    stop_profiler(prof)?;
     for r in results {
         let r = r?;
         if !r.failed.is_empty() {
@@ -116,7 +130,7 @@ async fn bulk(client: &Client, files: &[(String, Bytes)], in_flight: usize) -> a
     Ok(elapsed)
 }
 
-fn rate(n: usize, d: Duration) -> String {
+pub fn rate(n: usize, d: Duration) -> String {
     format!(
         "{:>8.3} s  {:>9.0} files/s",
         d.as_secs_f64(),

@@ -312,9 +312,14 @@ async fn verify_finds_every_difference_and_exits_1() {
     let one = env.run(&["verify", "a.txt", "--folder", p(&folder)]).ok();
     assert_eq!(one.stdout, "verify: 1 file, all match\n");
 
-    // Damage the stored bytes of a.txt on the server: the local copy still matches the
-    // recorded hash, but the server can no longer deliver it, and verify says so.
-    let hex = volebarn_core::ChunkId::of(b"alpha").to_hex();
+    // Damage the stored bytes of a file on the server: the local copy still matches the
+    // recorded hash, but the server can no longer deliver it, and verify says so. (The file
+    // is over 64 KiB: small files' bytes live inline in the server's metadata store.)
+    let big = volebarn_testkit::pseudo_random(100 * 1024, 7);
+    write(&folder, "big.bin", &big);
+    let local_big = folder.join("big.bin");
+    env.run(&["put", p(&local_big), "big.bin"]).ok();
+    let hex = volebarn_core::ChunkId::of(&big).to_hex();
     let chunk = env
         .srv
         .data()
@@ -327,7 +332,9 @@ async fn verify_finds_every_difference_and_exits_1() {
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
     std::fs::set_permissions(&chunk, perms).expect("chmod");
-    std::fs::write(&chunk, b"alphA").expect("damage the chunk");
+    let mut damaged_bytes = big.clone();
+    damaged_bytes[0] ^= 1;
+    std::fs::write(&chunk, &damaged_bytes).expect("damage the chunk");
     let config = env.path("no-retries.toml");
     std::fs::write(&config, "[client]\nretry_attempts = 0\n").expect("write config");
     let ca = env.srv.ca_cert();
@@ -336,12 +343,12 @@ async fn verify_finds_every_difference_and_exits_1() {
         &config,
         &env.srv.url(""),
         ca,
-        &["verify", "a.txt", "--folder", p(&folder)],
+        &["verify", "big.bin", "--folder", p(&folder)],
     );
     assert_eq!(damaged.code, 1, "{damaged:?}");
     let lines: Vec<&str> = damaged.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{damaged:?}");
-    assert!(lines[0].starts_with("unreadable:  a.txt: "), "{damaged:?}");
+    assert!(lines[0].starts_with("unreadable:  big.bin: "), "{damaged:?}");
     assert_eq!(
         lines[1],
         "verify: 1 file: 0 only local, 0 only remote, 0 differ, 0 corrupt, 1 unreadable"

@@ -137,6 +137,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let app = prepared.app;
     let gc = tokio::spawn(gc_loop(prepared.service.clone(), prepared.gc_interval));
+    let verifier = tokio::spawn(verify_loop(prepared.service.clone()));
     let served = match prepared.tls {
         Some(tls) => {
             let handle = axum_server::Handle::new();
@@ -171,9 +172,12 @@ pub async fn serve(
                 .context("serving HTTP")
         }
     };
-    // The GC task holds the service (and so the database): stop it before returning.
-    gc.abort();
-    let _ = gc.await;
+    // The background tasks hold the service (and so the database): stop them before
+    // returning.
+    for task in [gc, verifier] {
+        task.abort();
+        let _ = task.await;
+    }
     served
 }
 
@@ -192,6 +196,23 @@ async fn gc_loop(service: Service, interval: Duration) {
                 "gc pass"
             ),
             Err(e) => tracing::warn!(error = %e, "gc pass failed"),
+        }
+    }
+}
+
+/// Settles the whole-file hashes claimed by chunked commits, woken by every commit (of any
+/// server sharing the store) and once at start for claims an earlier run left open.
+async fn verify_loop(service: Service) {
+    let mut head = service.subscribe_head();
+    loop {
+        match service.verify_claims().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(claims = n, "verified chunked commits"),
+            // Left open: checked again after the next commit, and before the file is served.
+            Err(e) => tracing::warn!(error = %e, "verifying chunked commits failed"),
+        }
+        if head.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -148,9 +148,11 @@ async fn restore_overwritten_and_deleted_files() {
     assert_eq!(c.versions("never").await.unwrap_err().status(), Some(404));
 }
 
+/// The chunks of `data` stored as chunk files (small ones live inline in the metadata).
 fn ids_of(data: &[u8]) -> Vec<ChunkId> {
     let mut v: Vec<ChunkId> = chunk_boundaries(data)
         .iter()
+        .filter(|(_, l)| *l > volebarn_server::storage::INLINE_MAX as usize)
         .map(|(o, l)| ChunkId::of(&data[*o..o + l]))
         .collect();
     v.sort();
@@ -186,6 +188,9 @@ async fn gc_drops_expired_versions_but_never_shared_chunks() {
     let later = now + 2 * 3600 * 1_000_000_000;
     let report = t.server().service.gc(later).await.expect("gc later");
     assert_eq!(report.versions_dropped, 2, "a's v1 and old's last version");
+    // Freed chunk files go once the orphan grace period (24 h) has passed too.
+    let day_later = now + 25 * 3600 * 1_000_000_000;
+    t.server().service.gc(day_later).await.expect("gc a day later");
     let mut on_disk: Vec<ChunkId> = t
         .chunk_files()
         .iter()
@@ -261,10 +266,40 @@ async fn chunked_upload_commit_and_missing_chunks() {
     c.put_chunk(last, pieces.last().expect("chunks").1.clone())
         .await
         .expect("last chunk");
+    // A length that is not the stored chunk's, or lengths that do not add up to the size:
+    // refused, nothing recorded.
+    let mut bad_len = commit.clone();
+    bad_len.chunks[0].len += 1;
+    bad_len.size += 1;
+    let mut bad_size = commit.clone();
+    bad_size.size += 1;
+    for bad in [bad_len, bad_size] {
+        let err = c.commit_chunks("big.bin", &bad, false).await.unwrap_err();
+        assert_eq!(
+            (err.status(), err.error_code()),
+            (Some(400), Some(ErrorCode::BadRequest)),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        c.get_file_metadata("big.bin").await.unwrap_err().status(),
+        Some(404)
+    );
+    // The whole-file hash is the client's claim, checked by the server before the file is
+    // served: a wrong one is corrected (a new revision), never served.
     let mut wrong = commit.clone();
     wrong.xxhash3 = Xxh3(1);
-    let err = c.commit_chunks("big.bin", &wrong, false).await.unwrap_err();
-    assert_eq!(err.error_code(), Some(ErrorCode::HashMismatch));
+    let claimed = c
+        .commit_chunks("wrong.bin", &wrong, false)
+        .await
+        .expect("recorded as a claim");
+    let head = c.get_file_metadata("wrong.bin").await.expect("head");
+    assert_eq!(head.xxhash3, Xxh3::of(&data), "the served hash is the real one");
+    assert!(head.rev > claimed.rev, "the correction is a new revision");
+    assert_eq!(
+        c.download_file("wrong.bin").await.expect("download"),
+        Bytes::from(data.clone())
+    );
     let meta = c.commit_chunks("big.bin", &commit, false).await.expect("commit");
     assert_eq!((meta.size, meta.xxhash3), (data.len() as u64, Xxh3::of(&data)));
     assert_eq!(

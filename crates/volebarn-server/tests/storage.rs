@@ -5,11 +5,21 @@ use std::time::Duration;
 use volebarn_client::{ClientError, ErrorCode, Xxh3};
 use volebarn_core::chunking::chunk_boundaries;
 use volebarn_core::ChunkId;
+use volebarn_server::storage::INLINE_MAX;
 use volebarn_testkit::{pseudo_random, wait_for, TestServer};
 
+/// Runs GC with a clock past the orphan grace period: chunk files nothing references are
+/// deleted then, never at once (DESIGN.md §8).
+async fn collect_garbage(t: &TestServer) {
+    let later = volebarn_core::timefmt::now_nanos() + 25 * 3600 * 1_000_000_000;
+    t.server().service.gc(later).await.expect("gc");
+}
+
+/// The chunks of `data` that live in chunk files (small ones are inline in the metadata).
 fn distinct_chunks(data: &[u8]) -> Vec<ChunkId> {
     let mut ids: Vec<ChunkId> = chunk_boundaries(data)
         .iter()
+        .filter(|(_, l)| *l > INLINE_MAX as usize)
         .map(|(o, l)| ChunkId::of(&data[*o..o + l]))
         .collect();
     ids.sort();
@@ -34,7 +44,7 @@ fn on_disk_ids(t: &TestServer) -> Vec<ChunkId> {
 
 #[tokio::test]
 async fn multi_chunk_files_dedup_and_free_their_chunks() {
-    // Versions off: deleting the last reference must delete the chunk bytes.
+    // Versions off: deleting the last reference frees the chunks, and GC deletes their bytes.
     let t = TestServer::start_with(|c| c.versions_keep = 0).await;
     let data = Bytes::from(pseudo_random(10 * 1024 * 1024 + 123, 5));
     let expected = distinct_chunks(&data);
@@ -69,6 +79,7 @@ async fn multi_chunk_files_dedup_and_free_their_chunks() {
         data
     );
     t.client.delete_file("two/copy.bin").await.expect("delete 2");
+    collect_garbage(&t).await;
     assert!(t.chunk_files().is_empty(), "last reference gone → chunks gone");
     assert!(t.tmp_files().is_empty());
 }
@@ -98,6 +109,7 @@ async fn overwrite_frees_only_unshared_chunks() {
         .update_file("b", Bytes::from(b.clone()))
         .await
         .expect("overwrite b");
+    collect_garbage(&t).await;
     assert_eq!(
         on_disk_ids(&t),
         distinct_chunks(&b),
@@ -275,6 +287,7 @@ async fn version_retention_frees_the_oldest_versions() {
     // Current content plus the two most recent previous versions.
     let mut kept: Vec<ChunkId> = contents[2..].iter().flat_map(|c| distinct_chunks(c)).collect();
     kept.sort();
+    collect_garbage(&t).await;
     assert_eq!(on_disk_ids(&t), kept);
     assert_eq!(
         t.client.download_file("v").await.expect("download"),

@@ -52,9 +52,14 @@ fn part_options(h: &HeaderMap, path: &VPath) -> ServiceResult<(Option<Xxh3>, Opt
 const SMALL_PART: usize = 4 * 1024 * 1024;
 /// Small parts being staged at once.
 const STAGING_IN_FLIGHT: usize = 8;
+/// Bytes of small parts held in memory before their chunks are put into the chunk store (or,
+/// for small chunks, before later parts stop being kept inline): bounds a request's memory.
+const BULK_IN_MEMORY: usize = 32 * 1024 * 1024;
 
 /// A part on its way to the batch commit.
 enum Pending {
+    /// Only while [`flush`] swaps a staging part for its result.
+    Resolving,
     Failed(OperationError),
     Staged(BulkItem),
     Staging {
@@ -74,9 +79,130 @@ pub async fn upload(
     mut form: Multipart,
 ) -> ServiceResult<Json<BulkUploadResponse>> {
     let mut pending: Vec<Pending> = Vec::new();
+    let permits = Arc::new(Semaphore::new(STAGING_IN_FLIGHT));
+    let mut progress = Progress {
+        in_memory: 0,
+        flushed: 0,
+        inline_budget: BULK_IN_MEMORY,
+    };
+    let outcome = read_parts(&st, &mut form, &mut pending, &permits, &mut progress).await;
+    let finished = match outcome {
+        Ok(()) => {
+            flush(
+                &mut pending,
+                &st,
+                &mut progress.flushed,
+                &mut progress.inline_budget,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = finished {
+        let mut written = Vec::new();
+        for p in pending {
+            match p {
+                Pending::Staged(item) => written.extend(item.content.written),
+                Pending::Staging { task, .. } => {
+                    if let Ok(Ok(content)) = task.await {
+                        written.extend(content.written);
+                    }
+                }
+                Pending::Failed(_) | Pending::Resolving => {}
+            }
+        }
+        st.service.discard(written).await;
+        return Err(e);
+    }
+    let mut items = Vec::new();
+    let mut failed = Vec::new();
+    for p in pending {
+        match p {
+            Pending::Failed(e) => failed.push(e),
+            Pending::Staged(item) => items.push(item),
+            Pending::Staging { .. } | Pending::Resolving => {
+                return Err(ServiceError::Internal("a bulk part was left unresolved".into()))
+            }
+        }
+    }
+    Ok(Json(st.service.commit_bulk(items, failed).await?))
+}
+
+/// How far a bulk upload's parts have been read and stored.
+struct Progress {
+    /// Bytes of parts read into memory since the last flush.
+    in_memory: usize,
+    /// Parts before this index have been flushed.
+    flushed: usize,
+    /// Bytes of small chunks that may still be kept in memory for the inline commit.
+    inline_budget: usize,
+}
+
+/// Resolves the staging tasks of the parts not flushed yet, then puts the chunks held in memory into the chunk store.
+/// Small chunks stay in memory for the inline commit until `inline_budget` is spent; after
+/// that they go to the chunk store too.
+async fn flush(
+    pending: &mut [Pending],
+    st: &AppState,
+    flushed: &mut usize,
+    inline_budget: &mut usize,
+) -> ServiceResult<()> {
+    let fresh = &mut pending[*flushed..];
+    for p in fresh.iter_mut() {
+        *p = match std::mem::replace(p, Pending::Resolving) {
+            Pending::Staging {
+                path,
+                mode,
+                mtime,
+                hash,
+                task,
+            } => {
+                let staged = task
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("staging task: {e}")))
+                    .and_then(|r| r)
+                    .and_then(|content| content.verify(&path, hash).map(|()| content));
+                match staged {
+                    Ok(content) => Pending::Staged(BulkItem {
+                        path,
+                        mode,
+                        content,
+                        mtime,
+                    }),
+                    Err(e) => Pending::Failed(e.to_operation_error()),
+                }
+            }
+            other => other,
+        };
+    }
+    let mut contents = Vec::new();
+    for p in fresh.iter_mut() {
+        if let Pending::Staged(item) = p {
+            let c = &mut item.content;
+            let inline: usize = c.inline.iter().map(|(_, b)| b.len()).sum();
+            if inline > *inline_budget {
+                c.unstored.append(&mut c.inline);
+            } else {
+                *inline_budget -= inline;
+            }
+            contents.push(c);
+        }
+    }
+    let stored = st.service.store_pending(&mut contents).await;
+    *flushed = pending.len();
+    stored
+}
+
+/// Reads every part: small ones are chunked in the background, big ones streamed to storage.
+async fn read_parts(
+    st: &AppState,
+    form: &mut Multipart,
+    pending: &mut Vec<Pending>,
+    permits: &Arc<Semaphore>,
+    progress: &mut Progress,
+) -> ServiceResult<()> {
     let mut pending_path: Option<String> = None;
     let mut seen = std::collections::HashSet::new();
-    let permits = Arc::new(Semaphore::new(STAGING_IN_FLIGHT));
     loop {
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
@@ -144,6 +270,7 @@ pub async fn upload(
             }
         }
         if ended {
+            progress.in_memory += head.len();
             let permit = permits
                 .clone()
                 .acquire_owned()
@@ -163,14 +290,24 @@ pub async fn upload(
                 hash,
                 task,
             });
+            if progress.in_memory > BULK_IN_MEMORY {
+                flush(pending, st, &mut progress.flushed, &mut progress.inline_budget).await?;
+                progress.in_memory = 0;
+            }
             continue;
         }
         let body = futures_util::stream::iter([Ok::<Bytes, axum::extract::multipart::MultipartError>(
             Bytes::from(head),
         )])
         .chain(field);
-        let staged = match st.service.stage_body(&path, body, false).await {
-            Ok(content) => content.verify(&path, hash).map(|()| content),
+        let staged = match st.service.store_body(&path, body).await {
+            Ok(content) => match content.verify(&path, hash) {
+                Ok(()) => Ok(content),
+                Err(e) => {
+                    st.service.discard(content.written).await;
+                    Err(e)
+                }
+            },
             Err(e @ ServiceError::BadRequest { .. }) => return Err(e),
             Err(e) => Err(e),
         };
@@ -184,37 +321,7 @@ pub async fn upload(
             Err(e) => Pending::Failed(e.to_operation_error()),
         });
     }
-    let mut items = Vec::new();
-    let mut failed = Vec::new();
-    for p in pending {
-        match p {
-            Pending::Failed(e) => failed.push(e),
-            Pending::Staged(item) => items.push(item),
-            Pending::Staging {
-                path,
-                mode,
-                mtime,
-                hash,
-                task,
-            } => {
-                let staged = task
-                    .await
-                    .map_err(|e| ServiceError::Internal(format!("staging task: {e}")))
-                    .and_then(|r| r)
-                    .and_then(|content| content.verify(&path, hash).map(|()| content));
-                match staged {
-                    Ok(content) => items.push(BulkItem {
-                        path,
-                        mode,
-                        content,
-                        mtime,
-                    }),
-                    Err(e) => failed.push(e.to_operation_error()),
-                }
-            }
-        }
-    }
-    Ok(Json(st.service.commit_bulk(items, failed).await?))
+    Ok(())
 }
 
 fn encode_header_path(p: &str) -> String {
@@ -300,7 +407,7 @@ pub async fn manifest(State(st): State<AppState>, uri: Uri) -> ServiceResult<Res
     let dir = parse_api_path(q.get("path").map_or("", String::as_str), true)?;
     // The head before the first page: replaying `/changes` from it covers every write the
     // page-by-page listing may have missed.
-    let head = *st.service.subscribe_head().borrow();
+    let head = st.service.head_rev().await?;
     // Fetch the first page now so a bad directory is a proper 4xx, not a broken stream.
     let first = st.service.manifest_page(&dir, None, PAGE).await?;
     let service = st.service.clone();

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState, SyncPlan};
 use volebarn_core::timefmt::UnixNanos;
 use volebarn_core::types::{BulkDeleteResponse, BulkUploadResponse, SyncRequest};
-use volebarn_core::{FileMetadata, OperationError, VPath, Xxh3};
+use volebarn_core::{ChunkId, FileMetadata, OperationError, VPath, Xxh3};
 
-/// One part of a bulk upload, staged and waiting for the batch commit.
+/// One part of a bulk upload, chunked and waiting for the batch commit.
 pub struct BulkItem {
     pub path: VPath,
     pub mode: WriteMode,
@@ -23,11 +23,12 @@ pub struct BulkItem {
 const PAGE: usize = 1000;
 
 impl Service {
-    /// Commits every staged part in one durable batch: chunks are made durable together
-    /// (one `syncfs`), then one metadata batch. A part that fails its checks fails alone.
+    /// Commits every staged part in one durable batch: chunks still in memory go to the
+    /// chunk store together (one durable batch), then one transaction commits every record
+    /// with its inline chunks. A part that fails its checks fails alone.
     pub async fn commit_bulk(
         &self,
-        items: Vec<BulkItem>,
+        mut items: Vec<BulkItem>,
         mut failed: Vec<OperationError>,
     ) -> ServiceResult<BulkUploadResponse> {
         if items.is_empty() {
@@ -37,16 +38,20 @@ impl Service {
                 files: vec![],
             });
         }
-        let chunks = self.inner.chunks.clone();
         let t0 = std::time::Instant::now();
-        blocking(move || chunks.sync_staged())
-            .await?
-            .map_err(|e| ServiceError::storage("", e))?;
-        let t_sync = t0.elapsed();
-        let (files, item_failures) = self
+        let mut contents: Vec<&mut StagedContent> = items.iter_mut().map(|i| &mut i.content).collect();
+        let stored = self.store_pending(&mut contents).await;
+        let written: Vec<ChunkId> = items.iter().flat_map(|i| i.content.written.clone()).collect();
+        if let Err(e) = stored {
+            self.discard(written).await;
+            return Err(e);
+        }
+        let t_store = t0.elapsed();
+        let committed = self
             .mutate(move |tx| {
                 let mut files = Vec::new();
                 let mut failures = Vec::new();
+                let mut unused = Vec::new();
                 for item in items {
                     let BulkItem {
                         path,
@@ -55,26 +60,39 @@ impl Service {
                         mtime,
                     } = item;
                     let StagedContent {
-                        staged,
                         chunks,
+                        inline,
+                        written,
                         size,
                         hash,
+                        ..
                     } = content;
                     let mtime = mtime.unwrap_or(tx.now);
                     match commit_write(tx, &path, &mode, chunks, size, hash, mtime) {
                         Ok(meta) => {
-                            tx.stage(staged);
+                            tx.offer_inline(inline);
                             files.push(meta);
                         }
-                        Err(e) => failures.push(e.to_operation_error()),
+                        Err(e) => {
+                            failures.push(e.to_operation_error());
+                            unused.extend(written);
+                        }
                     }
                 }
-                Ok((files, failures))
+                Ok((files, failures, unused))
             })
-            .await?;
+            .await;
+        let (files, item_failures, unused) = match committed {
+            Ok(x) => x,
+            Err(e) => {
+                self.discard(written).await;
+                return Err(e);
+            }
+        };
+        self.discard(unused).await;
         tracing::debug!(
-            sync_ms = t_sync.as_millis() as u64,
-            commit_ms = (t0.elapsed() - t_sync).as_millis() as u64,
+            store_ms = t_store.as_millis() as u64,
+            commit_ms = (t0.elapsed() - t_store).as_millis() as u64,
             files = files.len(),
             "bulk commit"
         );

@@ -4,32 +4,52 @@
 use super::files::commit_write;
 use super::{blocking, Service, WriteMode};
 use crate::error::{ServiceError, ServiceResult};
-use crate::storage::ChunkRef;
+use crate::storage::{ChunkRef, Claim};
 use bytes::Bytes;
 use volebarn_core::chunking::MAX_CHUNK;
-use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::timefmt::UnixNanos;
 use volebarn_core::types::ChunkedCommit;
 use volebarn_core::{ChunkId, FileMetadata, VPath};
 
 impl Service {
-    /// The ids among `ids` that the server does not store.
+    /// The ids among `ids` that the server does not store (each reported once). A chunk
+    /// something references is present (its bytes cannot go while it is referenced); the
+    /// others are asked of the chunk store.
     pub async fn missing_chunks(&self, ids: Vec<ChunkId>) -> ServiceResult<Vec<ChunkId>> {
-        let chunks = self.inner.chunks.clone();
-        blocking(move || {
-            let mut missing = Vec::new();
-            for id in ids {
-                if !chunks.contains(&id).map_err(|e| ServiceError::storage("", e))? && !missing.contains(&id)
-                {
-                    missing.push(id);
+        let mut unique = Vec::with_capacity(ids.len());
+        let mut seen = std::collections::HashSet::new();
+        for id in ids {
+            if seen.insert(id) {
+                unique.push(id);
+            }
+        }
+        let meta = self.inner.meta.clone();
+        let unreferenced = blocking(move || {
+            let mut out = Vec::new();
+            for id in unique {
+                if meta.chunk(&id)?.is_none() {
+                    out.push(id);
                 }
             }
-            Ok(missing)
+            Ok::<_, crate::storage::StorageError>(out)
         })
         .await?
+        .map_err(|e| ServiceError::storage("", e))?;
+        let present = self
+            .inner
+            .chunks
+            .contains_many(&unreferenced)
+            .await
+            .map_err(|e| ServiceError::storage("", e))?;
+        Ok(unreferenced
+            .into_iter()
+            .zip(present)
+            .filter_map(|(id, p)| p.is_none().then_some(id))
+            .collect())
     }
 
-    /// Stores one chunk after checking that `data` hashes to `id`. Idempotent.
+    /// Stores one chunk after checking that `data` hashes to `id`. Idempotent, and lock-free:
+    /// concurrent chunk uploads proceed in parallel.
     pub async fn put_chunk(&self, id: ChunkId, data: Bytes) -> ServiceResult<()> {
         let path = format!("chunks/{id}");
         if data.len() > MAX_CHUNK as usize {
@@ -38,33 +58,30 @@ impl Service {
                 limit: u64::from(MAX_CHUNK),
             });
         }
-        let chunks = self.inner.chunks.clone();
-        let p = path.clone();
-        let staged = blocking(move || {
-            let actual = ChunkId::of(&data);
-            if actual != id {
-                return Err(ServiceError::HashMismatch {
-                    path: p,
-                    expected: id.to_hex(),
-                    actual: actual.to_hex(),
-                });
-            }
-            chunks
-                .stage(id, &data, true)
-                .map_err(|e| ServiceError::storage(p, e))
-        })
-        .await??;
-        // Published under the writer lock so it cannot race a deletion of the same chunk.
-        let _writer = self.writer_lock().await;
-        let chunks = self.inner.chunks.clone();
-        blocking(move || chunks.publish(vec![staged]))
-            .await?
+        let d = data.clone();
+        let actual = blocking(move || ChunkId::of(&d)).await?;
+        if actual != id {
+            return Err(ServiceError::HashMismatch {
+                path,
+                expected: id.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        self.inner
+            .chunks
+            .put_many(vec![(id, data)])
+            .await
             .map_err(|e| ServiceError::storage(path, e))
     }
 
     /// Commits a file whose chunks are already stored. Fails with 400 `missing_chunks`
-    /// (listing them) when any is absent and with `hash_mismatch` when the chunks do not
-    /// add up to the announced size and xxh3; nothing changes in either case.
+    /// (listing them) when any is absent and with 400 `bad_request` when the chunk lengths
+    /// are not those stored or do not add up to the size; nothing changes then.
+    ///
+    /// The whole-file xxh3 is the client's claim: the file is not read back here (that would
+    /// read every byte of a 1 GiB file for a 1-byte edit). The claim is recorded with the
+    /// commit and checked in the background; a file whose claim is still open is checked
+    /// before it is served, so no `X-File-Hash` leaves the server unverified.
     pub async fn commit_chunks(
         &self,
         path: &VPath,
@@ -80,22 +97,28 @@ impl Service {
             });
         }
         self.precheck(path, &mode).await?;
-        // Verify the whole-file hash by reading the chunks once, outside the writer lock.
-        let chunks = self.inner.chunks.clone();
-        let (p, c) = (path.clone(), commit.clone());
-        blocking(move || verify_chunk_list(chunks.as_ref(), &p, &c)).await??;
+        let missing = self
+            .missing_chunks(commit.chunks.iter().map(|c| c.id).collect())
+            .await?;
+        if !missing.is_empty() {
+            return Err(ServiceError::MissingChunks {
+                path: path.to_string(),
+                ids: missing.iter().map(ChunkId::to_hex).collect(),
+            });
+        }
+        let total: u64 = commit.chunks.iter().map(|c| u64::from(c.len)).sum();
+        if total != commit.size {
+            return Err(ServiceError::BadRequest {
+                path: path.to_string(),
+                message: format!("the chunks add up to {total} bytes, not {}", commit.size),
+            });
+        }
         let path = path.clone();
         let mtime = mtime.unwrap_or_else(volebarn_core::timefmt::now_nanos);
+        // The transaction re-checks that every chunk it newly references still exists with
+        // the claimed length (a chunk could only vanish through GC of orphans meanwhile).
         self.mutate(move |tx| {
-            // Re-check under the lock: a chunk could only vanish through GC of orphans.
-            let missing = absent(tx.inner.chunks.as_ref(), &commit)?;
-            if !missing.is_empty() {
-                return Err(ServiceError::MissingChunks {
-                    path: path.to_string(),
-                    ids: missing,
-                });
-            }
-            let refs = commit
+            let refs: Vec<ChunkRef> = commit
                 .chunks
                 .iter()
                 .map(|c| ChunkRef {
@@ -103,59 +126,27 @@ impl Service {
                     len: c.len,
                 })
                 .collect();
-            commit_write(tx, &path, &mode, refs, commit.size, commit.xxhash3, mtime)
+            for c in &refs {
+                match tx.referenced_len(&c.chunk_id())? {
+                    Some(len) if len != c.len => {
+                        return Err(ServiceError::BadRequest {
+                            path: path.to_string(),
+                            message: format!("chunk {} is {len} bytes, not {}", c.chunk_id(), c.len),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            let claim = Claim {
+                size: commit.size,
+                xxh3: commit.xxhash3.0,
+                chunks: refs.clone(),
+                path: path.to_string(),
+            };
+            let meta = commit_write(tx, &path, &mode, refs, commit.size, commit.xxhash3, mtime)?;
+            tx.open_claim(claim);
+            Ok(meta)
         })
         .await
     }
-}
-
-fn absent(chunks: &dyn crate::storage::ChunkStore, commit: &ChunkedCommit) -> ServiceResult<Vec<String>> {
-    let mut missing: Vec<String> = Vec::new();
-    for c in &commit.chunks {
-        if !chunks.contains(&c.id).map_err(|e| ServiceError::storage("", e))? {
-            let hex = c.id.to_hex();
-            if !missing.contains(&hex) {
-                missing.push(hex);
-            }
-        }
-    }
-    Ok(missing)
-}
-
-fn verify_chunk_list(
-    chunks: &dyn crate::storage::ChunkStore,
-    path: &VPath,
-    commit: &ChunkedCommit,
-) -> ServiceResult<()> {
-    let missing = absent(chunks, commit)?;
-    if !missing.is_empty() {
-        return Err(ServiceError::MissingChunks {
-            path: path.to_string(),
-            ids: missing,
-        });
-    }
-    let mut hasher = Xxh3Hasher::new();
-    let mut size = 0u64;
-    for c in &commit.chunks {
-        let data = chunks
-            .read(&c.id)
-            .map_err(|e| ServiceError::storage(path.as_str(), e))?;
-        if data.len() != c.len as usize {
-            return Err(ServiceError::BadRequest {
-                path: path.to_string(),
-                message: format!("chunk {} is {} bytes, not {}", c.id, data.len(), c.len),
-            });
-        }
-        size += data.len() as u64;
-        hasher.update(&data);
-    }
-    let actual = hasher.finish();
-    if size != commit.size || actual != commit.xxhash3 {
-        return Err(ServiceError::HashMismatch {
-            path: path.to_string(),
-            expected: format!("{} ({} bytes)", commit.xxhash3, commit.size),
-            actual: format!("{actual} ({size} bytes)"),
-        });
-    }
-    Ok(())
 }

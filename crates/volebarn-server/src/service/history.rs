@@ -102,11 +102,7 @@ impl Service {
                     return Ok(file_metadata(&path, &f));
                 }
             }
-            let versions = tx
-                .inner
-                .meta
-                .versions(&path)
-                .map_err(|e| ServiceError::storage(path.as_str(), e))?;
+            let versions = tx.versions(&path)?;
             let v =
                 versions
                     .into_iter()
@@ -191,11 +187,7 @@ impl Service {
         loop {
             let (dropped, freed) = self
                 .mutate(move |tx| {
-                    let expired = tx
-                        .inner
-                        .meta
-                        .versions_archived_before(cutoff, 1000)
-                        .map_err(|e| ServiceError::storage("", e))?;
+                    let expired = tx.versions_archived_before(cutoff, 1000)?;
                     let mut freed = 0;
                     for (path, v) in &expired {
                         tx.drop_version(path, v);
@@ -210,29 +202,52 @@ impl Service {
                 break;
             }
         }
-        let grace = nanos(retention.orphan_grace);
-        let inner = self.inner.clone();
-        let _writer = self.writer_lock().await;
-        report.orphans_deleted = blocking(move || {
-            let err = |e| ServiceError::storage("", e);
-            let mut deleted = 0;
-            for id in inner.chunks.list().map_err(err)? {
-                if inner.meta.chunk(&id).map_err(err)?.is_some() {
-                    continue;
-                }
-                let age_ok = match inner.chunks.modified(&id).map_err(err)? {
-                    Some(t) => t <= now.saturating_sub(grace),
-                    None => false,
-                };
-                if age_ok {
-                    inner.chunks.delete(&id).map_err(err)?;
-                    deleted += 1;
-                }
-            }
-            Ok::<_, ServiceError>(deleted)
-        })
-        .await??;
+        report.orphans_deleted = self
+            .collect_orphans(now.saturating_sub(nanos(retention.orphan_grace)))
+            .await?;
         Ok(report)
+    }
+}
+
+impl Service {
+    /// Deletes the bytes of chunks nothing references that were stored at or before
+    /// `stored_before`. Each deletion happens inside a transaction that first re-checks the
+    /// reference count, so it is serialized with every commit: a commit that found the chunk
+    /// present either came first (then the count is not zero and the chunk stays) or comes
+    /// after (then its own re-check sees the chunk gone and asks for it again). DESIGN.md §8.
+    async fn collect_orphans(&self, stored_before: UnixNanos) -> ServiceResult<usize> {
+        const PER_TX: usize = 1000;
+        let stored = self
+            .inner
+            .chunks
+            .list()
+            .await
+            .map_err(|e| ServiceError::storage("", e))?;
+        let old: Vec<_> = stored
+            .into_iter()
+            .filter(|c| c.stored_at <= stored_before)
+            .map(|c| c.id)
+            .collect();
+        let mut deleted = 0;
+        for group in old.chunks(PER_TX) {
+            let group = group.to_vec();
+            deleted += self
+                .mutate(move |tx| {
+                    let mut n = 0;
+                    for id in group {
+                        if tx.is_referenced(&id)? {
+                            continue;
+                        }
+                        let chunks = tx.inner.chunks.clone();
+                        tx.wait(async move { chunks.delete(&id).await })
+                            .map_err(|e| ServiceError::storage("", e))?;
+                        n += 1;
+                    }
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok(deleted)
     }
 }
 

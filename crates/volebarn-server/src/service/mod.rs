@@ -1,12 +1,14 @@
 //! The operations of the file server, independent of HTTP.
 //!
-//! Write order (DESIGN.md §4): bodies are chunked and every chunk staged durably in `tmp/`
-//! while streaming; then, under the single writer lock, preconditions are checked again,
-//! staged chunks are published, and every metadata change of the operation is committed in
-//! one batch. Chunks freed by the commit are deleted last, so a crash can leave an orphan
-//! chunk but never metadata pointing at missing bytes. Holding the writer lock across publish,
-//! commit and delete also means a chunk being deleted can never be the one an upload just
-//! found "already present".
+//! Write order (DESIGN.md §4, §8): bodies are chunked while streaming; small chunks stay in
+//! memory and are committed inline with the metadata, larger ones are put durably into the
+//! chunk store (in parallel, no lock). Then one store transaction checks preconditions,
+//! re-checks that every newly referenced chunk exists, and commits every metadata change of
+//! the operation at once, with revisions from the store. A crash can leave an orphan chunk
+//! but never metadata pointing at missing bytes. Unreferenced bytes are deleted only by GC,
+//! after a grace period and inside a transaction, so a chunk being deleted can never be the
+//! one a commit just found present. Nothing here lives only in this server's memory: two
+//! servers on the same stores behave as one.
 
 mod bulk;
 mod chunked;
@@ -14,12 +16,14 @@ mod files;
 mod history;
 mod namespace;
 mod tx;
+mod verify;
 
 pub use bulk::BulkItem;
 pub use files::{StagedContent, UploadOptions, WriteMode};
 pub use history::{ChangeWithMeta, GcReport, Retention};
 pub use namespace::SearchQuery;
 pub use tx::Tx;
+pub(crate) use tx::{Committed, Lookup};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{ChunkStore, DirRecord, Entry, FileRecord, MetaStore, StorageError};
@@ -100,13 +104,6 @@ pub(crate) struct Inner {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) chunks: Arc<dyn ChunkStore>,
     pub(crate) config: ServiceConfig,
-    writer: tokio::sync::Mutex<WriterState>,
-    /// The head revision after every commit; long-polls wait on it.
-    head: tokio::sync::watch::Sender<u64>,
-}
-
-struct WriterState {
-    next_rev: u64,
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
@@ -179,19 +176,8 @@ impl Service {
         chunks: Arc<dyn ChunkStore>,
         config: ServiceConfig,
     ) -> Result<Self, StorageError> {
-        let head = meta.head_rev()?;
-        let cleaned = chunks.clean_temp()?;
-        if cleaned > 0 {
-            tracing::info!(files = cleaned, "removed temporary files left by an earlier run");
-        }
         Ok(Service {
-            inner: Arc::new(Inner {
-                meta,
-                chunks,
-                config,
-                writer: tokio::sync::Mutex::new(WriterState { next_rev: head + 1 }),
-                head: tokio::sync::watch::Sender::new(head),
-            }),
+            inner: Arc::new(Inner { meta, chunks, config }),
         })
     }
 
@@ -199,38 +185,36 @@ impl Service {
         &self.inner.config
     }
 
-    /// Holds the writer lock: nothing commits, publishes or deletes chunks meanwhile.
-    pub(crate) async fn writer_lock(&self) -> tokio::sync::MutexGuard<'_, impl Sized> {
-        self.inner.writer.lock().await
-    }
-
-    /// A receiver that sees the head revision change after every commit.
+    /// A receiver that sees the head revision change after every commit (the store's, so
+    /// a commit through another server sharing it wakes this one's long-polls too).
     pub fn subscribe_head(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.head.subscribe()
+        self.inner.meta.watch_head()
     }
 
-    /// Runs one mutation under the writer lock: `build` checks preconditions and records its
-    /// changes in the transaction; staged chunks are then published, the batch committed in
-    /// one durable write, freed chunks deleted, and long-polls woken.
+    /// The highest committed revision.
+    pub async fn head_rev(&self) -> ServiceResult<u64> {
+        let meta = self.inner.meta.clone();
+        blocking(move || meta.head_rev())
+            .await?
+            .map_err(|e| ServiceError::storage("", e))
+    }
+
+    /// Runs one mutation as a store transaction: `build` checks preconditions and records
+    /// its changes; then newly referenced chunks are re-checked and the batch committed in
+    /// one durable write (which wakes long-polls through the store).
     pub(crate) async fn mutate<T: Send + 'static>(
         &self,
         build: impl FnOnce(&mut Tx<'_>) -> ServiceResult<T> + Send + 'static,
     ) -> ServiceResult<T> {
-        let mut writer = self.inner.writer.lock().await;
-        let first_rev = writer.next_rev;
         let inner = self.inner.clone();
-        let (out, next_rev) = blocking(move || {
-            let mut tx = Tx::new(&inner, first_rev);
+        let rt = tokio::runtime::Handle::current();
+        blocking(move || {
+            let mut tx = Tx::begin(&inner, rt)?;
             let out = build(&mut tx)?;
-            let next_rev = tx.commit()?;
-            Ok::<_, ServiceError>((out, next_rev))
+            tx.commit()?;
+            Ok(out)
         })
-        .await??;
-        writer.next_rev = next_rev;
-        if next_rev > first_rev {
-            self.inner.head.send_replace(next_rev - 1);
-        }
-        Ok(out)
+        .await?
     }
 }
 

@@ -1,42 +1,76 @@
-//! One write transaction: reads see the transaction's own changes, every change lands in one
-//! `MetaBatch`, and revisions are handed out in order (one per user-visible change).
+//! One write transaction of the service on top of a [`MetaTxn`]: reads see the transaction's
+//! own changes, every change lands in one `MetaBatch`, and revisions come from the store.
+//!
+//! At commit, every chunk that gains its first reference is checked to exist (inline bytes
+//! sent with this transaction, or bytes in the chunk store) while the transaction is still
+//! open. GC deletes unreferenced bytes inside a transaction too, so a commit and a deletion
+//! of the same chunk are serialized by the store: whichever comes second sees the other
+//! (DESIGN.md §8). That is what lets chunk uploads run without any lock.
 
 use super::Inner;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{
-    Change, ChangeKind, DirRecord, Entry, FileRecord, MetaBatch, MetaOp, StagedChunk, VersionRecord,
+    Change, ChangeKind, Claim, DirRecord, Entry, FileRecord, MetaBatch, MetaOp, MetaStore, MetaTxn,
+    VersionRecord,
 };
-use std::collections::HashMap;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use volebarn_core::timefmt::{now_nanos, UnixNanos};
-use volebarn_core::VPath;
+use volebarn_core::{ChunkId, VPath};
+
+/// Something that can say what lives at a path: committed state, or a transaction's view.
+pub(crate) trait Lookup {
+    fn lookup(&self, path: &VPath) -> ServiceResult<Option<Entry>>;
+}
+
+/// Committed state, read without a transaction (early checks before a body is read).
+pub(crate) struct Committed<'a>(pub &'a dyn MetaStore);
+
+impl Lookup for Committed<'_> {
+    fn lookup(&self, path: &VPath) -> ServiceResult<Option<Entry>> {
+        self.0
+            .get(path)
+            .map_err(|e| ServiceError::storage(path.as_str(), e))
+    }
+}
 
 pub struct Tx<'a> {
     pub(crate) inner: &'a Inner,
+    txn: Box<dyn MetaTxn + 'a>,
+    rt: tokio::runtime::Handle,
     batch: MetaBatch,
-    next_rev: u64,
     overlay: HashMap<VPath, Option<Entry>>,
-    staged: Vec<StagedChunk>,
+    /// Bytes of small chunks this transaction may store inline, by id.
+    inline: HashMap<ChunkId, Bytes>,
     /// One clock reading per transaction, so every record of it agrees.
     pub now: UnixNanos,
 }
 
 impl<'a> Tx<'a> {
-    pub(crate) fn new(inner: &'a Inner, first_rev: u64) -> Self {
-        Tx {
+    /// Opens a store transaction (waiting while another is open). Runs on the blocking pool;
+    /// `rt` lets it wait for chunk-store calls there.
+    pub(crate) fn begin(inner: &'a Inner, rt: tokio::runtime::Handle) -> ServiceResult<Self> {
+        let txn = inner.meta.begin().map_err(|e| ServiceError::storage("", e))?;
+        Ok(Tx {
             inner,
+            txn,
+            rt,
             batch: MetaBatch::default(),
-            next_rev: first_rev,
             overlay: HashMap::new(),
-            staged: Vec::new(),
+            inline: HashMap::new(),
             now: now_nanos(),
-        }
+        })
     }
 
-    /// The next revision; every journal entry gets its own.
+    /// Waits for an async storage call from inside the transaction.
+    pub(crate) fn wait<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The next revision, from the store; every journal entry gets its own.
     pub fn rev(&mut self) -> u64 {
-        let r = self.next_rev;
-        self.next_rev += 1;
-        r
+        self.txn.next_rev()
     }
 
     /// What lives at `path`, including this transaction's changes.
@@ -44,18 +78,73 @@ impl<'a> Tx<'a> {
         if let Some(e) = self.overlay.get(path) {
             return Ok(e.clone());
         }
-        self.inner
-            .meta
+        self.txn
             .get(path)
             .map_err(|e| ServiceError::storage(path.as_str(), e))
     }
 
     /// Everything below `dir` as committed before this transaction.
     pub fn descendants(&self, dir: &VPath) -> ServiceResult<Vec<(VPath, Entry)>> {
-        self.inner
-            .meta
+        self.txn
             .descendants(dir)
             .map_err(|e| ServiceError::storage(dir.as_str(), e))
+    }
+
+    /// Kept versions of `path` as committed before this transaction, oldest first.
+    pub fn versions(&self, path: &VPath) -> ServiceResult<Vec<VersionRecord>> {
+        self.txn
+            .versions(path)
+            .map_err(|e| ServiceError::storage(path.as_str(), e))
+    }
+
+    pub fn versions_archived_before(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> ServiceResult<Vec<(VPath, VersionRecord)>> {
+        self.txn
+            .versions_archived_before(before, limit)
+            .map_err(|e| ServiceError::storage("", e))
+    }
+
+    /// Whether anything references chunk `id` (as committed before this transaction).
+    pub fn is_referenced(&self, id: &ChunkId) -> ServiceResult<bool> {
+        Ok(self
+            .txn
+            .chunk(id)
+            .map_err(|e| ServiceError::storage("", e))?
+            .is_some())
+    }
+
+    /// The stored length of a chunk something references (as committed before this
+    /// transaction); `None` when nothing does.
+    pub fn referenced_len(&self, id: &ChunkId) -> ServiceResult<Option<u32>> {
+        Ok(self
+            .txn
+            .chunk(id)
+            .map_err(|e| ServiceError::storage("", e))?
+            .map(|c| c.size))
+    }
+
+    /// Paths of current files whose content hash is `xxh3`.
+    pub fn files_with_hash(&self, xxh3: u64) -> ServiceResult<Vec<VPath>> {
+        self.txn
+            .files_with_hash(xxh3)
+            .map_err(|e| ServiceError::storage("", e))
+    }
+
+    /// Records a claim to check in the background (see [`Claim`]).
+    pub fn open_claim(&mut self, claim: Claim) {
+        self.batch.push(MetaOp::PutClaim(claim));
+    }
+
+    pub fn close_claim(&mut self, key: [u8; 32]) {
+        self.batch.push(MetaOp::DeleteClaim(key));
+    }
+
+    /// Replaces a kept version in place (same revision), e.g. to correct its hash.
+    pub fn rewrite_version(&mut self, path: &VPath, v: VersionRecord) {
+        self.batch.push(MetaOp::PutVersion(path.clone(), v));
     }
 
     /// Creates every missing parent directory of `path` (with revision `rev`); fails with
@@ -76,19 +165,6 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Checks (without changing anything) that `path`'s parents can exist.
-    pub fn check_parents(&self, path: &VPath) -> ServiceResult<()> {
-        for anc in path.ancestors() {
-            if let Some(Entry::File(_)) = self.get(&anc)? {
-                return Err(ServiceError::NotADirectory {
-                    path: path.to_string(),
-                    blocker: anc.to_string(),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Stores a file record that references chunks it adds (`add_refs`) or that already
     /// hold a reference moved over from elsewhere (`add_refs = false`, e.g. a move).
     pub fn put_file(&mut self, path: VPath, rec: FileRecord, add_refs: bool) {
@@ -97,6 +173,12 @@ impl<'a> Tx<'a> {
         }
         self.overlay.insert(path.clone(), Some(Entry::File(rec.clone())));
         self.batch.push(MetaOp::PutFile(path, rec));
+    }
+
+    /// Offers the bytes of small chunks, stored inline if this transaction gives them their
+    /// first reference.
+    pub fn offer_inline(&mut self, chunks: impl IntoIterator<Item = (ChunkId, Bytes)>) {
+        self.inline.extend(chunks);
     }
 
     /// Removes a file record without touching its chunk references (the caller archives or
@@ -136,11 +218,6 @@ impl<'a> Tx<'a> {
         }));
     }
 
-    /// Chunks to publish before the batch commits.
-    pub fn stage(&mut self, staged: Vec<StagedChunk>) {
-        self.staged.extend(staged);
-    }
-
     /// Keeps `old` as a version of `path` (or releases its chunks when versions are off),
     /// dropping the oldest versions beyond the retention count.
     pub fn archive(&mut self, path: &VPath, old: FileRecord, deleted: bool) -> ServiceResult<()> {
@@ -149,11 +226,7 @@ impl<'a> Tx<'a> {
             self.adjust_chunks(&old, -1);
             return Ok(());
         }
-        let existing = self
-            .inner
-            .meta
-            .versions(path)
-            .map_err(|e| ServiceError::storage(path.as_str(), e))?;
+        let existing = self.versions(path)?;
         let excess = (existing.len() + 1).saturating_sub(keep);
         for v in existing.iter().take(excess) {
             self.adjust_chunks(&v.file, -1);
@@ -199,53 +272,119 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Publishes staged chunks, commits the batch, deletes freed chunks. Returns the next
-    /// unused revision.
-    pub(crate) fn commit(self) -> ServiceResult<u64> {
-        let Tx {
-            inner,
-            mut batch,
-            next_rev,
-            staged,
-            ..
-        } = self;
-        if batch.ops.is_empty() {
-            return Ok(next_rev);
-        }
-        let floor = inner
-            .meta
-            .journal_floor()
-            .map_err(|e| ServiceError::storage("", e))?;
-        let head = next_rev.saturating_sub(1);
-        if let Some(upto) =
-            super::history::journal_trim_target(head, floor, inner.config.retention.journal_keep)
-        {
-            batch.push(MetaOp::TrimJournal(upto));
-        }
-        let start = std::time::Instant::now();
-        let (chunks, ops) = (staged.len(), batch.ops.len());
-        inner
-            .chunks
-            .publish(staged)
-            .map_err(|e| ServiceError::storage("", e))?;
-        let published = start.elapsed();
-        let outcome = inner
-            .meta
-            .commit(batch)
-            .map_err(|e| ServiceError::storage("", e))?;
-        tracing::debug!(
-            chunks,
-            ops,
-            publish_ms = published.as_millis() as u64,
-            meta_ms = (start.elapsed() - published).as_millis() as u64,
-            "commit"
-        );
-        for id in outcome.freed_chunks {
-            if let Err(e) = inner.chunks.delete(&id) {
-                // An undeleted chunk is an orphan that GC removes; the commit stands.
-                tracing::warn!(chunk = %id, error = %e, "could not delete a freed chunk");
+    /// Chunks that gain their first reference in this transaction: id → the length the
+    /// records claim.
+    fn first_references(&self) -> ServiceResult<BTreeMap<ChunkId, u32>> {
+        let mut net: BTreeMap<ChunkId, (i64, u32)> = BTreeMap::new();
+        for op in &self.batch.ops {
+            if let MetaOp::AdjustChunk { id, size, delta } = op {
+                let e = net.entry(*id).or_insert((0, *size));
+                e.0 += delta;
             }
         }
-        Ok(next_rev)
+        let mut out = BTreeMap::new();
+        for (id, (delta, size)) in net {
+            if delta > 0 && !self.is_referenced(&id)? {
+                out.insert(id, size);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes sure the bytes of every newly referenced chunk exist with the claimed length:
+    /// offered inline bytes are added to the batch, the rest must be in the chunk store.
+    fn secure_chunks(&mut self) -> ServiceResult<()> {
+        let mut elsewhere: Vec<(ChunkId, u32)> = Vec::new();
+        for (id, len) in self.first_references()? {
+            if let Some(data) = self.inline.remove(&id) {
+                if data.len() as u64 != u64::from(len) {
+                    return Err(self.bad_length(&id, len, data.len() as u64));
+                }
+                self.batch.push(MetaOp::PutChunkData(id, data));
+            } else if !self
+                .txn
+                .has_chunk_data(&id)
+                .map_err(|e| ServiceError::storage("", e))?
+            {
+                elsewhere.push((id, len));
+            }
+        }
+        if elsewhere.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ChunkId> = elsewhere.iter().map(|(id, _)| *id).collect();
+        let chunks = self.inner.chunks.clone();
+        let found = self
+            .wait(async move { chunks.contains_many(&ids).await })
+            .map_err(|e| ServiceError::storage("", e))?;
+        let mut missing = Vec::new();
+        for ((id, len), stored) in elsewhere.iter().zip(found) {
+            match stored {
+                None => missing.push(*id),
+                Some(n) if n != u64::from(*len) => return Err(self.bad_length(id, *len, n)),
+                Some(_) => {}
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::MissingChunks {
+            path: self.path_referencing(&missing[0]),
+            ids: missing.iter().map(ChunkId::to_hex).collect(),
+        })
+    }
+
+    fn path_referencing(&self, id: &ChunkId) -> String {
+        self.batch
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                MetaOp::PutFile(p, rec) if rec.chunks.iter().any(|c| c.id == id.0) => Some(p.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn bad_length(&self, id: &ChunkId, claimed: u32, stored: u64) -> ServiceError {
+        ServiceError::BadRequest {
+            path: self.path_referencing(id),
+            message: format!("chunk {id} is {stored} bytes, not {claimed}"),
+        }
+    }
+
+    /// Secures newly referenced chunks and commits the batch in one durable write.
+    pub(crate) fn commit(mut self) -> ServiceResult<()> {
+        if self.batch.ops.is_empty() {
+            return Ok(());
+        }
+        self.secure_chunks()?;
+        let floor = self
+            .txn
+            .journal_floor()
+            .map_err(|e| ServiceError::storage("", e))?;
+        let journal_keep = self.inner.config.retention.journal_keep;
+        let start = std::time::Instant::now();
+        let Tx { txn, mut batch, .. } = self;
+        let ops = batch.ops.len();
+        // The head after this commit is at most the highest revision journaled in it.
+        let head = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                MetaOp::Journal(c) => Some(c.rev),
+                _ => None,
+            })
+            .max();
+        if let Some(upto) = head.and_then(|h| super::history::journal_trim_target(h, floor, journal_keep)) {
+            batch.push(MetaOp::TrimJournal(upto));
+        }
+        let outcome = txn.commit(batch).map_err(|e| ServiceError::storage("", e))?;
+        tracing::debug!(
+            ops,
+            freed = outcome.freed_chunks.len(),
+            meta_ms = start.elapsed().as_millis() as u64,
+            "commit"
+        );
+        Ok(())
     }
 }

@@ -1,16 +1,25 @@
-//! Durable storage behind two traits (DESIGN.md §4): [`MetaStore`] for metadata and
-//! [`ChunkStore`] for content-addressed chunk bytes. The service layer owns the write order
-//! (stage chunks → publish → one metadata batch → delete freed chunks); implementations only
-//! promise that each call is atomic and durable when it returns.
+//! Durable storage behind two traits (DESIGN.md §4, §8): [`MetaStore`] for metadata, with
+//! transactions and revisions, and [`ChunkStore`] for content-addressed chunk bytes. The
+//! service layer owns the write order (put chunks → one metadata transaction that re-checks
+//! the chunks it newly references → GC deletes unreferenced bytes only after a grace
+//! period); implementations only promise that each call is atomic and durable when it
+//! returns. Small chunks live inline in the metadata store ([`INLINE_MAX`]).
 
 pub mod chunks;
 pub mod codec;
 pub mod meta;
 pub mod records;
 
-pub use chunks::{ChunkStore, StagedChunk};
-pub use meta::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore};
-pub use records::{Change, ChangeKind, ChunkInfo, ChunkRef, DirRecord, FileRecord, VersionRecord};
+pub use chunks::{ChunkStore, StoredChunk};
+pub use meta::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, MetaTxn};
+
+/// Chunks up to this size are stored inline in the metadata store, committed in the same
+/// batch as the file record: a small file costs no file, rename, directory entry or fsync
+/// of its own (DESIGN.md §8). Larger chunks (FastCDC cuts 256 KiB–4 MiB) go to the chunk
+/// store. 64 KiB keeps a batch of small files to a few large sequential writes while the
+/// metadata store's values stay small enough for its blob files.
+pub const INLINE_MAX: u32 = 64 * 1024;
+pub use records::{Change, ChangeKind, ChunkInfo, ChunkRef, Claim, DirRecord, FileRecord, VersionRecord};
 
 /// Failures of a storage backend. Never shown to API users verbatim.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +37,8 @@ pub enum StorageError {
 impl StorageError {
     /// True when the failure means the disk is full (answered as 507).
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StorageError::Io(e) if e.raw_os_error() == Some(libc::ENOSPC))
+        matches!(self, StorageError::Io(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
     }
 }
 

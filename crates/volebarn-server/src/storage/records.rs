@@ -70,3 +70,47 @@ pub struct Change {
     pub to_path: Option<String>,
     pub at: UnixNanos,
 }
+
+/// A client's word that a list of chunks adds up to a file of `size` bytes with whole-file
+/// hash `xxh3` (a chunked commit), recorded until the server has checked it. Reading a big
+/// file back to check its hash before answering would cost a read of every byte on each
+/// commit (and a download with a remote chunk store), so the check runs in the background;
+/// a file whose claim is still open is checked before it is served.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct Claim {
+    pub size: u64,
+    pub xxh3: u64,
+    pub chunks: Vec<ChunkRef>,
+    /// Where the commit put the file (not part of the key): a false claim is corrected
+    /// there and wherever the record has gone since.
+    pub path: String,
+}
+
+impl Claim {
+    /// The claim a file record at `path` makes.
+    pub fn of(path: &str, rec: &FileRecord) -> Claim {
+        Claim {
+            size: rec.size,
+            xxh3: rec.xxh3,
+            chunks: rec.chunks.clone(),
+            path: path.to_string(),
+        }
+    }
+
+    /// Whether `rec` makes this claim.
+    pub fn made_by(&self, rec: &FileRecord) -> bool {
+        rec.xxh3 == self.xxh3 && rec.size == self.size && rec.chunks == self.chunks
+    }
+
+    /// Identifies the claim (and every record making it, under any path or revision).
+    pub fn key(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.size.to_le_bytes());
+        h.update(&self.xxh3.to_le_bytes());
+        for c in &self.chunks {
+            h.update(&c.id);
+            h.update(&c.len.to_le_bytes());
+        }
+        *h.finalize().as_bytes()
+    }
+}

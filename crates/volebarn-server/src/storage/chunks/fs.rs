@@ -1,33 +1,142 @@
-//! [`ChunkStore`] on a local filesystem: `<data>/chunks/ab/cd/ef/<blake3-hex>`, staged through
-//! `<data>/tmp/` on the same filesystem so publishing is a rename.
+//! [`ChunkStore`] on a local (or shared) filesystem: `<chunks>/ab/cd/ef/<blake3-hex>`,
+//! written through `<tmp>/` on the same filesystem so that placing a chunk is a rename.
+//!
+//! Write order inside [`ChunkStore::put_many`] (DESIGN.md §4): write every chunk to a temp
+//! file → make the batch durable (one `syncfs` for a large batch, else an `fdatasync` per
+//! file, in parallel) → rename into place → make the touched directories durable (one
+//! `syncfs`, or an fsync per directory when there are few). Nothing is visible under a
+//! chunk's id before its bytes are on disk, and a crash leaves at most temp files, which
+//! are removed when the store is next opened.
 
-use super::{ChunkStore, StagedChunk};
+use super::{ChunkStore, StoredChunk};
 use crate::storage::{StorageError, StorageResult};
+use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use volebarn_core::ChunkId;
 
+#[derive(Clone)]
 pub struct FsChunkStore {
+    inner: Arc<Dirs>,
+}
+
+struct Dirs {
     root: PathBuf,
     tmp: PathBuf,
 }
 
+/// From this many chunks in one call, one `syncfs` beats an `fdatasync` per file.
+const SYNCFS_FROM: usize = 8;
 /// Above this many touched directories one `syncfs` is cheaper than an fsync per directory.
 const MAX_DIR_FSYNCS: usize = 8;
+/// Threads writing and renaming a large batch (file creation is latency-bound).
+const IO_THREADS: usize = 4;
+/// Temp files older than this are leftovers of a crash. Younger ones may belong to another
+/// server sharing the directory, mid-`put_many`, so they are left alone.
+const STALE_TEMP: Duration = Duration::from_secs(15 * 60);
 
 impl FsChunkStore {
+    /// Opens (creating) the store and removes temp files a crash left behind.
     pub fn open(chunks_dir: &Path, tmp_dir: &Path) -> StorageResult<Self> {
         fs::create_dir_all(chunks_dir)?;
         fs::create_dir_all(tmp_dir)?;
-        Ok(FsChunkStore {
-            root: chunks_dir.to_path_buf(),
-            tmp: tmp_dir.to_path_buf(),
-        })
+        let store = FsChunkStore {
+            inner: Arc::new(Dirs {
+                root: chunks_dir.to_path_buf(),
+                tmp: tmp_dir.to_path_buf(),
+            }),
+        };
+        let cleaned = store.inner.clean_stale_temp(STALE_TEMP)?;
+        if cleaned > 0 {
+            tracing::info!(files = cleaned, "removed temporary files left by an earlier run");
+        }
+        Ok(store)
     }
 
+    /// Where a chunk's bytes live (tests and fsck look at the files themselves).
     pub fn chunk_path(&self, id: &ChunkId) -> PathBuf {
+        self.inner.chunk_path(id)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Dirs) -> StorageResult<T> + Send + 'static,
+    ) -> StorageResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(format!("chunk I/O task failed: {e}"))))?
+    }
+}
+
+/// Splits `items` into at most `parts` groups of about equal size.
+fn split<T>(mut items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let per = items.len().div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let rest = items.split_off(per.min(items.len()));
+        out.push(std::mem::replace(&mut items, rest));
+    }
+    out
+}
+
+/// Runs `f` on every group on its own thread and gathers the results.
+fn in_parallel<T: Send, R: Send>(
+    groups: Vec<Vec<T>>,
+    f: impl Fn(Vec<T>) -> StorageResult<R> + Sync,
+) -> StorageResult<Vec<R>> {
+    if groups.len() <= 1 {
+        return groups.into_iter().map(&f).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| {
+                let f = &f;
+                scope.spawn(move || f(g))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("chunk I/O thread panicked").into()))
+            })
+            .collect()
+    })
+}
+
+fn syncfs(dir: &Path) -> std::io::Result<()> {
+    let f = File::open(dir)?;
+    rustix::fs::syncfs(&f).map_err(std::io::Error::from)
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// A chunk written to a temp file, not yet under its id. Dropping it removes the file, so
+/// a failed batch leaves nothing behind.
+struct Staged {
+    id: ChunkId,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.file.is_some() || self.tmp.exists() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Dirs {
+    fn chunk_path(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
         self.root
             .join(&hex[0..2])
@@ -36,111 +145,85 @@ impl FsChunkStore {
             .join(hex)
     }
 
-    fn temp_path(&self) -> PathBuf {
-        self.tmp.join(format!("{:032x}.chunk", rand::random::<u128>()))
-    }
-}
-
-impl FsChunkStore {
-    /// Renames staged chunks into place; returns the directories whose entries changed
-    /// (to be made durable by the caller).
-    ///
-    /// A chunk already present is simply replaced: same name, same bytes (content
-    /// addressing), and `rename` is atomic, so readers see one or the other copy.
-    fn place_all(&self, staged: Vec<StagedChunk>) -> StorageResult<Vec<PathBuf>> {
-        let mut touched = Vec::new();
-        for mut chunk in staged {
-            let Some(tmp) = chunk.take_tmp() else { continue };
-            let dest = self.chunk_path(&chunk.id);
-            let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-            let placed = match fs::rename(&tmp, &dest) {
-                Err(e) if e.kind() == ErrorKind::NotFound && tmp.exists() => {
-                    // New fan-out directories must reach the disk too: each new level's
-                    // parent directory changed.
-                    let mut level = parent.clone();
-                    while !level.exists() && level != self.root {
-                        match level.parent() {
-                            Some(up) => {
-                                touched.push(up.to_path_buf());
-                                level = up.to_path_buf();
-                            }
-                            None => break,
-                        }
-                    }
-                    fs::create_dir_all(&parent).and_then(|()| fs::rename(&tmp, &dest))
-                }
-                other => other,
-            };
-            if let Err(e) = placed {
-                let _ = fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-            touched.push(parent);
-        }
-        Ok(touched)
-    }
-}
-
-/// Threads renaming a large batch of chunks into place.
-const PUBLISH_THREADS: usize = 4;
-
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-impl ChunkStore for FsChunkStore {
-    fn stage(&self, id: ChunkId, data: &[u8], durable: bool) -> StorageResult<StagedChunk> {
-        let tmp = self.temp_path();
-        let staged = StagedChunk {
+    fn stage(&self, id: ChunkId, data: &[u8]) -> StorageResult<Staged> {
+        let mut staged = Staged {
             id,
-            len: u32::try_from(data.len())
-                .map_err(|_| StorageError::Corrupt("chunk larger than 4 GiB".into()))?,
-            tmp: Some(tmp.clone()),
+            tmp: self.tmp.join(format!("{:032x}.chunk", rand::random::<u128>())),
+            file: None,
         };
-        let mut f = File::create(&tmp)?;
+        let mut f = File::create(&staged.tmp)?;
+        staged.file = Some(f.try_clone()?);
         f.write_all(data)?;
-        if durable {
-            f.sync_data()?;
-        }
         Ok(staged)
     }
 
-    fn sync_staged(&self) -> StorageResult<()> {
-        let dir = File::open(&self.tmp)?;
-        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+    /// Renames one staged chunk into place; returns the directories whose entries changed.
+    fn place(&self, mut staged: Staged, touched: &mut Vec<PathBuf>) -> StorageResult<()> {
+        let dest = self.chunk_path(&staged.id);
+        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        staged.file = None;
+        let placed = match fs::rename(&staged.tmp, &dest) {
+            Err(e) if e.kind() == ErrorKind::NotFound && staged.tmp.exists() => {
+                // New fan-out directories must reach the disk too: each new level's
+                // parent directory changed.
+                let mut level = parent.clone();
+                while !level.exists() && level != self.root {
+                    match level.parent() {
+                        Some(up) => {
+                            touched.push(up.to_path_buf());
+                            level = up.to_path_buf();
+                        }
+                        None => break,
+                    }
+                }
+                fs::create_dir_all(&parent).and_then(|()| fs::rename(&staged.tmp, &dest))
+            }
+            other => other,
+        };
+        placed?;
+        touched.push(parent);
         Ok(())
     }
 
-    fn publish(&self, staged: Vec<StagedChunk>) -> StorageResult<()> {
-        // Renames are latency-bound: spread a large batch over a few threads.
-        let groups = if staged.len() >= 64 { PUBLISH_THREADS } else { 1 };
-        let per_group = staged.len().div_ceil(groups).max(1);
-        let mut staged = staged;
-        let mut parts = Vec::new();
-        while !staged.is_empty() {
-            let rest = staged.split_off(per_group.min(staged.len()));
-            parts.push(std::mem::replace(&mut staged, rest));
+    /// The whole `put_many` on a blocking thread (see the module header for the order).
+    /// Replacing a present chunk is harmless: same name, same bytes, and `rename` is atomic,
+    /// so readers see one copy or the other — and its stored time is refreshed.
+    fn put_many(&self, chunks: Vec<(ChunkId, Bytes)>) -> StorageResult<()> {
+        let n = chunks.len();
+        if n == 0 {
+            return Ok(());
         }
-        let results: Vec<StorageResult<Vec<PathBuf>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = parts
-                .into_iter()
-                .map(|part| scope.spawn(move || self.place_all(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("publish thread panicked").into()))
-                })
-                .collect()
-        });
-        let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
-        for r in results {
-            touched.extend(r?);
+        let threads = if n >= 16 { IO_THREADS } else { n.min(IO_THREADS) };
+        let by_syncfs = n >= SYNCFS_FROM;
+        let staged: Vec<Staged> = in_parallel(split(chunks, threads), |group| {
+            let mut out = Vec::with_capacity(group.len());
+            for (id, data) in group {
+                let s = self.stage(id, &data)?;
+                if !by_syncfs {
+                    if let Some(f) = &s.file {
+                        f.sync_data()?;
+                    }
+                }
+                out.push(s);
+            }
+            Ok(out)
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+        if by_syncfs {
+            syncfs(&self.tmp)?;
         }
+        let touched: Vec<Vec<PathBuf>> = in_parallel(split(staged, threads), |group| {
+            let mut touched = Vec::new();
+            for s in group {
+                self.place(s, &mut touched)?;
+            }
+            Ok(touched)
+        })?;
+        let touched: BTreeSet<PathBuf> = touched.into_iter().flatten().collect();
         if touched.len() > MAX_DIR_FSYNCS {
-            let dir = File::open(&self.root)?;
-            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+            syncfs(&self.root)?;
         } else {
             for dir in &touched {
                 fsync_dir(dir)?;
@@ -149,11 +232,7 @@ impl ChunkStore for FsChunkStore {
         Ok(())
     }
 
-    fn contains(&self, id: &ChunkId) -> StorageResult<bool> {
-        Ok(self.chunk_path(id).exists())
-    }
-
-    fn read(&self, id: &ChunkId) -> StorageResult<Vec<u8>> {
+    fn get(&self, id: &ChunkId) -> StorageResult<Bytes> {
         let data = match fs::read(self.chunk_path(id)) {
             Ok(d) => d,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::MissingChunk(*id)),
@@ -164,54 +243,59 @@ impl ChunkStore for FsChunkStore {
                 "chunk {id} does not match its hash"
             )));
         }
-        Ok(data)
+        Ok(Bytes::from(data))
     }
 
-    fn delete(&self, id: &ChunkId) -> StorageResult<()> {
-        match fs::remove_file(self.chunk_path(id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn modified(&self, id: &ChunkId) -> StorageResult<Option<i64>> {
+    fn len_of(&self, id: &ChunkId) -> StorageResult<Option<u64>> {
         match fs::metadata(self.chunk_path(id)) {
-            Ok(m) => {
-                let t = m.modified()?;
-                let nanos = match t.duration_since(std::time::UNIX_EPOCH) {
-                    Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-                    Err(_) => 0,
-                };
-                Ok(Some(nanos))
-            }
+            Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn list(&self) -> StorageResult<Vec<ChunkId>> {
+    fn list(&self) -> StorageResult<Vec<StoredChunk>> {
         let mut out = Vec::new();
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
             for entry in fs::read_dir(&dir)? {
                 let entry = entry?;
-                if entry.file_type()?.is_dir() {
+                let kind = entry.file_type()?;
+                if kind.is_dir() {
                     stack.push(entry.path());
-                } else if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                    out.push(id);
+                    continue;
                 }
+                let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Deleted between the listing and the stat: not stored any more.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                out.push(StoredChunk {
+                    id,
+                    len: meta.len(),
+                    stored_at: unix_nanos(meta.modified()?),
+                });
             }
         }
-        out.sort();
+        out.sort_by_key(|c| c.id);
         Ok(out)
     }
 
-    fn clean_temp(&self) -> StorageResult<usize> {
+    /// Removes temp files older than `age`; returns how many.
+    fn clean_stale_temp(&self, age: Duration) -> StorageResult<usize> {
         let mut n = 0;
+        let now = SystemTime::now();
         for entry in fs::read_dir(&self.tmp)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
+            let meta = entry.metadata()?;
+            let old = now
+                .duration_since(meta.modified()?)
+                .is_ok_and(|elapsed| elapsed >= age);
+            if meta.is_file() && old {
                 fs::remove_file(entry.path())?;
                 n += 1;
             }
@@ -220,29 +304,72 @@ impl ChunkStore for FsChunkStore {
     }
 }
 
+fn unix_nanos(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkStore for FsChunkStore {
+    async fn put_many(&self, chunks: Vec<(ChunkId, Bytes)>) -> StorageResult<()> {
+        self.run(move |d| d.put_many(chunks)).await
+    }
+
+    async fn get(&self, id: &ChunkId) -> StorageResult<Bytes> {
+        let id = *id;
+        self.run(move |d| d.get(&id)).await
+    }
+
+    async fn contains_many(&self, ids: &[ChunkId]) -> StorageResult<Vec<Option<u64>>> {
+        let ids = ids.to_vec();
+        self.run(move |d| ids.iter().map(|id| d.len_of(id)).collect())
+            .await
+    }
+
+    async fn delete(&self, id: &ChunkId) -> StorageResult<()> {
+        let id = *id;
+        self.run(move |d| match fs::remove_file(d.chunk_path(&id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    async fn list(&self) -> StorageResult<Vec<StoredChunk>> {
+        self.run(|d| d.list()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn conformance() {
-        super::super::conformance::run_all(|| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store =
-                FsChunkStore::open(&dir.path().join("chunks"), &dir.path().join("tmp")).expect("open");
-            (store, dir)
-        });
+    fn open(dir: &Path) -> FsChunkStore {
+        FsChunkStore::open(&dir.join("chunks"), &dir.join("tmp")).expect("open")
     }
 
-    #[test]
-    fn layout_is_three_level_fan_out() {
+    #[tokio::test]
+    async fn conformance() {
+        crate::storage::chunks::conformance::run_all(|| async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            (open(dir.path()), dir)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn layout_is_three_level_fan_out_and_bit_rot_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = FsChunkStore::open(&dir.path().join("chunks"), &dir.path().join("tmp")).expect("open");
+        let store = open(dir.path());
         let id = ChunkId::of(b"x");
         let hex = id.to_hex();
         store
-            .publish(vec![store.stage(id, b"x", true).expect("stage")])
-            .expect("publish");
+            .put_many(vec![(id, Bytes::from_static(b"x"))])
+            .await
+            .expect("put");
         let expected = dir
             .path()
             .join("chunks")
@@ -250,9 +377,39 @@ mod tests {
             .join(&hex[2..4])
             .join(&hex[4..6])
             .join(&hex);
-        assert_eq!(fs::read(expected).expect("chunk file"), b"x");
-        // Bit rot is detected, not served.
-        fs::write(store.chunk_path(&id), b"y").expect("corrupt");
-        assert!(matches!(store.read(&id), Err(StorageError::Corrupt(_))));
+        assert_eq!(fs::read(&expected).expect("chunk file"), b"x");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+        fs::write(&expected, b"y").expect("corrupt");
+        assert!(matches!(store.get(&id).await, Err(StorageError::Corrupt(_))));
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_lands_whole_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let chunks: Vec<(ChunkId, Bytes)> = (0..100u32)
+            .map(|i| {
+                let data = Bytes::from(format!("chunk {i}").into_bytes());
+                (ChunkId::of(&data), data)
+            })
+            .collect();
+        store.put_many(chunks.clone()).await.expect("put");
+        for (id, data) in &chunks {
+            assert_eq!(&store.get(id).await.expect("get"), data);
+        }
+        assert_eq!(store.list().await.expect("list").len(), 100);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn only_stale_temp_files_are_cleaned_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let fresh = dir.path().join("tmp").join("fresh.chunk");
+        fs::write(&fresh, b"in flight").expect("write");
+        assert_eq!(store.inner.clean_stale_temp(STALE_TEMP).expect("clean"), 0);
+        assert!(fresh.exists(), "another server's in-flight file is kept");
+        assert_eq!(store.inner.clean_stale_temp(Duration::ZERO).expect("clean"), 1);
+        assert!(!fresh.exists());
     }
 }

@@ -1,59 +1,43 @@
 //! Chunk storage: immutable blobs addressed by their BLAKE3 [`ChunkId`].
+//!
+//! The trait speaks the domain, not the medium (object_store is the model): no paths, temp
+//! files or `fsync`s in its contract. A backend stages and syncs however it likes inside
+//! [`ChunkStore::put_many`]; what it promises is that the bytes are durable when the call
+//! returns. Chunks are content-addressed, so every call is idempotent and two servers may
+//! put the same chunk at the same time.
 
 pub mod fs;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 use super::StorageResult;
-use std::path::PathBuf;
+use bytes::Bytes;
+use volebarn_core::timefmt::UnixNanos;
 use volebarn_core::ChunkId;
 
-/// A chunk written durably to a temporary place, not yet visible under its id.
-/// Dropping it without publishing removes the temporary copy, so an aborted upload
-/// (client disconnect, hash mismatch, size limit) leaves nothing behind.
-#[derive(Debug)]
-pub struct StagedChunk {
+/// A stored chunk as [`ChunkStore::list`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredChunk {
     pub id: ChunkId,
-    pub len: u32,
-    tmp: Option<PathBuf>,
+    pub len: u64,
+    /// When the bytes were last stored (a repeated put refreshes it): GC's orphan grace
+    /// counts from here, so a chunk uploaded for a commit still in flight is never collected.
+    pub stored_at: UnixNanos,
 }
 
-impl StagedChunk {
-    fn take_tmp(&mut self) -> Option<PathBuf> {
-        self.tmp.take()
-    }
-}
-
-impl Drop for StagedChunk {
-    fn drop(&mut self) {
-        if let Some(tmp) = self.tmp.take() {
-            if let Err(e) = std::fs::remove_file(&tmp) {
-                tracing::warn!(path = %tmp.display(), error = %e, "could not remove staged chunk");
-            }
-        }
-    }
-}
-
+#[async_trait::async_trait]
 pub trait ChunkStore: Send + Sync + 'static {
-    /// Writes `data` (whose BLAKE3 is `id`) to a temporary place; with `durable`, fsyncs it.
-    /// Without, the caller must call [`ChunkStore::sync_staged`] before publishing.
-    fn stage(&self, id: ChunkId, data: &[u8], durable: bool) -> StorageResult<StagedChunk>;
-    /// Makes every chunk staged so far durable at once (one `syncfs` instead of one fsync
-    /// per chunk: the batched durability of DESIGN.md §4).
-    fn sync_staged(&self) -> StorageResult<()>;
-    /// Makes staged chunks visible under their ids (keeping any copy already there) and
-    /// durable, so metadata may reference them once this returns.
-    fn publish(&self, staged: Vec<StagedChunk>) -> StorageResult<()>;
-    fn contains(&self, id: &ChunkId) -> StorageResult<bool>;
-    /// The chunk's bytes, verified against its id; `MissingChunk` when absent.
-    fn read(&self, id: &ChunkId) -> StorageResult<Vec<u8>>;
+    /// Stores every chunk (each `data` hashes to its `id`; the caller has checked). Durable
+    /// when it returns; storing a chunk that is already there keeps one copy.
+    async fn put_many(&self, chunks: Vec<(ChunkId, Bytes)>) -> StorageResult<()>;
+    /// The chunk's bytes, verified against its id; `MissingChunk` when absent, `Corrupt`
+    /// when the stored bytes no longer match.
+    async fn get(&self, id: &ChunkId) -> StorageResult<Bytes>;
+    /// For each id in order, the stored length, or `None` when the chunk is absent.
+    async fn contains_many(&self, ids: &[ChunkId]) -> StorageResult<Vec<Option<u64>>>;
     /// Removes a chunk; removing an absent chunk is not an error.
-    fn delete(&self, id: &ChunkId) -> StorageResult<()>;
-    /// When the chunk was stored (Unix nanoseconds); `None` when absent.
-    fn modified(&self, id: &ChunkId) -> StorageResult<Option<i64>>;
-    /// Every stored chunk (for fsck, GC and tests).
-    fn list(&self) -> StorageResult<Vec<ChunkId>>;
-    /// Removes temporary files a crash left behind; returns how many.
-    fn clean_temp(&self) -> StorageResult<usize>;
+    async fn delete(&self, id: &ChunkId) -> StorageResult<()>;
+    /// Every stored chunk (for GC and fsck), in id order.
+    async fn list(&self) -> StorageResult<Vec<StoredChunk>>;
 }

@@ -1,7 +1,15 @@
-//! The conformance suite every [`MetaStore`] implementation must pass.
+//! The conformance suite every [`MetaStore`] implementation must pass. Public behind the
+//! `conformance` feature, so a backend in another crate runs the very same checks:
+//!
+//! ```ignore
+//! volebarn_server::storage::meta::conformance::run_all(|| (MyStore::open(..), ()));
+//! ```
 
-use super::{Entry, MetaBatch, MetaOp, MetaStore};
+use super::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore};
 use crate::storage::records::{Change, ChangeKind, ChunkRef, DirRecord, FileRecord, VersionRecord};
+use crate::storage::StorageResult;
+use bytes::Bytes;
+use std::sync::Arc;
 use volebarn_core::{ChunkId, VPath};
 
 fn p(s: &str) -> VPath {
@@ -21,34 +29,66 @@ fn file(rev: u64, xxh3: u64, mtime: i64) -> FileRecord {
     }
 }
 
-fn commit<S: MetaStore>(s: &S, ops: Vec<MetaOp>) {
-    s.commit(MetaBatch { ops }).expect("commit");
+fn try_commit<S: MetaStore + ?Sized>(s: &S, ops: Vec<MetaOp>) -> StorageResult<CommitOutcome> {
+    s.begin()?.commit(MetaBatch { ops })
 }
 
-/// Runs every check against fresh stores made by `make` (the second value keeps temp dirs alive).
-/// A named check of the suite.
-type Check<S> = (&'static str, fn(&S));
+fn commit<S: MetaStore + ?Sized>(s: &S, ops: Vec<MetaOp>) -> CommitOutcome {
+    try_commit(s, ops).expect("commit")
+}
 
+/// One transaction that allocates a revision and journals a put of `path` with it.
+fn journal_put<S: MetaStore + ?Sized>(s: &S, path: &str) -> u64 {
+    let mut tx = s.begin().expect("begin");
+    let rev = tx.next_rev();
+    let change = Change {
+        rev,
+        kind: ChangeKind::Put,
+        path: path.into(),
+        to_path: None,
+        at: 0,
+    };
+    tx.commit(MetaBatch {
+        ops: vec![MetaOp::Journal(change)],
+    })
+    .expect("commit");
+    rev
+}
+
+/// A named check of the suite.
+type Check<S> = (&'static str, fn(Arc<S>));
+
+/// Runs every check, each against a fresh store made by `make` (its second value keeps
+/// whatever the store needs alive, such as a temp directory, until the check ends).
 pub fn run_all<S: MetaStore, G>(make: impl Fn() -> (S, G)) {
-    let checks: [Check<S>; 9] = [
+    let checks: [Check<S>; 15] = [
         ("paged descendants", paged_descendants),
         ("journal trimming and old versions", trimming),
         ("empty store", empty_store),
         ("listing", listing),
         ("chunk refcounts", chunk_refcounts),
+        ("inline chunk data", inline_chunk_data),
         ("failed batch applies nothing", failed_batch_applies_nothing),
         ("versions", versions),
         ("journal", journal),
         ("indexes", indexes),
+        ("revisions come from the store", revisions_from_the_store),
+        ("a dropped transaction changes nothing", dropped_transaction),
+        (
+            "concurrent transactions on one path: no lost update, no duplicate revision",
+            concurrent_transactions,
+        ),
+        ("head watchers see every commit", head_watch),
+        ("claims", claims),
     ];
     for (name, check) in checks {
         let (store, _guard) = make();
         eprintln!("meta conformance: {name}");
-        check(&store);
+        check(Arc::new(store));
     }
 }
 
-fn empty_store<S: MetaStore>(s: &S) {
+fn empty_store<S: MetaStore>(s: Arc<S>) {
     assert!(matches!(s.get(&VPath::root()).expect("get"), Some(Entry::Dir(_))));
     assert_eq!(s.get(&p("nope")).expect("get"), None);
     assert!(s.children(&VPath::root()).expect("children").is_empty());
@@ -56,10 +96,10 @@ fn empty_store<S: MetaStore>(s: &S) {
     assert_eq!(s.stats().expect("stats").files, 0);
 }
 
-fn listing<S: MetaStore>(s: &S) {
+fn listing<S: MetaStore>(s: Arc<S>) {
     let dir = DirRecord { mtime: 1, rev: 1 };
     commit(
-        s,
+        &*s,
         vec![
             MetaOp::PutDir(p("a"), dir),
             MetaOp::PutFile(p("a/x"), file(2, 1, 1)),
@@ -90,45 +130,38 @@ fn listing<S: MetaStore>(s: &S) {
     assert!(matches!(s.get(&p("a/x")).expect("get"), Some(Entry::File(f)) if f.rev == 2));
     assert!(matches!(s.get(&p("a/sub")).expect("get"), Some(Entry::Dir(_))));
     commit(
-        s,
+        &*s,
         vec![MetaOp::DeleteFile(p("a/x")), MetaOp::DeleteDir(p("a/sub"))],
     );
     assert_eq!(s.get(&p("a/x")).expect("get"), None);
     assert_eq!(s.stats().expect("stats").files, 4);
 }
 
-fn chunk_refcounts<S: MetaStore>(s: &S) {
+fn chunk_refcounts<S: MetaStore>(s: Arc<S>) {
     let id = ChunkId([9; 32]);
     let adj = |delta| MetaOp::AdjustChunk { id, size: 100, delta };
-    let out = s
-        .commit(MetaBatch {
-            ops: vec![adj(1), adj(1)],
-        })
-        .expect("commit");
+    let out = commit(&*s, vec![adj(1), adj(1)]);
     assert!(out.freed_chunks.is_empty());
     assert_eq!(s.chunk(&id).expect("chunk").map(|c| c.refs), Some(2));
     assert_eq!(s.stats().expect("stats").chunks, 1);
     assert_eq!(s.stats().expect("stats").chunk_bytes, 100);
-    let out = s.commit(MetaBatch { ops: vec![adj(-1)] }).expect("commit");
+    let out = commit(&*s, vec![adj(-1)]);
     assert!(out.freed_chunks.is_empty());
-    let out = s.commit(MetaBatch { ops: vec![adj(-1)] }).expect("commit");
+    let out = commit(&*s, vec![adj(-1)]);
     assert_eq!(out.freed_chunks, vec![id]);
     assert_eq!(s.chunk(&id).expect("chunk"), None);
     assert_eq!(s.stats().expect("stats").chunks, 0);
     // Re-referenced inside the same batch that drops it: not freed.
-    commit(s, vec![adj(1)]);
-    let out = s
-        .commit(MetaBatch {
-            ops: vec![adj(-1), adj(1)],
-        })
-        .expect("commit");
+    commit(&*s, vec![adj(1)]);
+    let out = commit(&*s, vec![adj(-1), adj(1)]);
     assert!(out.freed_chunks.is_empty());
 }
 
-fn failed_batch_applies_nothing<S: MetaStore>(s: &S) {
+fn failed_batch_applies_nothing<S: MetaStore>(s: Arc<S>) {
     let id = ChunkId([3; 32]);
-    let res = s.commit(MetaBatch {
-        ops: vec![
+    let res = try_commit(
+        &*s,
+        vec![
             MetaOp::PutFile(p("f"), file(1, 1, 1)),
             MetaOp::AdjustChunk {
                 id,
@@ -136,20 +169,20 @@ fn failed_batch_applies_nothing<S: MetaStore>(s: &S) {
                 delta: -1,
             },
         ],
-    });
+    );
     assert!(res.is_err(), "a refcount below zero must be refused");
     assert_eq!(s.get(&p("f")).expect("get"), None);
     assert_eq!(s.stats().expect("stats").files, 0);
 }
 
-fn versions<S: MetaStore>(s: &S) {
+fn versions<S: MetaStore>(s: Arc<S>) {
     let v = |rev| VersionRecord {
         file: file(rev, rev, 0),
         deleted: rev == 3,
         archived_at: 0,
     };
     commit(
-        s,
+        &*s,
         vec![
             MetaOp::PutVersion(p("doc"), v(3)),
             MetaOp::PutVersion(p("doc"), v(1)),
@@ -164,22 +197,15 @@ fn versions<S: MetaStore>(s: &S) {
         .map(|v| v.file.rev)
         .collect();
     assert_eq!(revs, [1, 3], "oldest first, only this path");
-    commit(s, vec![MetaOp::DeleteVersion(p("doc"), 1)]);
+    commit(&*s, vec![MetaOp::DeleteVersion(p("doc"), 1)]);
     let left = s.versions(&p("doc")).expect("versions");
     assert_eq!(left.len(), 1);
     assert!(left[0].deleted);
 }
 
-fn journal<S: MetaStore>(s: &S) {
-    for rev in 1..=5u64 {
-        let change = Change {
-            rev,
-            kind: ChangeKind::Put,
-            path: format!("f{rev}"),
-            to_path: None,
-            at: 0,
-        };
-        commit(s, vec![MetaOp::Journal(change)]);
+fn journal<S: MetaStore>(s: Arc<S>) {
+    for i in 1..=5u64 {
+        assert_eq!(journal_put(&*s, &format!("f{i}")), i);
     }
     assert_eq!(s.head_rev().expect("head"), 5);
     let revs: Vec<u64> = s
@@ -193,9 +219,9 @@ fn journal<S: MetaStore>(s: &S) {
     assert!(s.changes_since(5, 10).expect("changes").is_empty());
 }
 
-fn indexes<S: MetaStore>(s: &S) {
+fn indexes<S: MetaStore>(s: Arc<S>) {
     commit(
-        s,
+        &*s,
         vec![
             MetaOp::PutFile(p("one"), file(1, 0xAA, -50)),
             MetaOp::PutFile(p("two"), file(2, 0xAA, 200)),
@@ -211,7 +237,7 @@ fn indexes<S: MetaStore>(s: &S) {
     );
     // Replacing and deleting keep the indexes exact.
     commit(
-        s,
+        &*s,
         vec![
             MetaOp::PutFile(p("one"), file(4, 0xBB, 300)),
             MetaOp::DeleteFile(p("two")),
@@ -222,7 +248,7 @@ fn indexes<S: MetaStore>(s: &S) {
     assert_eq!(names(s.modified_since(0).expect("mod")), ["three", "one"]);
 }
 
-fn paged_descendants<S: MetaStore>(s: &S) {
+fn paged_descendants<S: MetaStore>(s: Arc<S>) {
     let mut ops = vec![MetaOp::PutDir(p("d"), DirRecord { mtime: 1, rev: 1 })];
     for i in 0..25 {
         ops.push(MetaOp::PutFile(p(&format!("d/f{i:02}")), file(i + 2, 1, 1)));
@@ -230,7 +256,7 @@ fn paged_descendants<S: MetaStore>(s: &S) {
     ops.push(MetaOp::PutDir(p("d/sub"), DirRecord { mtime: 1, rev: 30 }));
     ops.push(MetaOp::PutFile(p("d/sub/x"), file(31, 1, 1)));
     ops.push(MetaOp::PutFile(p("e"), file(32, 1, 1)));
-    commit(s, ops);
+    commit(&*s, ops);
     let mut all = Vec::new();
     let mut after: Option<VPath> = None;
     loop {
@@ -255,19 +281,12 @@ fn paged_descendants<S: MetaStore>(s: &S) {
     assert_eq!(s.stats().expect("stats").file_bytes, 27 * 10);
 }
 
-fn trimming<S: MetaStore>(s: &S) {
-    for rev in 1..=10u64 {
-        let change = Change {
-            rev,
-            kind: ChangeKind::Put,
-            path: "x".into(),
-            to_path: None,
-            at: 0,
-        };
-        commit(s, vec![MetaOp::Journal(change)]);
+fn trimming<S: MetaStore>(s: Arc<S>) {
+    for _ in 1..=10u64 {
+        journal_put(&*s, "x");
     }
     assert_eq!(s.journal_floor().expect("floor"), 0);
-    commit(s, vec![MetaOp::TrimJournal(6)]);
+    commit(&*s, vec![MetaOp::TrimJournal(6)]);
     assert_eq!(s.journal_floor().expect("floor"), 6);
     let revs: Vec<u64> = s
         .changes_since(0, 100)
@@ -284,7 +303,7 @@ fn trimming<S: MetaStore>(s: &S) {
         archived_at: at,
     };
     commit(
-        s,
+        &*s,
         vec![
             MetaOp::PutVersion(p("old"), v(1, 100)),
             MetaOp::PutVersion(p("old"), v(2, 300)),
@@ -298,4 +317,157 @@ fn trimming<S: MetaStore>(s: &S) {
         .map(|(p, v)| (p.to_string(), v.file.rev))
         .collect();
     assert_eq!(old, [("n/b".to_string(), 3), ("old".to_string(), 1)]);
+}
+
+fn inline_chunk_data<S: MetaStore>(s: Arc<S>) {
+    let data = Bytes::from_static(b"small file content");
+    let id = ChunkId::of(&data);
+    let adj = |delta| MetaOp::AdjustChunk {
+        id,
+        size: data.len() as u32,
+        delta,
+    };
+    assert_eq!(s.chunk_data(&id).expect("data"), None);
+    commit(&*s, vec![MetaOp::PutChunkData(id, data.clone()), adj(1)]);
+    assert_eq!(s.chunk_data(&id).expect("data"), Some(data.clone()));
+    assert!(s.begin().expect("begin").has_chunk_data(&id).expect("has"));
+    commit(&*s, vec![adj(1)]);
+    commit(&*s, vec![adj(-1)]);
+    assert_eq!(
+        s.chunk_data(&id).expect("data"),
+        Some(data.clone()),
+        "still referenced"
+    );
+    let out = commit(&*s, vec![adj(-1)]);
+    assert_eq!(out.freed_chunks, vec![id]);
+    assert_eq!(
+        s.chunk_data(&id).expect("data"),
+        None,
+        "freed with its last reference"
+    );
+    assert!(!s.begin().expect("begin").has_chunk_data(&id).expect("has"));
+    // Bytes sent in a batch that ends without a reference are not kept.
+    commit(&*s, vec![MetaOp::PutChunkData(id, data.clone()), adj(1), adj(-1)]);
+    assert_eq!(s.chunk_data(&id).expect("data"), None);
+}
+
+fn revisions_from_the_store<S: MetaStore>(s: Arc<S>) {
+    let mut tx = s.begin().expect("begin");
+    let (a, b) = (tx.next_rev(), tx.next_rev());
+    assert!(b > a && a > 0);
+    let out = tx
+        .commit(MetaBatch {
+            ops: vec![MetaOp::PutDir(p("d"), DirRecord { mtime: 0, rev: b })],
+        })
+        .expect("commit");
+    assert_eq!(out.head, b);
+    assert_eq!(s.head_rev().expect("head"), b);
+    let next = journal_put(&*s, "x");
+    assert!(next > b, "the next transaction continues after the head");
+    // A transaction without revisions leaves the head alone.
+    commit(
+        &*s,
+        vec![MetaOp::PutDir(p("e"), DirRecord { mtime: 0, rev: next })],
+    );
+    assert_eq!(s.head_rev().expect("head"), next);
+}
+
+fn dropped_transaction<S: MetaStore>(s: Arc<S>) {
+    {
+        let mut tx = s.begin().expect("begin");
+        tx.next_rev();
+        // Dropped without commit.
+    }
+    assert_eq!(s.head_rev().expect("head"), 0);
+    assert_eq!(s.get(&p("never")).expect("get"), None);
+    let rev = journal_put(&*s, "after");
+    assert_eq!(s.head_rev().expect("head"), rev);
+}
+
+fn concurrent_transactions<S: MetaStore>(s: Arc<S>) {
+    const THREADS: usize = 4;
+    const EACH: u64 = 25;
+    let path = p("counter");
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (s, path) = (s.clone(), path.clone());
+            std::thread::spawn(move || {
+                let mut revs = Vec::new();
+                for _ in 0..EACH {
+                    // Read, check, write: the file's size counts the updates.
+                    let mut tx = s.begin().expect("begin");
+                    let size = match tx.get(&path).expect("get") {
+                        Some(Entry::File(f)) => f.size,
+                        _ => 0,
+                    };
+                    let rev = tx.next_rev();
+                    let rec = FileRecord {
+                        size: size + 1,
+                        xxh3: size + 1,
+                        mtime: 0,
+                        rev,
+                        chunks: vec![],
+                    };
+                    let change = Change {
+                        rev,
+                        kind: ChangeKind::Put,
+                        path: path.to_string(),
+                        to_path: None,
+                        at: 0,
+                    };
+                    tx.commit(MetaBatch {
+                        ops: vec![MetaOp::PutFile(path.clone(), rec), MetaOp::Journal(change)],
+                    })
+                    .expect("commit");
+                    revs.push(rev);
+                }
+                revs
+            })
+        })
+        .collect();
+    let mut revs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    let total = THREADS as u64 * EACH;
+    match s.get(&path).expect("get") {
+        Some(Entry::File(f)) => assert_eq!(f.size, total, "no update was lost"),
+        other => panic!("counter is {other:?}"),
+    }
+    revs.sort_unstable();
+    revs.dedup();
+    assert_eq!(revs.len() as u64, total, "no revision was handed out twice");
+    let journal = s.changes_since(0, 1000).expect("changes");
+    assert_eq!(journal.len() as u64, total);
+    assert!(journal.windows(2).all(|w| w[0].rev < w[1].rev));
+    assert_eq!(s.head_rev().expect("head"), *revs.last().expect("revs"));
+}
+
+fn head_watch<S: MetaStore>(s: Arc<S>) {
+    let mut rx = s.watch_head();
+    assert_eq!(*rx.borrow_and_update(), 0);
+    let rev = journal_put(&*s, "x");
+    assert!(rx.has_changed().expect("sender alive"));
+    assert_eq!(*rx.borrow_and_update(), rev);
+}
+
+fn claims<S: MetaStore>(s: Arc<S>) {
+    use crate::storage::Claim;
+    let claim = |xxh3| Claim {
+        size: 10,
+        xxh3,
+        chunks: file(1, 0, 0).chunks,
+        path: "big.bin".into(),
+    };
+    assert!(s.claims(10).expect("claims").is_empty());
+    commit(&*s, vec![MetaOp::PutClaim(claim(1)), MetaOp::PutClaim(claim(2))]);
+    commit(&*s, vec![MetaOp::PutClaim(claim(1))]);
+    let mut open: Vec<u64> = s.claims(10).expect("claims").iter().map(|c| c.xxh3).collect();
+    open.sort_unstable();
+    assert_eq!(open, [1, 2], "one entry per claim");
+    assert_eq!(s.claims(1).expect("claims").len(), 1, "limit");
+    assert!(s.has_claim(&claim(1).key()).expect("has"));
+    commit(&*s, vec![MetaOp::DeleteClaim(claim(1).key())]);
+    assert!(!s.has_claim(&claim(1).key()).expect("has"));
+    assert_eq!(s.claims(10).expect("claims"), vec![claim(2)]);
 }

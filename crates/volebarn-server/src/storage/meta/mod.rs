@@ -2,11 +2,12 @@
 
 pub mod rocks;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-use super::records::{Change, ChunkInfo, DirRecord, FileRecord, VersionRecord};
+use super::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
 use super::StorageResult;
+use bytes::Bytes;
 use volebarn_core::{ChunkId, VPath};
 
 /// What lives at a path.
@@ -24,15 +25,24 @@ pub enum MetaOp {
     DeleteFile(VPath),
     PutDir(VPath, DirRecord),
     DeleteDir(VPath),
-    /// Add `delta` references to a chunk of `size` bytes; a count reaching zero removes it.
+    /// Add `delta` references to a chunk of `size` bytes; a count reaching zero removes it
+    /// (and its inline bytes, if it has any).
     AdjustChunk {
         id: ChunkId,
         size: u32,
         delta: i64,
     },
+    /// The bytes of a small chunk, kept in the metadata store itself and committed with the
+    /// records that reference it (DESIGN.md §8): no file, rename or fsync of its own. Sent
+    /// together with the chunk's first reference.
+    PutChunkData(ChunkId, Bytes),
     PutVersion(VPath, VersionRecord),
     DeleteVersion(VPath, u64),
-    /// Append to the journal; also advances the head revision to `change.rev`.
+    /// Records a claim to check later (idempotent: keyed by [`Claim::key`]).
+    PutClaim(Claim),
+    /// The claim with this key has been checked.
+    DeleteClaim([u8; 32]),
+    /// Append to the journal (`change.rev` comes from [`MetaTxn::next_rev`]).
     Journal(Change),
     /// Forget journal entries with `rev <= upto` (the journal floor becomes `upto`).
     TrimJournal(u64),
@@ -50,15 +60,25 @@ impl MetaBatch {
     }
 }
 
-/// What a commit tells the caller to do next.
+/// What a commit tells the caller.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct CommitOutcome {
-    /// Chunks whose refcount reached zero: their bytes may now be deleted.
+    /// Chunks whose refcount reached zero. Inline bytes went with the commit; bytes in the
+    /// chunk store are now orphans, which GC deletes after the grace period if nothing has
+    /// referenced them again by then (never right away: another server may have just found
+    /// them present and be about to commit a reference).
     pub freed_chunks: Vec<ChunkId>,
+    /// The head revision after the commit.
+    pub head: u64,
 }
 
-/// Metadata storage. Reads may run concurrently with anything; `commit` calls are serialized
-/// by the implementation, so refcount arithmetic never loses an update.
+/// Metadata storage. Its methods block (call them from the blocking pool); a backend that
+/// talks to a database over the network bridges with `Handle::block_on` there.
+///
+/// Reads outside a transaction see committed state and may run concurrently with anything.
+/// Every mutation is one [`MetaTxn`]: read, check preconditions, write, commit — and
+/// transactions are serializable, so refcount arithmetic never loses an update and no
+/// revision is handed out twice, even with several servers sharing the store.
 pub trait MetaStore: Send + Sync + 'static {
     fn get(&self, path: &VPath) -> StorageResult<Option<Entry>>;
     /// Direct children of `dir`, sorted by name.
@@ -94,7 +114,40 @@ pub trait MetaStore: Send + Sync + 'static {
     fn modified_since(&self, since: i64) -> StorageResult<Vec<VPath>>;
     /// Number of files, number of chunks and bytes held by chunks.
     fn stats(&self) -> StorageResult<StoreStats>;
-    fn commit(&self, batch: MetaBatch) -> StorageResult<CommitOutcome>;
+    /// The bytes of a chunk kept inline (see [`MetaOp::PutChunkData`]), if this store has them.
+    fn chunk_data(&self, id: &ChunkId) -> StorageResult<Option<Bytes>>;
+    /// Claims not yet checked, at most `limit`.
+    fn claims(&self, limit: usize) -> StorageResult<Vec<Claim>>;
+    /// Whether the claim with this key is still unchecked.
+    fn has_claim(&self, key: &[u8; 32]) -> StorageResult<bool>;
+    /// Starts a write transaction; it waits while another one is open.
+    fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>>;
+    /// Sees the head revision after every commit — by any server sharing the store — so
+    /// long-polls wake without a channel of their own.
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// One write transaction. Reads see the state committed before it began (the caller keeps
+/// its own overlay of what it is about to write); nothing is visible to anyone until
+/// [`MetaTxn::commit`], and dropping the transaction discards it.
+pub trait MetaTxn {
+    fn get(&self, path: &VPath) -> StorageResult<Option<Entry>>;
+    fn descendants(&self, dir: &VPath) -> StorageResult<Vec<(VPath, Entry)>>;
+    fn versions(&self, path: &VPath) -> StorageResult<Vec<VersionRecord>>;
+    fn versions_archived_before(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, VersionRecord)>>;
+    fn chunk(&self, id: &ChunkId) -> StorageResult<Option<ChunkInfo>>;
+    fn has_chunk_data(&self, id: &ChunkId) -> StorageResult<bool>;
+    fn files_with_hash(&self, xxh3: u64) -> StorageResult<Vec<VPath>>;
+    fn journal_floor(&self) -> StorageResult<u64>;
+    /// The next revision, allocated by the store inside this transaction: revisions are
+    /// unique and increase in commit order. The head becomes the last one allocated.
+    fn next_rev(&mut self) -> u64;
+    /// Applies every op atomically and durably.
+    fn commit(self: Box<Self>, batch: MetaBatch) -> StorageResult<CommitOutcome>;
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

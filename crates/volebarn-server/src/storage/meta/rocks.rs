@@ -4,14 +4,15 @@
 //! are one prefix and the whole subtree sorts together. Versions append `0xFF ‖ rev` (0xFF
 //! never occurs in UTF-8). Journal and revision keys are big-endian `u64`.
 
-use super::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, StoreStats};
+use super::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, MetaTxn, StoreStats};
 use crate::storage::codec::{decode, encode};
-use crate::storage::records::{Change, ChunkInfo, DirRecord, FileRecord, VersionRecord};
+use crate::storage::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
 use crate::storage::{StorageError, StorageResult};
+use bytes::Bytes;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use volebarn_core::{ChunkId, VPath};
 
 const CF_FILES: &str = "files";
@@ -22,7 +23,12 @@ const CF_CHUNKS: &str = "chunks";
 const CF_VERSIONS: &str = "versions";
 const CF_JOURNAL: &str = "journal";
 const CF_META: &str = "meta";
-const ALL_CFS: [&str; 8] = [
+/// Inline bytes of small chunks (DESIGN.md §8), in blob files: values stay out of the LSM
+/// tree's compactions, keys stay small.
+const CF_CHUNK_DATA: &str = "chunk_data";
+/// Chunked commits whose whole-file hash is not checked yet: `Claim::key` → `Claim`.
+const CF_CLAIMS: &str = "claims";
+const ALL_CFS: [&str; 10] = [
     CF_FILES,
     CF_DIRS,
     CF_HASH,
@@ -31,18 +37,29 @@ const ALL_CFS: [&str; 8] = [
     CF_VERSIONS,
     CF_JOURNAL,
     CF_META,
+    CF_CHUNK_DATA,
+    CF_CLAIMS,
 ];
 
 const KEY_HEAD_REV: &[u8] = b"head_rev";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_STATS: &[u8] = b"stats";
 const KEY_JOURNAL_FLOOR: &[u8] = b"journal_floor";
-const SCHEMA_VERSION: u32 = 1;
+/// 2 added `chunk_data` and `claims`; a version-1 directory opens as is (the new column families start
+/// empty, and chunks written before live in the chunk store, where reads fall back to).
+const SCHEMA_VERSION: u32 = 2;
 
 pub struct RocksMetaStore {
     db: DB,
-    /// Serializes commits: refcounts and indexes are read-modify-write.
-    commit_lock: Mutex<()>,
+    /// The single writer: one transaction at a time, so the read-check-write of a mutation
+    /// and its revisions are serialized (DESIGN.md §8). Readers never take it.
+    writer: Mutex<()>,
+    head: tokio::sync::watch::Sender<u64>,
+    /// Group commit: the WAL sequence number known to be on disk. A transaction writes its
+    /// batch under the writer lock, releases the lock, then makes the WAL durable up to its
+    /// own write; one thread fsyncs at a time and the others usually find their write
+    /// already covered, so concurrent commits share fsyncs instead of queueing for one each.
+    synced: Mutex<u64>,
 }
 
 fn db_err(e: rocksdb::Error) -> StorageError {
@@ -119,30 +136,44 @@ impl RocksMetaStore {
         opts.create_missing_column_families(true);
         opts.set_keep_log_file_num(4);
         opts.increase_parallelism(2);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            if *name == CF_CHUNK_DATA {
+                cf_opts.set_enable_blob_files(true);
+                cf_opts.set_min_blob_size(4096);
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(db_err)?;
-        let store = RocksMetaStore {
+        let mut store = RocksMetaStore {
             db,
-            commit_lock: Mutex::new(()),
+            writer: Mutex::new(()),
+            head: tokio::sync::watch::Sender::new(0),
+            synced: Mutex::new(0),
         };
-        match store.db.get_cf(store.cf(CF_META), KEY_SCHEMA).map_err(db_err)? {
-            None => {
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
-                store
-                    .db
-                    .put_cf_opt(store.cf(CF_META), KEY_SCHEMA, SCHEMA_VERSION.to_be_bytes(), &wo)
-                    .map_err(db_err)?;
-            }
-            Some(v) if v.as_slice() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(_) => {
-                return Err(StorageError::Corrupt(
-                    "metadata schema version is newer than this server".into(),
-                ))
-            }
+        let stored = store.db.get_cf(store.cf(CF_META), KEY_SCHEMA).map_err(db_err)?;
+        let version = match stored {
+            None => 0,
+            Some(v) => u32::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt("bad schema version".into()))?,
+            ),
+        };
+        if version > SCHEMA_VERSION {
+            return Err(StorageError::Corrupt(format!(
+                "metadata schema version {version} is newer than this server's {SCHEMA_VERSION}"
+            )));
         }
+        if version < SCHEMA_VERSION {
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            store
+                .db
+                .put_cf_opt(store.cf(CF_META), KEY_SCHEMA, SCHEMA_VERSION.to_be_bytes(), &wo)
+                .map_err(db_err)?;
+        }
+        store.head = tokio::sync::watch::Sender::new(store.head_rev()?);
         Ok(store)
     }
 
@@ -218,6 +249,53 @@ struct Pending {
 }
 
 impl MetaStore for RocksMetaStore {
+    fn chunk_data(&self, id: &ChunkId) -> StorageResult<Option<Bytes>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_CHUNK_DATA), id.0)
+            .map_err(db_err)?
+            .map(Bytes::from))
+    }
+
+    fn claims(&self, limit: usize) -> StorageResult<Vec<Claim>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_CLAIMS), rocksdb::IteratorMode::Start)
+            .take(limit)
+        {
+            let (_, v) = item.map_err(db_err)?;
+            out.push(decode(&v)?);
+        }
+        Ok(out)
+    }
+
+    fn has_claim(&self, key: &[u8; 32]) -> StorageResult<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_CLAIMS), key)
+            .map_err(db_err)?
+            .is_some())
+    }
+
+    fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>> {
+        let guard = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let head = self.head_rev()?;
+        Ok(Box::new(RocksTxn {
+            store: self,
+            _writer: guard,
+            head,
+            next: head + 1,
+        }))
+    }
+
+    fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
     fn get(&self, path: &VPath) -> StorageResult<Option<Entry>> {
         if path.is_root() {
             return Ok(Some(Entry::Dir(DirRecord { mtime: 0, rev: 0 })));
@@ -380,16 +458,110 @@ impl MetaStore for RocksMetaStore {
             chunk_bytes: s.chunk_bytes,
         })
     }
+}
 
-    fn commit(&self, batch: MetaBatch) -> StorageResult<CommitOutcome> {
-        let _guard = self
-            .commit_lock
+/// The open transaction: holds the writer lock until committed or dropped.
+struct RocksTxn<'a> {
+    store: &'a RocksMetaStore,
+    _writer: MutexGuard<'a, ()>,
+    head: u64,
+    next: u64,
+}
+
+impl MetaTxn for RocksTxn<'_> {
+    fn get(&self, path: &VPath) -> StorageResult<Option<Entry>> {
+        self.store.get(path)
+    }
+
+    fn descendants(&self, dir: &VPath) -> StorageResult<Vec<(VPath, Entry)>> {
+        self.store.descendants(dir)
+    }
+
+    fn versions(&self, path: &VPath) -> StorageResult<Vec<VersionRecord>> {
+        self.store.versions(path)
+    }
+
+    fn versions_archived_before(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+        self.store.versions_archived_before(before, limit)
+    }
+
+    fn chunk(&self, id: &ChunkId) -> StorageResult<Option<ChunkInfo>> {
+        self.store.chunk(id)
+    }
+
+    fn has_chunk_data(&self, id: &ChunkId) -> StorageResult<bool> {
+        Ok(self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_CHUNK_DATA), id.0)
+            .map_err(db_err)?
+            .is_some())
+    }
+
+    fn journal_floor(&self) -> StorageResult<u64> {
+        self.store.journal_floor()
+    }
+
+    fn files_with_hash(&self, xxh3: u64) -> StorageResult<Vec<VPath>> {
+        self.store.files_with_hash(xxh3)
+    }
+
+    fn next_rev(&mut self) -> u64 {
+        let r = self.next;
+        self.next += 1;
+        r
+    }
+
+    fn commit(self: Box<Self>, batch: MetaBatch) -> StorageResult<CommitOutcome> {
+        let head = self.next - 1;
+        let advanced = head > self.head;
+        let store = self.store;
+        let (mut outcome, seq) = store.apply(batch, advanced.then_some(head))?;
+        outcome.head = head;
+        // The batch is visible; the next transaction may start while this one waits for
+        // the disk. It is acknowledged (and long-polls woken) only once durable — and the
+        // WAL is sequential, so anything a later transaction read is durable before it is.
+        drop(self);
+        store.make_durable(seq)?;
+        if advanced {
+            store.head.send_if_modified(|h| {
+                let newer = head > *h;
+                if newer {
+                    *h = head;
+                }
+                newer
+            });
+        }
+        Ok(outcome)
+    }
+}
+
+impl RocksMetaStore {
+    /// Makes the WAL durable at least up to sequence number `seq` (see `synced`).
+    fn make_durable(&self, seq: u64) -> StorageResult<()> {
+        let mut synced = self
+            .synced
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *synced >= seq {
+            return Ok(());
+        }
+        let upto = self.db.latest_sequence_number();
+        self.db.flush_wal(true).map_err(db_err)?;
+        *synced = upto;
+        Ok(())
+    }
+
+    /// Writes one batch (the caller holds the writer lock), setting the head to `head`;
+    /// returns the outcome and the batch's WAL sequence number, not yet synced.
+    fn apply(&self, batch: MetaBatch, head: Option<u64>) -> StorageResult<(CommitOutcome, u64)> {
         let mut wb = WriteBatch::default();
         let mut pending = Pending::default();
         let mut stats = self.stats_record()?;
-        let mut head: Option<u64> = None;
 
         for op in batch.ops {
             match op {
@@ -470,19 +642,26 @@ impl MetaStore for RocksMetaStore {
                     wb.put_cf(self.cf(CF_META), KEY_JOURNAL_FLOOR, floor.to_be_bytes());
                 }
                 MetaOp::Journal(change) => {
-                    head = Some(head.map_or(change.rev, |h| h.max(change.rev)));
                     wb.put_cf(self.cf(CF_JOURNAL), change.rev.to_be_bytes(), encode(&change));
                 }
+                MetaOp::PutChunkData(id, data) => wb.put_cf(self.cf(CF_CHUNK_DATA), id.0, &data),
+                MetaOp::PutClaim(claim) => wb.put_cf(self.cf(CF_CLAIMS), claim.key(), encode(&claim)),
+                MetaOp::DeleteClaim(key) => wb.delete_cf(self.cf(CF_CLAIMS), key),
             }
         }
         if let Some(h) = head {
-            let h = h.max(self.head_rev()?);
             wb.put_cf(self.cf(CF_META), KEY_HEAD_REV, h.to_be_bytes());
         }
+        // A chunk nothing references any more takes its inline bytes with it; written last so
+        // it wins over a `PutChunkData` earlier in the same batch.
+        for (id, info) in &pending.chunks {
+            if info.is_none() {
+                wb.delete_cf(self.cf(CF_CHUNK_DATA), id.0);
+            }
+        }
         wb.put_cf(self.cf(CF_META), KEY_STATS, encode(&stats));
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        self.db.write_opt(wb, &wo).map_err(db_err)?;
+        self.db.write(wb).map_err(db_err)?;
+        let seq = self.db.latest_sequence_number();
 
         let mut freed: Vec<ChunkId> = pending
             .chunks
@@ -490,7 +669,13 @@ impl MetaStore for RocksMetaStore {
             .filter_map(|(id, info)| info.is_none().then_some(id))
             .collect();
         freed.sort();
-        Ok(CommitOutcome { freed_chunks: freed })
+        Ok((
+            CommitOutcome {
+                freed_chunks: freed,
+                head: 0,
+            },
+            seq,
+        ))
     }
 }
 
@@ -520,8 +705,10 @@ mod tests {
     fn survives_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = VPath::parse("a/b.txt").expect("path");
-        {
+        let rev = {
             let s = RocksMetaStore::open(&dir.path().join("meta")).expect("open");
+            let mut tx = s.begin().expect("begin");
+            let rev = tx.next_rev();
             let mut b = MetaBatch::default();
             b.push(MetaOp::PutFile(
                 p.clone(),
@@ -529,22 +716,63 @@ mod tests {
                     size: 1,
                     xxh3: 2,
                     mtime: 3,
-                    rev: 4,
+                    rev,
                     chunks: vec![],
                 },
             ));
             b.push(MetaOp::Journal(Change {
-                rev: 4,
+                rev,
                 kind: crate::storage::ChangeKind::Put,
                 path: p.to_string(),
                 to_path: None,
                 at: 3,
             }));
-            s.commit(b).expect("commit");
-        }
+            tx.commit(b).expect("commit");
+            rev
+        };
         let s = RocksMetaStore::open(&dir.path().join("meta")).expect("reopen");
-        assert!(matches!(s.get(&p).expect("get"), Some(Entry::File(f)) if f.rev == 4));
-        assert_eq!(s.head_rev().expect("head"), 4);
+        assert!(matches!(s.get(&p).expect("get"), Some(Entry::File(f)) if f.rev == rev));
+        assert_eq!(s.head_rev().expect("head"), rev);
+        assert_eq!(*s.watch_head().borrow(), rev);
         assert_eq!(s.stats().expect("stats").files, 1);
+    }
+
+    #[test]
+    fn a_version_1_data_directory_opens_and_keeps_its_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta");
+        let p = VPath::parse("old/file.txt").expect("path");
+        let rec = FileRecord {
+            size: 5,
+            xxh3: 6,
+            mtime: 7,
+            rev: 3,
+            chunks: vec![crate::storage::ChunkRef { id: [1; 32], len: 5 }],
+        };
+        {
+            // What an earlier server left: the eight original column families, schema 1.
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            let old_cfs = &ALL_CFS[..8];
+            let db = DB::open_cf(&opts, &path, old_cfs).expect("old db");
+            let cf = |n: &str| db.cf_handle(n).expect("cf");
+            db.put_cf(cf(CF_META), KEY_SCHEMA, 1u32.to_be_bytes())
+                .expect("schema");
+            db.put_cf(cf(CF_META), KEY_HEAD_REV, 3u64.to_be_bytes())
+                .expect("head");
+            db.put_cf(cf(CF_FILES), path_key(&p), encode(&rec)).expect("file");
+        }
+        let s = RocksMetaStore::open(&path).expect("opens the old directory");
+        assert_eq!(s.get(&p).expect("get"), Some(Entry::File(rec)));
+        assert_eq!(s.head_rev().expect("head"), 3);
+        let mut tx = s.begin().expect("begin");
+        assert_eq!(tx.next_rev(), 4, "revisions continue after the old head");
+        drop(tx);
+        let schema =
+            s.db.get_cf(s.cf(CF_META), KEY_SCHEMA)
+                .expect("read")
+                .expect("schema");
+        assert_eq!(schema, SCHEMA_VERSION.to_be_bytes());
     }
 }
