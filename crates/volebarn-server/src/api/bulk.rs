@@ -71,6 +71,26 @@ enum Pending {
     },
 }
 
+impl Pending {
+    /// A part whose content is known: ready for the commit, or failed alone.
+    fn settled(
+        path: VPath,
+        mode: WriteMode,
+        mtime: Option<i64>,
+        staged: ServiceResult<StagedContent>,
+    ) -> Pending {
+        match staged {
+            Ok(content) => Pending::Staged(BulkItem {
+                path,
+                mode,
+                content,
+                mtime,
+            }),
+            Err(e) => Pending::Failed(e.to_operation_error()),
+        }
+    }
+}
+
 /// `multipart/form-data`, one part per file named by its filename (or by a `path` field
 /// sent just before it). Parts are streamed to storage one by one; a bad part fails alone.
 /// Existing files are replaced (a part may carry `If-Match` to make that conditional).
@@ -162,15 +182,7 @@ async fn flush(
                     .map_err(|e| ServiceError::Internal(format!("staging task: {e}")))
                     .and_then(|r| r)
                     .and_then(|content| content.verify(&path, hash).map(|()| content));
-                match staged {
-                    Ok(content) => Pending::Staged(BulkItem {
-                        path,
-                        mode,
-                        content,
-                        mtime,
-                    }),
-                    Err(e) => Pending::Failed(e.to_operation_error()),
-                }
+                Pending::settled(path, mode, mtime, staged)
             }
             other => other,
         };
@@ -311,15 +323,7 @@ async fn read_parts(
             Err(e @ ServiceError::BadRequest { .. }) => return Err(e),
             Err(e) => Err(e),
         };
-        pending.push(match staged {
-            Ok(content) => Pending::Staged(BulkItem {
-                path,
-                mode,
-                content,
-                mtime,
-            }),
-            Err(e) => Pending::Failed(e.to_operation_error()),
-        });
+        pending.push(Pending::settled(path, mode, mtime, staged));
     }
     Ok(())
 }
