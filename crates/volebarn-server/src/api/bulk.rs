@@ -107,15 +107,7 @@ pub async fn upload(
     };
     let outcome = read_parts(&st, &mut form, &mut pending, &permits, &mut progress).await;
     let finished = match outcome {
-        Ok(()) => {
-            flush(
-                &mut pending,
-                &st,
-                &mut progress.flushed,
-                &mut progress.inline_budget,
-            )
-            .await
-        }
+        Ok(()) => flush(&mut pending, &st, &mut progress).await,
         Err(e) => Err(e),
     };
     if let Err(e) = finished {
@@ -158,16 +150,12 @@ struct Progress {
     inline_budget: usize,
 }
 
-/// Resolves the staging tasks of the parts not flushed yet, then puts the chunks held in memory into the chunk store.
+/// Resolves the staging tasks of the parts not flushed yet, then puts the chunks held in
+/// memory into the chunk store.
 /// Small chunks stay in memory for the inline commit until `inline_budget` is spent; after
 /// that they go to the chunk store too.
-async fn flush(
-    pending: &mut [Pending],
-    st: &AppState,
-    flushed: &mut usize,
-    inline_budget: &mut usize,
-) -> ServiceResult<()> {
-    let fresh = &mut pending[*flushed..];
+async fn flush(pending: &mut [Pending], st: &AppState, progress: &mut Progress) -> ServiceResult<()> {
+    let fresh = &mut pending[progress.flushed..];
     for p in fresh.iter_mut() {
         *p = match std::mem::replace(p, Pending::Resolving) {
             Pending::Staging {
@@ -192,16 +180,17 @@ async fn flush(
         if let Pending::Staged(item) = p {
             let c = &mut item.content;
             let inline: usize = c.inline.iter().map(|(_, b)| b.len()).sum();
-            if inline > *inline_budget {
+            if inline > progress.inline_budget {
                 c.unstored.append(&mut c.inline);
             } else {
-                *inline_budget -= inline;
+                progress.inline_budget -= inline;
             }
             contents.push(c);
         }
     }
     let stored = st.service.store_pending(&mut contents).await;
-    *flushed = pending.len();
+    progress.flushed = pending.len();
+    progress.in_memory = 0;
     stored
 }
 
@@ -303,8 +292,7 @@ async fn read_parts(
                 task,
             });
             if progress.in_memory > BULK_IN_MEMORY {
-                flush(pending, st, &mut progress.flushed, &mut progress.inline_budget).await?;
-                progress.in_memory = 0;
+                flush(pending, st, progress).await?;
             }
             continue;
         }

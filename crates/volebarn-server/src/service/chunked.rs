@@ -97,15 +97,6 @@ impl Service {
             });
         }
         self.precheck(path, &mode).await?;
-        let missing = self
-            .missing_chunks(commit.chunks.iter().map(|c| c.id).collect())
-            .await?;
-        if !missing.is_empty() {
-            return Err(ServiceError::MissingChunks {
-                path: path.to_string(),
-                ids: missing.iter().map(ChunkId::to_hex).collect(),
-            });
-        }
         let total: u64 = commit.chunks.iter().map(|c| u64::from(c.len)).sum();
         if total != commit.size {
             return Err(ServiceError::BadRequest {
@@ -115,8 +106,8 @@ impl Service {
         }
         let path = path.clone();
         let mtime = mtime.unwrap_or_else(volebarn_core::timefmt::now_nanos);
-        // The transaction re-checks that every chunk it newly references still exists with
-        // the claimed length (a chunk could only vanish through GC of orphans meanwhile).
+        // The transaction checks that every chunk it newly references exists with the
+        // claimed length, and answers `missing_chunks` listing the absent ones.
         self.mutate(move |tx| {
             let refs: Vec<ChunkRef> = commit
                 .chunks

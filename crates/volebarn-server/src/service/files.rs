@@ -278,19 +278,7 @@ impl Service {
             return;
         }
         let n = written.len();
-        let result = self
-            .mutate(move |tx| {
-                for id in &written {
-                    if !tx.is_referenced(id)? {
-                        let chunks = tx.inner.chunks.clone();
-                        let id = *id;
-                        tx.wait(async move { chunks.delete(&id).await })
-                            .map_err(|e| ServiceError::storage("", e))?;
-                    }
-                }
-                Ok(())
-            })
-            .await;
+        let result = self.mutate(move |tx| tx.delete_unreferenced(&written)).await;
         if let Err(e) = result {
             // Left as orphans: GC removes them after the grace period.
             tracing::warn!(chunks = n, error = %e, "could not remove the chunks of a failed upload");

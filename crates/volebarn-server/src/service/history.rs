@@ -231,21 +231,7 @@ impl Service {
         let mut deleted = 0;
         for group in old.chunks(PER_TX) {
             let group = group.to_vec();
-            deleted += self
-                .mutate(move |tx| {
-                    let mut n = 0;
-                    for id in group {
-                        if tx.is_referenced(&id)? {
-                            continue;
-                        }
-                        let chunks = tx.inner.chunks.clone();
-                        tx.wait(async move { chunks.delete(&id).await })
-                            .map_err(|e| ServiceError::storage("", e))?;
-                        n += 1;
-                    }
-                    Ok(n)
-                })
-                .await?;
+            deleted += self.mutate(move |tx| tx.delete_unreferenced(&group)).await?;
         }
         Ok(deleted)
     }

@@ -147,6 +147,23 @@ impl<'a> Tx<'a> {
         self.batch.push(MetaOp::PutVersion(path.clone(), v));
     }
 
+    /// Deletes the chunk-store bytes of every chunk in `ids` that nothing references (GC,
+    /// and the chunks of a failed upload); returns how many. Inside the transaction, so no
+    /// commit can take a reference between the check and the deletion.
+    pub fn delete_unreferenced(&mut self, ids: &[ChunkId]) -> ServiceResult<usize> {
+        let mut deleted = 0;
+        for id in ids {
+            if self.is_referenced(id)? {
+                continue;
+            }
+            let (chunks, id) = (self.inner.chunks.clone(), *id);
+            self.wait(async move { chunks.delete(&id).await })
+                .map_err(|e| ServiceError::storage("", e))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
     /// Creates every missing parent directory of `path` (with revision `rev`); fails with
     /// 409 `not_a_directory` when an ancestor is a file.
     pub fn ensure_parents(&mut self, path: &VPath, rev: u64) -> ServiceResult<()> {
