@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./volebarn-data
 ARGS ?=
 
-.PHONY: all deps build run test fmt clippy unit bench clean
+.PHONY: all deps postgres build run test fmt clippy unit bench clean
 
 all: build
 
@@ -25,6 +25,15 @@ deps:
 	@command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
 	@command -v rustfmt >/dev/null 2>&1 || rustup component add rustfmt
 
+# PostgreSQL for the scale-out tests, which start a throwaway cluster of their own (initdb and
+# pg_ctl as the postgres user); only the package is needed.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing: postgresql"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+
 build: deps
 	$(CARGO) build --workspace
 
@@ -37,7 +46,7 @@ fmt:
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: deps
+unit: deps postgres
 	$(CARGO) test --workspace
 
 test: deps fmt clippy unit

@@ -38,6 +38,14 @@ pub struct Cli {
     /// Largest accepted file, e.g. 100MB, 1GiB or a byte count [default: 100MB].
     #[arg(long, env = "VOLEBARN_MAX_FILE_SIZE", value_name = "SIZE")]
     pub max_file_size: Option<String>,
+    /// Metadata store: `postgres://USER@HOST:PORT/DB` (shared by replicas) or a directory for
+    /// the embedded RocksDB [default: DATA/meta].
+    #[arg(long, env = "VOLEBARN_META", value_name = "URL")]
+    pub meta: Option<String>,
+    /// Chunk store: `s3://BUCKET/PREFIX` (credentials and endpoint from the AWS_* environment)
+    /// or a directory [default: DATA/chunks].
+    #[arg(long, env = "VOLEBARN_CHUNKS", value_name = "URL")]
+    pub chunks: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +63,74 @@ pub struct FileConfig {
     pub journal: JournalSection,
     #[serde(default)]
     pub gc: GcSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// `[storage]`: where metadata and chunks live (the same values as `--meta` / `--chunks`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub meta: Option<String>,
+    pub chunks: Option<String>,
+}
+
+/// Where the metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaBackend {
+    /// The embedded RocksDB in this directory.
+    Rocks(PathBuf),
+    /// A PostgreSQL database, shareable by several servers.
+    Postgres(String),
+}
+
+/// Where chunk bytes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkBackend {
+    /// A directory (local, or a filesystem several servers mount).
+    Fs(PathBuf),
+    /// `s3://BUCKET/PREFIX` on any S3-compatible server.
+    S3(String),
+}
+
+impl MetaBackend {
+    /// `postgres://…` / `postgresql://…`, or a directory path (`file://` allowed).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match scheme(s) {
+            Some("postgres" | "postgresql") => Ok(MetaBackend::Postgres(s.to_string())),
+            Some("file") => Ok(MetaBackend::Rocks(PathBuf::from(&s["file://".len()..]))),
+            Some(other) => Err(format!(
+                "unknown metadata store {other:?} in {s:?}: use postgres://USER@HOST:PORT/DB or a directory"
+            )),
+            None if s.is_empty() => Err("the metadata store must not be empty".into()),
+            None => Ok(MetaBackend::Rocks(PathBuf::from(s))),
+        }
+    }
+}
+
+impl ChunkBackend {
+    /// `s3://BUCKET/PREFIX`, or a directory path (`file://` allowed).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match scheme(s) {
+            Some("s3") => Ok(ChunkBackend::S3(s.to_string())),
+            Some("file") => Ok(ChunkBackend::Fs(PathBuf::from(&s["file://".len()..]))),
+            Some(other) => Err(format!(
+                "unknown chunk store {other:?} in {s:?}: use s3://BUCKET/PREFIX or a directory"
+            )),
+            None if s.is_empty() => Err("the chunk store must not be empty".into()),
+            None => Ok(ChunkBackend::Fs(PathBuf::from(s))),
+        }
+    }
+}
+
+/// The scheme of `s` when it is a URL (`scheme://…`).
+fn scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once("://")?;
+    (!scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+    .then_some(scheme)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +230,10 @@ pub struct ServerConfig {
     pub retention: crate::service::Retention,
     /// How often the background GC runs.
     pub gc_interval: std::time::Duration,
+    /// `None`: the embedded RocksDB in `DATA/meta`.
+    pub meta: Option<MetaBackend>,
+    /// `None`: the filesystem store in `DATA/chunks`.
+    pub chunks: Option<ChunkBackend>,
 }
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 100_000_000;
@@ -173,6 +253,8 @@ impl ServerConfig {
             versions_keep: DEFAULT_VERSIONS_KEEP,
             retention: crate::service::Retention::default(),
             gc_interval: std::time::Duration::from_secs(3600),
+            meta: None,
+            chunks: None,
         }
     }
 
@@ -218,6 +300,12 @@ impl ServerConfig {
             if cfg.gc_interval.is_zero() {
                 return Err("gc.interval must be greater than zero".into());
             }
+        }
+        if let Some(m) = cli.meta.or(file.storage.meta) {
+            cfg.meta = Some(MetaBackend::parse(&m)?);
+        }
+        if let Some(c) = cli.chunks.or(file.storage.chunks) {
+            cfg.chunks = Some(ChunkBackend::parse(&c)?);
         }
         let tls_enabled = !cli.no_tls && file.tls.enabled.unwrap_or(true);
         let cert = cli.tls_cert.or(file.tls.cert_path);
@@ -295,6 +383,46 @@ mod tests {
         let cfg = ServerConfig::resolve(Cli::default()).expect("defaults");
         assert_eq!((cfg.port, cfg.max_file_size), (3000, DEFAULT_MAX_FILE_SIZE));
         assert_eq!(cfg.data_dir, PathBuf::from("./volebarn-data"));
+    }
+
+    #[test]
+    fn storage_backends_from_flags_file_and_urls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "[storage]\nmeta = \"postgres://vb@db:5432/volebarn\"\nchunks = \"s3://bucket/prefix\"\n",
+        )
+        .expect("write");
+        let cfg = ServerConfig::resolve(Cli {
+            config: Some(file.clone()),
+            ..Cli::default()
+        })
+        .expect("resolve");
+        assert_eq!(
+            cfg.meta,
+            Some(MetaBackend::Postgres("postgres://vb@db:5432/volebarn".into()))
+        );
+        assert_eq!(cfg.chunks, Some(ChunkBackend::S3("s3://bucket/prefix".into())));
+        let cfg = ServerConfig::resolve(Cli {
+            config: Some(file),
+            chunks: Some("/srv/chunks".into()),
+            ..Cli::default()
+        })
+        .expect("resolve");
+        assert_eq!(cfg.chunks, Some(ChunkBackend::Fs("/srv/chunks".into())));
+        assert_eq!(
+            ServerConfig::resolve(Cli::default()).expect("defaults").meta,
+            None
+        );
+        assert_eq!(
+            MetaBackend::parse("file:///var/meta"),
+            Ok(MetaBackend::Rocks("/var/meta".into()))
+        );
+        let err = MetaBackend::parse("mysql://db/x").unwrap_err();
+        assert!(err.contains("\"mysql\"") && err.contains("postgres://"), "{err}");
+        let err = ChunkBackend::parse("gs://bucket").unwrap_err();
+        assert!(err.contains("\"gs\"") && err.contains("s3://"), "{err}");
     }
 
     #[test]

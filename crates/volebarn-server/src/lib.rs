@@ -12,7 +12,7 @@ pub mod storage;
 pub mod tls;
 
 use anyhow::{anyhow, Context};
-use config::{ServerConfig, TlsMode};
+use config::{ChunkBackend, MetaBackend, ServerConfig, TlsMode};
 use service::{Service, ServiceConfig};
 use std::future::Future;
 use std::io::Write;
@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::chunks::fs::FsChunkStore;
+use storage::meta::postgres::PgMetaStore;
 use storage::meta::rocks::RocksMetaStore;
+use storage::{ChunkStore, MetaStore};
 
 const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 const H2_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
@@ -76,17 +78,56 @@ pub struct Prepared {
     pub ca_cert: Option<PathBuf>,
 }
 
+/// Opens the configured metadata store: the embedded RocksDB in `DATA/meta` by default.
+async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let backend = cfg
+        .meta
+        .clone()
+        .unwrap_or_else(|| MetaBackend::Rocks(cfg.data_dir.join("meta")));
+    // Both open calls block (a database open, a connection with a timeout).
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<dyn MetaStore>> {
+        Ok(match backend {
+            MetaBackend::Rocks(dir) => Arc::new(
+                RocksMetaStore::open(&dir)
+                    .map_err(|e| anyhow!("opening metadata in {}: {e}", dir.display()))?,
+            ),
+            MetaBackend::Postgres(url) => {
+                Arc::new(PgMetaStore::connect(&url).map_err(|e| anyhow!("opening the metadata store: {e}"))?)
+            }
+        })
+    })
+    .await
+    .map_err(|e| anyhow!("opening the metadata store: {e}"))?
+}
+
+/// Opens the configured chunk store: the filesystem store in `DATA/chunks` by default.
+async fn open_chunks(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn ChunkStore>> {
+    Ok(match &cfg.chunks {
+        None => Arc::new(
+            FsChunkStore::open(&cfg.data_dir.join("chunks"), &cfg.data_dir.join("tmp"))
+                .map_err(|e| anyhow!("opening chunk store: {e}"))?,
+        ),
+        // Staging inside the directory keeps it on the same filesystem (renames stay atomic);
+        // the store's listing skips names that are not chunk ids.
+        Some(ChunkBackend::Fs(dir)) => Arc::new(
+            FsChunkStore::open(dir, &dir.join(".staging"))
+                .map_err(|e| anyhow!("opening chunk store {}: {e}", dir.display()))?,
+        ),
+        Some(ChunkBackend::S3(url)) => {
+            return Err(anyhow!("chunk store {url}: S3 is not available in this build"))
+        }
+    })
+}
+
 /// Opens storage, loads or generates the token and TLS material, builds the router.
-pub fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
+pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let meta = RocksMetaStore::open(&cfg.data_dir.join("meta"))
-        .map_err(|e| anyhow!("opening metadata in {}: {e}", cfg.data_dir.display()))?;
-    let chunks = FsChunkStore::open(&cfg.data_dir.join("chunks"), &cfg.data_dir.join("tmp"))
-        .map_err(|e| anyhow!("opening chunk store: {e}"))?;
+    let meta = open_meta(cfg).await?;
+    let chunks = open_chunks(cfg).await?;
     let service = Service::new(
-        Arc::new(meta),
-        Arc::new(chunks),
+        meta,
+        chunks,
         ServiceConfig {
             max_file_size: cfg.max_file_size,
             versions_keep: cfg.versions_keep,
@@ -231,7 +272,7 @@ pub fn base_url(cfg: &ServerConfig, addr: SocketAddr) -> String {
 /// Runs the server the way `main` does: prints the listening line (and a generated token
 /// once), serves until SIGINT/SIGTERM.
 pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
-    let prepared = prepare(&cfg)?;
+    let prepared = prepare(&cfg).await?;
     let listener = bind(&cfg)?;
     let addr = listener.local_addr()?;
     if prepared.token_generated {
@@ -296,7 +337,7 @@ impl RunningServer {
 
 /// Starts a server on the configured address (use port 0 in tests) in the background.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<RunningServer> {
-    let prepared = prepare(&cfg)?;
+    let prepared = prepare(&cfg).await?;
     let listener = bind(&cfg)?;
     let addr = listener.local_addr()?;
     let (token, ca_cert) = (prepared.token.clone(), prepared.ca_cert.clone());

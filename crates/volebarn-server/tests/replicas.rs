@@ -3,6 +3,7 @@
 //! interleaved step by step in both orders, and a chunk a commit depends on is never lost.
 
 use bytes::Bytes;
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 use volebarn_core::timefmt::now_nanos;
@@ -11,22 +12,46 @@ use volebarn_core::{ChunkId, VPath, Xxh3};
 use volebarn_server::error::ServiceError;
 use volebarn_server::service::{Retention, Service, ServiceConfig, UploadOptions, WriteMode};
 use volebarn_server::storage::chunks::fs::FsChunkStore;
+use volebarn_server::storage::meta::postgres::PgMetaStore;
 use volebarn_server::storage::meta::rocks::RocksMetaStore;
 use volebarn_server::storage::{ChunkStore, MetaStore};
 
 const GRACE: Duration = Duration::from_secs(3600);
 
+/// The engines two replicas share.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// One RocksDB and one chunk directory, shared in-process (the embedded default).
+    RocksFs,
+    /// One PostgreSQL database, each replica with its own connections, and a shared directory.
+    PostgresFs,
+}
+
 struct Pair {
     a: Service,
     b: Service,
-    chunks: Arc<FsChunkStore>,
-    _dir: tempfile::TempDir,
+    chunks: Arc<dyn ChunkStore>,
+    _keep: Box<dyn Any>,
 }
 
-fn pair() -> Pair {
+async fn pair(backend: Backend) -> Pair {
     let dir = tempfile::tempdir().expect("tempdir");
-    let meta: Arc<dyn MetaStore> = Arc::new(RocksMetaStore::open(&dir.path().join("meta")).expect("meta"));
-    let chunks =
+    let (meta_a, meta_b): (Arc<dyn MetaStore>, Arc<dyn MetaStore>) = match backend {
+        Backend::RocksFs => {
+            let m: Arc<dyn MetaStore> =
+                Arc::new(RocksMetaStore::open(&dir.path().join("meta")).expect("meta"));
+            (m.clone(), m)
+        }
+        Backend::PostgresFs => {
+            let url = volebarn_testkit::pg_cluster().database();
+            let connect = move || PgMetaStore::connect(&url).expect("connect");
+            let (a, b) = tokio::task::spawn_blocking(move || (connect(), connect()))
+                .await
+                .expect("connect task");
+            (Arc::new(a), Arc::new(b))
+        }
+    };
+    let chunks: Arc<dyn ChunkStore> =
         Arc::new(FsChunkStore::open(&dir.path().join("chunks"), &dir.path().join("tmp")).expect("chunks"));
     let config = ServiceConfig {
         max_file_size: 1 << 30,
@@ -37,14 +62,39 @@ fn pair() -> Pair {
             ..Retention::default()
         },
     };
-    let shared: Arc<dyn ChunkStore> = chunks.clone();
     Pair {
-        a: Service::new(meta.clone(), shared.clone(), config.clone()).expect("service a"),
-        b: Service::new(meta, shared, config).expect("service b"),
+        a: Service::new(meta_a, chunks.clone(), config.clone()).expect("service a"),
+        b: Service::new(meta_b, chunks.clone(), config).expect("service b"),
         chunks,
-        _dir: dir,
+        _keep: Box::new(dir),
     }
 }
+
+/// Runs each scenario on every backend pair, as its own test.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod rocks_fs {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::RocksFs).await
+            })*
+        }
+        mod postgres_fs {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::PostgresFs).await
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    a_write_through_one_replica_wakes_and_is_read_through_the_other,
+    gc_on_one_replica_never_loses_a_chunk_the_other_commits,
+    a_commit_that_comes_first_keeps_its_chunk_from_gc,
+    freed_chunks_wait_for_the_grace_period,
+    small_files_live_inline_with_no_chunk_files,
+);
 
 fn p(s: &str) -> VPath {
     VPath::parse(s).expect("path")
@@ -91,14 +141,16 @@ async fn read(s: &Service, path: &str) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn a_write_through_one_replica_wakes_and_is_read_through_the_other() {
-    let t = pair();
+async fn a_write_through_one_replica_wakes_and_is_read_through_the_other(backend: Backend) {
+    let t = pair(backend).await;
     let mut head_b = t.b.subscribe_head();
     let before = *head_b.borrow_and_update();
     upload(&t.a, "doc.txt", b"written through a").await;
-    assert!(head_b.has_changed().expect("store alive"), "b sees a's commit");
-    assert!(*head_b.borrow() > before);
+    // b's long-polls wake within a second of a's commit (through the store's notification).
+    tokio::time::timeout(Duration::from_secs(1), head_b.wait_for(|h| *h > before))
+        .await
+        .expect("b woken within 1 s")
+        .expect("store alive");
     assert_eq!(read(&t.b, "doc.txt").await, b"written through a");
     // Revisions come from the shared store: b continues after a.
     upload(&t.b, "other.txt", b"through b").await;
@@ -107,9 +159,8 @@ async fn a_write_through_one_replica_wakes_and_is_read_through_the_other() {
     assert!(rb > ra);
 }
 
-#[tokio::test]
-async fn gc_on_one_replica_never_loses_a_chunk_the_other_commits() {
-    let t = pair();
+async fn gc_on_one_replica_never_loses_a_chunk_the_other_commits(backend: Backend) {
+    let t = pair(backend).await;
     let data = content(1);
     let id = ChunkId::of(&data);
     upload(&t.a, "f", &data).await;
@@ -142,9 +193,8 @@ async fn gc_on_one_replica_never_loses_a_chunk_the_other_commits() {
     assert_eq!(read(&t.a, "g").await, data);
 }
 
-#[tokio::test]
-async fn a_commit_that_comes_first_keeps_its_chunk_from_gc() {
-    let t = pair();
+async fn a_commit_that_comes_first_keeps_its_chunk_from_gc(backend: Backend) {
+    let t = pair(backend).await;
     let data = content(2);
     let id = ChunkId::of(&data);
     upload(&t.a, "f", &data).await;
@@ -159,9 +209,8 @@ async fn a_commit_that_comes_first_keeps_its_chunk_from_gc() {
     assert_eq!(read(&t.b, "g").await, data);
 }
 
-#[tokio::test]
-async fn freed_chunks_wait_for_the_grace_period() {
-    let t = pair();
+async fn freed_chunks_wait_for_the_grace_period(backend: Backend) {
+    let t = pair(backend).await;
     let data = content(3);
     let id = ChunkId::of(&data);
     upload(&t.a, "f", &data).await;
@@ -173,9 +222,8 @@ async fn freed_chunks_wait_for_the_grace_period() {
     assert_eq!(t.chunks.contains_many(&[id]).await.expect("contains"), vec![None]);
 }
 
-#[tokio::test]
-async fn small_files_live_inline_with_no_chunk_files() {
-    let t = pair();
+async fn small_files_live_inline_with_no_chunk_files(backend: Backend) {
+    let t = pair(backend).await;
     upload(&t.a, "small.txt", b"tiny").await;
     assert!(
         t.chunks.list().await.expect("list").is_empty(),

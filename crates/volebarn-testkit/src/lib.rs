@@ -12,13 +12,17 @@
 //! - [`FaultProxy`]: a TCP forwarder in front of the server that counts the bytes and breaks
 //!   connections on purpose (refuse, cut after so many bytes, lose an answer, flip a byte).
 //!
+//! - [`pg_cluster`]: a throwaway PostgreSQL cluster per test binary, a fresh database per test.
+//!
 //! It must not know the server's internals: tests see what a user sees (bytes, hashes, status
 //! and error codes, files on disk), and the kit only starts, stops and points at things.
 
+mod postgres;
 mod proxy;
 mod server;
 mod tree;
 
+pub use postgres::{pg_cluster, PgCluster};
 pub use proxy::{Direction, Fault, FaultProxy};
 pub use server::{fail_fast, TestServer};
 pub use tree::{

@@ -36,6 +36,7 @@ pub struct Metrics {
     stored_bytes: Gauge,
     dedup_ratio: Gauge<f64, AtomicU64>,
     journal_head: Gauge,
+    long_polls: Gauge,
 }
 
 impl Default for Metrics {
@@ -51,6 +52,7 @@ impl Default for Metrics {
             Gauge::default(),
         );
         let dedup_ratio = Gauge::<f64, AtomicU64>::default();
+        let long_polls = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -79,6 +81,11 @@ impl Default for Metrics {
             dedup_ratio.clone(),
         );
         registry.register("journal_head", "Highest revision committed", journal_head.clone());
+        registry.register(
+            "long_polls",
+            "Long-polls of /changes parked waiting for a commit",
+            long_polls.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -89,6 +96,7 @@ impl Default for Metrics {
             stored_bytes,
             dedup_ratio,
             journal_head,
+            long_polls,
         }
     }
 }
@@ -128,6 +136,7 @@ pub async fn metrics(State(st): State<AppState>) -> ServiceResult<Response> {
     };
     m.dedup_ratio.set(ratio);
     m.journal_head.set(gauge_value(stats.head_rev));
+    m.long_polls.set(gauge_value(st.service.parked_long_polls()));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &m.registry)
         .map_err(|e| ServiceError::Internal(format!("encoding metrics: {e}")))?;

@@ -134,10 +134,12 @@ impl Service {
             return Ok(first);
         }
         // The watch guard is dropped right here: it must not live across an await.
+        let parked = Parked::new(&self.inner.parked);
         let arrived = matches!(
             tokio::time::timeout(wait, head.wait_for(|h| *h > since)).await,
             Ok(Ok(_))
         );
+        drop(parked);
         if arrived {
             self.read_changes(since, limit).await
         } else {
@@ -270,5 +272,21 @@ impl Service {
             })
         })
         .await?
+    }
+}
+
+/// Counts a parked long-poll for as long as it lives (also when its request is dropped).
+struct Parked<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Parked<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicU64) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Parked(count)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -104,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) chunks: Arc<dyn ChunkStore>,
     pub(crate) config: ServiceConfig,
+    /// Long-polls of `/changes` parked waiting for a commit (exported in `/metrics`).
+    pub(crate) parked: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
@@ -177,7 +179,12 @@ impl Service {
         config: ServiceConfig,
     ) -> Result<Self, StorageError> {
         Ok(Service {
-            inner: Arc::new(Inner { meta, chunks, config }),
+            inner: Arc::new(Inner {
+                meta,
+                chunks,
+                config,
+                parked: Default::default(),
+            }),
         })
     }
 
@@ -189,6 +196,11 @@ impl Service {
     /// a commit through another server sharing it wakes this one's long-polls too).
     pub fn subscribe_head(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.meta.watch_head()
+    }
+
+    /// How many long-polls are parked waiting for a commit right now.
+    pub fn parked_long_polls(&self) -> u64 {
+        self.inner.parked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The highest committed revision.

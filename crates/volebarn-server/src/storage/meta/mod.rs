@@ -1,5 +1,7 @@
 //! Metadata storage: files, directories, chunk refcounts, versions, journal, indexes.
 
+pub mod postgres;
+pub mod resolve;
 pub mod rocks;
 
 #[cfg(any(test, feature = "conformance"))]

@@ -4,13 +4,13 @@
 //! are one prefix and the whole subtree sorts together. Versions append `0xFF ‖ rev` (0xFF
 //! never occurs in UTF-8). Journal and revision keys are big-endian `u64`.
 
-use super::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, MetaTxn, StoreStats};
+use super::resolve::resolve;
+use super::{CommitOutcome, Entry, MetaBatch, MetaStore, MetaTxn, StoreStats};
 use crate::storage::codec::{decode, encode};
 use crate::storage::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
 use crate::storage::{StorageError, StorageResult};
 use bytes::Bytes;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use volebarn_core::{ChunkId, VPath};
@@ -74,14 +74,14 @@ pub fn path_key(p: &VPath) -> Vec<u8> {
         .collect()
 }
 
-fn key_path(k: &[u8]) -> StorageResult<VPath> {
+pub(super) fn key_path(k: &[u8]) -> StorageResult<VPath> {
     let s: Vec<u8> = k.iter().map(|&b| if b == 0 { b'/' } else { b }).collect();
     let s = String::from_utf8(s).map_err(|_| StorageError::Corrupt("non-UTF-8 key".into()))?;
     VPath::parse(&s).map_err(|e| StorageError::Corrupt(format!("bad stored path {s:?}: {e}")))
 }
 
 /// Prefix of every key strictly below `dir`.
-fn subtree_prefix(dir: &VPath) -> Vec<u8> {
+pub(super) fn subtree_prefix(dir: &VPath) -> Vec<u8> {
     let mut k = path_key(dir);
     if !dir.is_root() {
         k.push(0);
@@ -239,13 +239,6 @@ impl RocksMetaStore {
     fn stats_record(&self) -> StorageResult<StatsRecord> {
         Ok(self.get_decoded(CF_META, KEY_STATS)?.unwrap_or_default())
     }
-}
-
-/// Commit-time view of state, so several ops on one key inside a batch see each other.
-#[derive(Default)]
-struct Pending {
-    files: HashMap<VPath, Option<FileRecord>>,
-    chunks: HashMap<ChunkId, Option<ChunkInfo>>,
 }
 
 impl MetaStore for RocksMetaStore {
@@ -559,119 +552,83 @@ impl RocksMetaStore {
     /// Writes one batch (the caller holds the writer lock), setting the head to `head`;
     /// returns the outcome and the batch's WAL sequence number, not yet synced.
     fn apply(&self, batch: MetaBatch, head: Option<u64>) -> StorageResult<(CommitOutcome, u64)> {
+        let r = resolve(
+            batch,
+            |p| self.get_decoded(CF_FILES, &path_key(p)),
+            |id| self.chunk(id),
+            self.stats()?,
+        )?;
         let mut wb = WriteBatch::default();
-        let mut pending = Pending::default();
-        let mut stats = self.stats_record()?;
-
-        for op in batch.ops {
-            match op {
-                MetaOp::PutFile(path, rec) => {
-                    let old = self.current_file(&pending, &path)?;
-                    let key = path_key(&path);
-                    if let Some(old) = &old {
-                        wb.delete_cf(self.cf(CF_HASH), hash_key(old.xxh3, &path));
-                        wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, &path));
-                        stats.file_bytes = stats.file_bytes.saturating_sub(old.size);
-                    } else {
-                        stats.files += 1;
-                    }
-                    stats.file_bytes += rec.size;
-                    wb.put_cf(self.cf(CF_HASH), hash_key(rec.xxh3, &path), []);
-                    wb.put_cf(self.cf(CF_MODIFIED), mtime_key(rec.mtime, &path), []);
-                    wb.put_cf(self.cf(CF_FILES), &key, encode(&rec));
-                    pending.files.insert(path, Some(rec));
-                }
-                MetaOp::DeleteFile(path) => {
-                    if let Some(old) = self.current_file(&pending, &path)? {
-                        wb.delete_cf(self.cf(CF_HASH), hash_key(old.xxh3, &path));
-                        wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, &path));
-                        wb.delete_cf(self.cf(CF_FILES), path_key(&path));
-                        stats.files = stats.files.saturating_sub(1);
-                        stats.file_bytes = stats.file_bytes.saturating_sub(old.size);
-                        pending.files.insert(path, None);
-                    }
-                }
-                MetaOp::PutDir(path, rec) => wb.put_cf(self.cf(CF_DIRS), path_key(&path), encode(&rec)),
-                MetaOp::DeleteDir(path) => wb.delete_cf(self.cf(CF_DIRS), path_key(&path)),
-                MetaOp::AdjustChunk { id, size, delta } => {
-                    let cur = match pending.chunks.get(&id) {
-                        Some(c) => *c,
-                        None => self.chunk(&id)?,
-                    };
-                    let refs = cur.map_or(0, |c| c.refs as i64) + delta;
-                    if refs < 0 {
-                        return Err(StorageError::Corrupt(format!(
-                            "refcount of chunk {id} would drop below zero"
-                        )));
-                    }
-                    let next = if refs == 0 {
-                        wb.delete_cf(self.cf(CF_CHUNKS), id.0);
-                        None
-                    } else {
-                        let info = ChunkInfo {
-                            refs: refs as u64,
-                            size: cur.map_or(size, |c| c.size),
-                        };
-                        wb.put_cf(self.cf(CF_CHUNKS), id.0, encode(&info));
-                        Some(info)
-                    };
-                    match (cur.is_some(), next.is_some()) {
-                        (false, true) => {
-                            stats.chunks += 1;
-                            stats.chunk_bytes += u64::from(size);
-                        }
-                        (true, false) => {
-                            let s = cur.map_or(0, |c| u64::from(c.size));
-                            stats.chunks = stats.chunks.saturating_sub(1);
-                            stats.chunk_bytes = stats.chunk_bytes.saturating_sub(s);
-                        }
-                        _ => {}
-                    }
-                    pending.chunks.insert(id, next);
-                }
-                MetaOp::PutVersion(path, v) => {
-                    wb.put_cf(self.cf(CF_VERSIONS), version_key(&path, v.file.rev), encode(&v))
-                }
-                MetaOp::DeleteVersion(path, rev) => {
-                    wb.delete_cf(self.cf(CF_VERSIONS), version_key(&path, rev))
-                }
-                MetaOp::TrimJournal(upto) => {
-                    let end = upto.saturating_add(1).to_be_bytes();
-                    wb.delete_range_cf(self.cf(CF_JOURNAL), 0u64.to_be_bytes(), end);
-                    let floor = upto.max(self.journal_floor()?);
-                    wb.put_cf(self.cf(CF_META), KEY_JOURNAL_FLOOR, floor.to_be_bytes());
-                }
-                MetaOp::Journal(change) => {
-                    wb.put_cf(self.cf(CF_JOURNAL), change.rev.to_be_bytes(), encode(&change));
-                }
-                MetaOp::PutChunkData(id, data) => wb.put_cf(self.cf(CF_CHUNK_DATA), id.0, &data),
-                MetaOp::PutClaim(claim) => wb.put_cf(self.cf(CF_CLAIMS), claim.key(), encode(&claim)),
-                MetaOp::DeleteClaim(key) => wb.delete_cf(self.cf(CF_CLAIMS), key),
+        for (path, d) in &r.files {
+            let key = path_key(path);
+            if let Some(old) = &d.old {
+                wb.delete_cf(self.cf(CF_HASH), hash_key(old.xxh3, path));
+                wb.delete_cf(self.cf(CF_MODIFIED), mtime_key(old.mtime, path));
             }
+            match &d.new {
+                Some(rec) => {
+                    wb.put_cf(self.cf(CF_HASH), hash_key(rec.xxh3, path), []);
+                    wb.put_cf(self.cf(CF_MODIFIED), mtime_key(rec.mtime, path), []);
+                    wb.put_cf(self.cf(CF_FILES), &key, encode(rec));
+                }
+                None => wb.delete_cf(self.cf(CF_FILES), &key),
+            }
+        }
+        for (path, d) in &r.dirs {
+            match d {
+                Some(rec) => wb.put_cf(self.cf(CF_DIRS), path_key(path), encode(rec)),
+                None => wb.delete_cf(self.cf(CF_DIRS), path_key(path)),
+            }
+        }
+        for (id, d) in &r.chunks {
+            match &d.new {
+                Some(info) => wb.put_cf(self.cf(CF_CHUNKS), id.0, encode(info)),
+                None => {
+                    wb.delete_cf(self.cf(CF_CHUNKS), id.0);
+                    wb.delete_cf(self.cf(CF_CHUNK_DATA), id.0);
+                }
+            }
+        }
+        for (id, data) in &r.chunk_data {
+            wb.put_cf(self.cf(CF_CHUNK_DATA), id.0, data);
+        }
+        for ((path, rev), v) in &r.versions {
+            match v {
+                Some(v) => wb.put_cf(self.cf(CF_VERSIONS), version_key(path, *rev), encode(v)),
+                None => wb.delete_cf(self.cf(CF_VERSIONS), version_key(path, *rev)),
+            }
+        }
+        for (key, claim) in &r.claims {
+            match claim {
+                Some(c) => wb.put_cf(self.cf(CF_CLAIMS), key, encode(c)),
+                None => wb.delete_cf(self.cf(CF_CLAIMS), key),
+            }
+        }
+        if let Some(upto) = r.trim {
+            let end = upto.saturating_add(1).to_be_bytes();
+            wb.delete_range_cf(self.cf(CF_JOURNAL), 0u64.to_be_bytes(), end);
+            let floor = upto.max(self.journal_floor()?);
+            wb.put_cf(self.cf(CF_META), KEY_JOURNAL_FLOOR, floor.to_be_bytes());
+        }
+        for change in &r.journal {
+            wb.put_cf(self.cf(CF_JOURNAL), change.rev.to_be_bytes(), encode(change));
         }
         if let Some(h) = head {
             wb.put_cf(self.cf(CF_META), KEY_HEAD_REV, h.to_be_bytes());
         }
-        // A chunk nothing references any more takes its inline bytes with it; written last so
-        // it wins over a `PutChunkData` earlier in the same batch.
-        for (id, info) in &pending.chunks {
-            if info.is_none() {
-                wb.delete_cf(self.cf(CF_CHUNK_DATA), id.0);
-            }
-        }
+        let s = r.stats;
+        let stats = StatsRecord {
+            files: s.files,
+            file_bytes: s.file_bytes,
+            chunks: s.chunks,
+            chunk_bytes: s.chunk_bytes,
+        };
         wb.put_cf(self.cf(CF_META), KEY_STATS, encode(&stats));
         self.db.write(wb).map_err(db_err)?;
         let seq = self.db.latest_sequence_number();
-
-        let mut freed: Vec<ChunkId> = pending
-            .chunks
-            .into_iter()
-            .filter_map(|(id, info)| info.is_none().then_some(id))
-            .collect();
-        freed.sort();
         Ok((
             CommitOutcome {
-                freed_chunks: freed,
+                freed_chunks: r.freed(),
                 head: 0,
             },
             seq,
@@ -679,18 +636,10 @@ impl RocksMetaStore {
     }
 }
 
-impl RocksMetaStore {
-    fn current_file(&self, pending: &Pending, path: &VPath) -> StorageResult<Option<FileRecord>> {
-        if let Some(p) = pending.files.get(path) {
-            return Ok(p.clone());
-        }
-        self.get_decoded(CF_FILES, &path_key(path))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::MetaOp;
 
     #[test]
     fn conformance() {
