@@ -6,7 +6,7 @@ CARGO ?= cargo
 DATA_DIR ?= ./volebarn-data
 ARGS ?=
 
-.PHONY: all deps build run test fmt clippy unit bench clean
+.PHONY: all deps tools build run test fmt clippy unit bench clean
 
 all: build
 
@@ -25,6 +25,17 @@ deps:
 	@command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
 	@command -v rustfmt >/dev/null 2>&1 || rustup component add rustfmt
 
+# Servers the tests run against, installed when missing: Garage (S3) into ~/.cargo/bin. A
+# test server needs no speed, so it is built without LTO at opt-level 1, which shortens the
+# (still long: ~40 min on 2 busy cores) first install.
+tools:
+	@if command -v garage >/dev/null 2>&1 || test -x ~/.cargo/bin/garage; then :; else \
+		echo "installing garage (S3 server for the tests) into ~/.cargo/bin"; \
+		CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+		CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+		$(CARGO) install --locked garage --no-default-features --features bundled-libs,sqlite; \
+	fi
+
 build: deps
 	$(CARGO) build --workspace
 
@@ -37,10 +48,10 @@ fmt:
 clippy: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: deps
+unit: deps tools
 	$(CARGO) test --workspace
 
-test: deps fmt clippy unit
+test: deps tools fmt clippy unit
 
 clean:
 	$(CARGO) clean
