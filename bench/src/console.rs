@@ -1,6 +1,6 @@
 //! Scenario "console": the `volebarn` console's sync engine (`Engine::pass`, what one
 //! `volebarn sync` does) against `rsync -a --delete` to an rsync daemon on loopback, on the same
-//! folder, for the rows of DESIGN.md §7:
+//! folder, for the rows of docs/design.md §7:
 //! 1. first sync of N files of 1–16 KiB from folder A to a fresh server,
 //! 2. a no-op resync of A (which must read no file contents),
 //! 3. 100 edits + 100 adds + 100 deletes in A, then one pass,
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use volebarn_client::{Client, ConflictStrategy, STATE_DIR};
 use volebarn_console::engine::{Engine, EngineConfig, PassOptions, PassReport};
 
-/// Edits, adds and deletes in the change step (DESIGN.md §7: 100 of each).
+/// Edits, adds and deletes in the change step (docs/design.md §7: 100 of each).
 const CHANGES: usize = 100;
-/// The file count DESIGN.md §7's targets are stated for.
+/// The file count docs/design.md §7's targets are stated for.
 const TARGET_FILES: usize = 10_000;
 
 const PUSH: &[&str] = &["--delete", "--exclude=/.volebarn/"];
@@ -33,7 +33,7 @@ struct Row {
     scenario: String,
     volebarn: Duration,
     rsync: Option<Duration>,
-    /// DESIGN.md §7's target; `true` when §7 states it for the uploading client only and it is
+    /// docs/design.md §7's target; `true` when §7 states it for the uploading client only and it is
     /// applied to client B by analogy.
     target: Option<(Duration, bool)>,
 }

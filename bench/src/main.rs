@@ -1,15 +1,18 @@
 //! `volebarn-bench`: measures Volebarn against rsync on the same machine and the same data,
 //! and prints the figures. Run with `make bench` (or `cargo run -p volebarn-bench --release`).
 //!
-//! Scenarios (`--scenario upload|console|large|concurrent|all`, default all; `--files N`,
+//! Scenarios (`--scenario upload|console|large|concurrent|backends|all`, default all; `--files N`,
 //! default 10,000 files of 1–16 KiB; `--large-mib M`, default 1,024):
 //! - `upload` (`upload.rs`): the client library's per-file and bulk uploads to a fresh server;
-//! - `console` (`console.rs`): the console's sync engine, pass by pass, for DESIGN.md §7's rows
+//! - `console` (`console.rs`): the console's sync engine, pass by pass, for docs/design.md §7's rows
 //!   (first sync, no-op resync, 100 edits + 100 adds + 100 deletes, a second client following);
 //! - `large` (`large.rs`): one 1 GiB file through the chunked upload, then a 1-byte edit of it,
 //!   to a `volebarn-server` process whose peak RSS is read from `/proc`;
 //! - `concurrent` (`concurrent.rs`): 16 clients uploading one file per request at once, beside
-//!   the filesystem's own create-then-sync and fsync-per-file rates.
+//!   the filesystem's own create-then-sync and fsync-per-file rates;
+//! - `backends` (`backends.rs`): the small-file tree and the large file against RocksDB +
+//!   filesystem, PostgreSQL + filesystem and PostgreSQL + S3 (a throwaway cluster and Garage
+//!   node), and 16 concurrent clients against one vs two replicas.
 //!
 //! Each prints rsync's figures to an rsync daemon on loopback (`rsync.rs`) on the same run.
 //!
@@ -20,6 +23,7 @@
 //! `<work>/<name>.log` (`RUST_LOG` reaches it). `--work DIR` keeps the data, logs included,
 //! in `DIR` instead of a temporary directory.
 
+mod backends;
 mod concurrent;
 mod console;
 mod large;
@@ -31,7 +35,8 @@ mod upload;
 
 use anyhow::{bail, Context};
 
-const USAGE: &str = "usage: volebarn-bench [--scenario upload|console|large|concurrent|all] [--files N] \
+const USAGE: &str =
+    "usage: volebarn-bench [--scenario upload|console|large|concurrent|backends|all] [--files N] \
                      [--large-mib M] [--server-process] [--profile 'CMD with {pid} {step}'] \
                      [--work DIR]";
 
@@ -41,6 +46,7 @@ enum Scenario {
     Console,
     Large,
     Concurrent,
+    Backends,
     All,
 }
 
@@ -72,13 +78,14 @@ fn parse_args() -> anyhow::Result<Args> {
             "--scenario" => {
                 args.scenario = match it
                     .next()
-                    .context("--scenario upload|console|large|concurrent|all")?
+                    .context("--scenario upload|console|large|concurrent|backends|all")?
                     .as_str()
                 {
                     "upload" => Scenario::Upload,
                     "console" => Scenario::Console,
                     "large" => Scenario::Large,
                     "concurrent" => Scenario::Concurrent,
+                    "backends" => Scenario::Backends,
                     "all" => Scenario::All,
                     other => bail!("unknown scenario {other} ({USAGE})"),
                 }
@@ -151,6 +158,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted(Scenario::Large) {
         gap();
         large::run(&work, args.large_mib).await?;
+    }
+    if wanted(Scenario::Backends) {
+        gap();
+        backends::run(&work, args.files, args.large_mib).await?;
     }
     Ok(())
 }

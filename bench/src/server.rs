@@ -178,6 +178,16 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
 /// generated token, the `--ca-cert` path and the URL it listens on. Its log goes to
 /// `<dir>.log`.
 pub async fn spawn_server(dir: &Path, extra: &[&str]) -> anyhow::Result<BenchServer> {
+    spawn_server_env(dir, extra, &[]).await
+}
+
+/// [`spawn_server`] with extra environment variables (S3 credentials). With `--token T` among
+/// `extra`, the server prints no token and `T` is the one clients use.
+pub async fn spawn_server_env(
+    dir: &Path,
+    extra: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<BenchServer> {
     let bin = server_binary()?;
     let log = dir.with_extension("log");
     let mut child = Command::new(&bin)
@@ -187,6 +197,7 @@ pub async fn spawn_server(dir: &Path, extra: &[&str]) -> anyhow::Result<BenchSer
         .args(extra)
         .env_remove("VOLEBARN_TOKEN")
         .env_remove("VOLEBARN_CONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log)?)
@@ -195,6 +206,12 @@ pub async fn spawn_server(dir: &Path, extra: &[&str]) -> anyhow::Result<BenchSer
     let stdout = child.stdout.take().context("the server's stdout")?;
     let process = ServerProcess { child };
     let (token, ca_cert, url, lines) = tokio::task::spawn_blocking(move || read_banner(stdout)).await??;
+    let given = extra
+        .iter()
+        .position(|a| *a == "--token")
+        .and_then(|i| extra.get(i + 1))
+        .map(|t| t.to_string());
+    let token = token.or(given);
     // Keep reading what it prints (nothing, normally) so it never writes into a closed pipe.
     std::thread::spawn(move || for _ in lines {});
     let (Some(token), Some(url)) = (token, url) else {

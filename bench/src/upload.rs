@@ -87,7 +87,7 @@ async fn per_file(
     Ok(elapsed)
 }
 
-async fn bulk(
+pub async fn bulk(
     server: &BenchServer,
     client: &Client,
     files: &[(String, Bytes)],

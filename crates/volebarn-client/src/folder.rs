@@ -1,5 +1,5 @@
 //! Whole-folder sync for programs that want one call: `full_sync(root)` = scan → plan (on the
-//! server, three-way, DESIGN.md §6) → apply → verify. The base state — what both sides agreed
+//! server, three-way, docs/design.md §6) → apply → verify. The base state — what both sides agreed
 //! on at the last sync — is kept in `<root>/.volebarn/base.json`; `.volebarn/` is never synced.
 //!
 //! This scan hashes every file; the console app keeps a persistent index so a no-op scan only

@@ -1,6 +1,6 @@
 //! The sync engine: one pass = refresh the remote mirror (manifest once, then `/changes`), scan
 //! the folder against the index, turn renames into server-side moves, apply the safety rails,
-//! plan three-way (DESIGN.md §6) locally, apply, and persist the index.
+//! plan three-way ([docs/design.md](docs/design.md) §6) locally, apply, and persist the index.
 //!
 //! Safety rails: without the root marker (`.volebarn/marker`) while the index remembers synced
 //! files, nothing is done at all (an unmounted disk or a recreated folder must not look like
@@ -805,7 +805,7 @@ impl Engine {
     }
 }
 
-/// A file's parent directories exist implicitly (DESIGN.md §2).
+/// A file's parent directories exist implicitly ([docs/design.md](docs/design.md) §2).
 fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
     let mut end = path.len();
     while let Some(i) = path[..end].rfind('/') {

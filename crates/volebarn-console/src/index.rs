@@ -1,5 +1,5 @@
 //! The `FileIndex`: per path, what the last scan saw locally (stat + hash, so an unchanged file
-//! is never read again) and the base both sides agreed on at the last sync (DESIGN.md §6).
+//! is never read again) and the base both sides agreed on at the last sync ([docs/design.md](docs/design.md) §6).
 //! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
 //! each pass writes only the entries that changed, in one synced batch.
 

@@ -1,4 +1,4 @@
-//! Content-defined chunking (DESIGN.md §3): FastCDC v2020, min 256 KiB, avg 1 MiB, max 4 MiB.
+//! Content-defined chunking ([docs/design.md](docs/design.md) §3): FastCDC v2020, min 256 KiB, avg 1 MiB, max 4 MiB.
 //!
 //! Server and client must cut identical chunks from identical bytes, so both use this module.
 //! [`Chunker`] cuts a stream incrementally while holding at most `MAX_CHUNK` + one pushed

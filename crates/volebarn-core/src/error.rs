@@ -1,4 +1,4 @@
-//! The seed's `OperationError` body and every `error_code` the API can answer (DESIGN.md §5).
+//! The seed's `OperationError` body and every `error_code` the API can answer ([docs/design.md](docs/design.md) §5).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,7 +14,7 @@ pub enum ErrorCode {
     HashMismatch,
     NetworkError,
     ServerError,
-    // Our additions (DESIGN.md §5).
+    // Our additions ([docs/design.md](docs/design.md) §5).
     AlreadyExists,
     InvalidPath,
     PayloadTooLarge,

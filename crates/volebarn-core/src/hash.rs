@@ -1,4 +1,4 @@
-//! Hash newtypes (DESIGN.md §3): `Xxh3` for end-to-end integrity, `ChunkId` (BLAKE3-256) for
+//! Hash newtypes ([docs/design.md](docs/design.md) §3): `Xxh3` for end-to-end integrity, `ChunkId` (BLAKE3-256) for
 //! content addressing. Never use a 64-bit hash as a storage key.
 
 use std::fmt;

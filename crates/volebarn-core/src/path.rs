@@ -1,4 +1,4 @@
-//! Validated API paths (DESIGN.md §2): parse once at the edge, trust afterwards.
+//! Validated API paths ([docs/design.md](docs/design.md) §2): parse once at the edge, trust afterwards.
 
 use std::fmt;
 
@@ -43,7 +43,7 @@ impl VPath {
     }
 
     /// Validates `raw` (already percent-decoded). One leading `/` and one trailing `/` are
-    /// accepted and dropped; everything else that DESIGN.md §2 forbids is rejected.
+    /// accepted and dropped; everything else that docs/design.md §2 forbids is rejected.
     pub fn parse(raw: &str) -> Result<Self, PathError> {
         let s = raw.strip_prefix('/').unwrap_or(raw);
         let s = s.strip_suffix('/').unwrap_or(s);

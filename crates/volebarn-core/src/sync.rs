@@ -1,4 +1,4 @@
-//! The three-way sync planner (DESIGN.md §6).
+//! The three-way sync planner ([docs/design.md](docs/design.md) §6).
 //!
 //! It owns the decision "what must happen to each path so that client and server agree again",
 //! made from three manifests: what the client has, what the server has, and the *base* — what both
@@ -189,7 +189,7 @@ impl SyncPlan {
     }
 }
 
-/// Computes what to do so that both sides hold the same files again (DESIGN.md §6).
+/// Computes what to do so that both sides hold the same files again ([docs/design.md](docs/design.md) §6).
 ///
 /// Paths are relative, `/`-separated, already validated (see [`crate::VPath`]); the root (`""`)
 /// is ignored in the directory sets. `local_dirs` and `remote_dirs` need not list the parents of
@@ -209,7 +209,7 @@ pub fn plan(
     let local_tree = tree(local_dirs.iter(), local.keys());
     let remote_tree = tree(remote_dirs.iter(), remote.keys());
     // A file facing a directory: no table row applies, and any transfer at or under the path
-    // would fail (DESIGN.md §2: a path is a file or a directory, never both).
+    // would fail (docs/design.md §2: a path is a file or a directory, never both).
     let clashes: BTreeSet<&str> = local
         .keys()
         .filter(|p| remote_tree.contains(p.as_str()))
@@ -257,7 +257,7 @@ fn same_content(a: (Xxh3, u64), b: (Xxh3, u64)) -> bool {
     a == b
 }
 
-/// Applies the DESIGN.md §6 table to one path that is a file (or nothing) on both sides.
+/// Applies the docs/design.md §6 table to one path that is a file (or nothing) on both sides.
 fn plan_file(
     path: &str,
     local: Option<&LocalState>,

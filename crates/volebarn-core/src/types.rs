@@ -1,4 +1,4 @@
-//! Wire types: exactly the seed's JSON schemas, plus `rev` (DESIGN.md §4).
+//! Wire types: exactly the seed's JSON schemas, plus `rev` ([docs/design.md](docs/design.md) §4).
 
 use crate::hash::{ChunkId, Xxh3};
 use crate::timefmt::{rfc3339_nanos, UnixNanos};
@@ -177,7 +177,7 @@ pub struct FileManifest {
 }
 
 /// One entry of a client's manifest in `POST /bulk/sync`: the seed's `FileMetadata` fields
-/// plus the base the client last synced (DESIGN.md §6).
+/// plus the base the client last synced ([docs/design.md](docs/design.md) §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientEntry {

@@ -234,6 +234,9 @@ pub struct ServerConfig {
     pub meta: Option<MetaBackend>,
     /// `None`: the filesystem store in `DATA/chunks`.
     pub chunks: Option<ChunkBackend>,
+    /// S3 endpoint and credentials for an `s3://` chunk store; `None` reads the standard
+    /// `AWS_*` environment at start (tests set it here instead of in the process environment).
+    pub s3: Option<crate::storage::chunks::s3::S3Settings>,
 }
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 100_000_000;
@@ -255,6 +258,7 @@ impl ServerConfig {
             gc_interval: std::time::Duration::from_secs(3600),
             meta: None,
             chunks: None,
+            s3: None,
         }
     }
 

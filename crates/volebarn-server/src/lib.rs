@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use storage::chunks::fs::FsChunkStore;
+use storage::chunks::s3::{S3ChunkStore, S3Settings};
 use storage::meta::postgres::PgMetaStore;
 use storage::meta::rocks::RocksMetaStore;
 use storage::{ChunkStore, MetaStore};
@@ -114,7 +115,12 @@ async fn open_chunks(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn ChunkStore>> 
                 .map_err(|e| anyhow!("opening chunk store {}: {e}", dir.display()))?,
         ),
         Some(ChunkBackend::S3(url)) => {
-            return Err(anyhow!("chunk store {url}: S3 is not available in this build"))
+            let settings = cfg.s3.clone().unwrap_or_else(S3Settings::from_env);
+            Arc::new(
+                S3ChunkStore::open(url, &settings)
+                    .await
+                    .map_err(|e| anyhow!("opening the chunk store: {e}"))?,
+            )
         }
     })
 }

@@ -239,7 +239,7 @@ fn entry(content: &[u8], base: Option<(u64, &[u8])>, modified: i64) -> ClientEnt
     }
 }
 
-/// Every row of the DESIGN.md §6 table through `/bulk/sync`. The server state is set up
+/// Every row of the docs/design.md §6 table through `/bulk/sync`. The server state is set up
 /// with real uploads; the client side is described by the manifest (content hash + base rev).
 #[tokio::test]
 async fn sync_plan_covers_every_row_of_the_table() {

@@ -1,5 +1,5 @@
 //! Two servers ("replicas") on the same metadata and chunk stores, driven through the service
-//! layer: nothing lives only in one server's memory (DESIGN.md §8). The GC/upload race is
+//! layer: nothing lives only in one server's memory ([docs/design.md](docs/design.md) §8). The GC/upload race is
 //! interleaved step by step in both orders, and a chunk a commit depends on is never lost.
 
 use bytes::Bytes;
@@ -12,19 +12,24 @@ use volebarn_core::{ChunkId, VPath, Xxh3};
 use volebarn_server::error::ServiceError;
 use volebarn_server::service::{Retention, Service, ServiceConfig, UploadOptions, WriteMode};
 use volebarn_server::storage::chunks::fs::FsChunkStore;
+use volebarn_server::storage::chunks::s3::S3ChunkStore;
 use volebarn_server::storage::meta::postgres::PgMetaStore;
 use volebarn_server::storage::meta::rocks::RocksMetaStore;
 use volebarn_server::storage::{ChunkStore, MetaStore};
 
 const GRACE: Duration = Duration::from_secs(3600);
 
-/// The engines two replicas share.
+/// The engines two replicas share (every pair the server can run on).
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     /// One RocksDB and one chunk directory, shared in-process (the embedded default).
     RocksFs,
     /// One PostgreSQL database, each replica with its own connections, and a shared directory.
     PostgresFs,
+    /// One PostgreSQL database and one S3 bucket (Garage), each replica with its own clients.
+    PostgresS3,
+    /// The embedded metadata store with chunks in S3 (a mixed pair).
+    RocksS3,
 }
 
 struct Pair {
@@ -42,7 +47,7 @@ async fn pair(backend: Backend) -> Pair {
                 Arc::new(RocksMetaStore::open(&dir.path().join("meta")).expect("meta"));
             (m.clone(), m)
         }
-        Backend::PostgresFs => {
+        Backend::PostgresFs | Backend::PostgresS3 => {
             let url = volebarn_testkit::pg_cluster().database();
             let connect = move || PgMetaStore::connect(&url).expect("connect");
             let (a, b) = tokio::task::spawn_blocking(move || (connect(), connect()))
@@ -50,9 +55,29 @@ async fn pair(backend: Backend) -> Pair {
                 .expect("connect task");
             (Arc::new(a), Arc::new(b))
         }
+        Backend::RocksS3 => {
+            let m: Arc<dyn MetaStore> =
+                Arc::new(RocksMetaStore::open(&dir.path().join("meta")).expect("meta"));
+            (m.clone(), m)
+        }
     };
-    let chunks: Arc<dyn ChunkStore> =
-        Arc::new(FsChunkStore::open(&dir.path().join("chunks"), &dir.path().join("tmp")).expect("chunks"));
+    let (chunks_a, chunks_b): (Arc<dyn ChunkStore>, Arc<dyn ChunkStore>) = match backend {
+        Backend::RocksFs | Backend::PostgresFs => {
+            let fs: Arc<dyn ChunkStore> = Arc::new(
+                FsChunkStore::open(&dir.path().join("chunks"), &dir.path().join("tmp")).expect("chunks"),
+            );
+            (fs.clone(), fs)
+        }
+        Backend::PostgresS3 | Backend::RocksS3 => {
+            let bucket = tokio::task::spawn_blocking(|| volebarn_testkit::Garage::get().bucket())
+                .await
+                .expect("bucket task");
+            let url = bucket.url("replicas");
+            let a = S3ChunkStore::open(&url, &bucket.settings).await.expect("s3 a");
+            let b = S3ChunkStore::open(&url, &bucket.settings).await.expect("s3 b");
+            (Arc::new(a), Arc::new(b))
+        }
+    };
     let config = ServiceConfig {
         max_file_size: 1 << 30,
         // Overwritten and deleted content is released at once, so chunks become orphans.
@@ -63,9 +88,9 @@ async fn pair(backend: Backend) -> Pair {
         },
     };
     Pair {
-        a: Service::new(meta_a, chunks.clone(), config.clone()).expect("service a"),
-        b: Service::new(meta_b, chunks.clone(), config).expect("service b"),
-        chunks,
+        a: Service::new(meta_a, chunks_a.clone(), config.clone()).expect("service a"),
+        b: Service::new(meta_b, chunks_b, config).expect("service b"),
+        chunks: chunks_a,
         _keep: Box::new(dir),
     }
 }
@@ -83,6 +108,18 @@ macro_rules! on_every_backend {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name(super::Backend::PostgresFs).await
+            })*
+        }
+        mod postgres_s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::PostgresS3).await
+            })*
+        }
+        mod rocks_s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(super::Backend::RocksS3).await
             })*
         }
     };

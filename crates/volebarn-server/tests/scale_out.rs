@@ -1,4 +1,4 @@
-//! Two real servers (replicas) on one PostgreSQL database and one shared chunk store, driven
+//! Two real servers (replicas) on one PostgreSQL database and one S3 bucket (Garage), driven
 //! over HTTPS by real clients, as a load balancer would spread them: whatever one replica
 //! acknowledges, the other serves; revisions, `If-Match`, long-polls, versions and dedup hold
 //! across them; `kill -9` of one replica under load loses nothing it acknowledged. Also: what
@@ -12,46 +12,66 @@ use std::time::{Duration, Instant};
 use volebarn_client::{Client, ClientConfig};
 use volebarn_core::Xxh3;
 use volebarn_server::config::{ChunkBackend, MetaBackend};
-use volebarn_testkit::{pg_cluster, pseudo_random, wait_for, TestServer};
+use volebarn_server::storage::chunks::s3::{S3ChunkStore, S3Settings};
+use volebarn_server::storage::ChunkStore;
+use volebarn_testkit::{pg_cluster, pseudo_random, wait_for, Garage, TestServer};
 
 const TOKEN: &str = "replica-test-token-0123456789abcdef";
 
-/// Where the replicas keep their shared state.
+/// Where the replicas keep their shared state: one PostgreSQL database and one S3 bucket.
 struct Shared {
     meta: String,
-    chunks: ChunkBackend,
-    /// Keeps a shared chunk directory alive.
-    _dir: Option<tempfile::TempDir>,
+    chunks: String,
+    s3: S3Settings,
 }
 
 impl Shared {
-    fn postgres_fs() -> Shared {
-        let dir = tempfile::tempdir().expect("tempdir");
-        Shared {
-            meta: pg_cluster().database(),
-            chunks: ChunkBackend::Fs(dir.path().join("chunks")),
-            _dir: Some(dir),
-        }
+    async fn postgres_s3() -> Shared {
+        tokio::task::spawn_blocking(|| {
+            let bucket = Garage::get().bucket();
+            Shared {
+                meta: pg_cluster().database(),
+                chunks: bucket.url("chunks"),
+                s3: bucket.settings,
+            }
+        })
+        .await
+        .expect("set-up task")
     }
 
     async fn replica(&self) -> TestServer {
         TestServer::start_with(|cfg| {
             cfg.meta = Some(MetaBackend::Postgres(self.meta.clone()));
-            cfg.chunks = Some(self.chunks.clone());
+            cfg.chunks = Some(ChunkBackend::S3(self.chunks.clone()));
+            cfg.s3 = Some(self.s3.clone());
             cfg.token = Some(TOKEN.into());
         })
         .await
     }
 
-    /// Chunk objects (or files) in the shared chunk store.
-    fn chunk_objects(&self) -> usize {
-        match &self.chunks {
-            ChunkBackend::Fs(dir) => volebarn_testkit::files_under(dir)
-                .into_iter()
-                .filter(|p| !p.components().any(|c| c.as_os_str() == ".staging"))
-                .count(),
-            ChunkBackend::S3(_) => unreachable!("S3 counts come from the bucket listing"),
+    /// Chunk objects in the shared bucket.
+    async fn chunk_objects(&self) -> usize {
+        let store = S3ChunkStore::open(&self.chunks, &self.s3)
+            .await
+            .expect("open bucket");
+        store.list().await.expect("list").len()
+    }
+
+    /// The environment a `volebarn-server` process reads these S3 settings from.
+    fn s3_env(&self) -> Vec<(&'static str, String)> {
+        let s = &self.s3;
+        let mut env = vec![("AWS_ALLOW_HTTP", s.allow_http.to_string())];
+        for (k, v) in [
+            ("AWS_ENDPOINT", &s.endpoint),
+            ("AWS_REGION", &s.region),
+            ("AWS_ACCESS_KEY_ID", &s.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", &s.secret_access_key),
+        ] {
+            if let Some(v) = v {
+                env.push((k, v.clone()));
+            }
         }
+        env
     }
 }
 
@@ -63,7 +83,7 @@ async fn two_replicas(shared: &Shared) -> (TestServer, TestServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_written_through_one_replica_is_read_through_the_other() {
-    let shared = Shared::postgres_fs();
+    let shared = Shared::postgres_s3().await;
     let (a, b) = two_replicas(&shared).await;
     // Small (inline in PostgreSQL) and large (chunks in the shared store).
     let small = Bytes::from_static(b"hello from replica a");
@@ -95,7 +115,7 @@ async fn a_file_written_through_one_replica_is_read_through_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_on_one_replica_wakes_within_a_second_of_a_write_through_the_other() {
-    let shared = Shared::postgres_fs();
+    let shared = Shared::postgres_s3().await;
     let (a, b) = two_replicas(&shared).await;
     let next = b.client.changes(0, 0).await.expect("changes").next;
     let waiter = {
@@ -138,7 +158,7 @@ async fn a_long_poll_on_one_replica_wakes_within_a_second_of_a_write_through_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_races_across_replicas_have_exactly_one_winner() {
-    let shared = Shared::postgres_fs();
+    let shared = Shared::postgres_s3().await;
     let (a, b) = two_replicas(&shared).await;
     let mut rev = a
         .client
@@ -170,7 +190,7 @@ async fn if_match_races_across_replicas_have_exactly_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_uploads_over_both_replicas_get_distinct_revisions() {
-    let shared = Shared::postgres_fs();
+    let shared = Shared::postgres_s3().await;
     let (a, b) = two_replicas(&shared).await;
     let clients = [a.client(), b.client()];
     let uploads = (0..200u32).map(|i| {
@@ -197,7 +217,7 @@ async fn two_hundred_concurrent_uploads_over_both_replicas_get_distinct_revision
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_deletes_versions_and_dedup_are_shared() {
-    let shared = Shared::postgres_fs();
+    let shared = Shared::postgres_s3().await;
     let (a, b) = two_replicas(&shared).await;
     let v1 = Bytes::from(pseudo_random(600 * 1024, 1));
     let v2 = Bytes::from(pseudo_random(600 * 1024, 2));
@@ -228,13 +248,13 @@ async fn moves_deletes_versions_and_dedup_are_shared() {
         Some(404)
     );
     // The same content through the other replica adds no object to the shared store.
-    let objects = shared.chunk_objects();
+    let objects = shared.chunk_objects().await;
     let big = Bytes::from(pseudo_random(2 * 1024 * 1024, 3));
     a.client.upload_file("one.bin", big.clone()).await.expect("one");
-    let after_first = shared.chunk_objects();
+    let after_first = shared.chunk_objects().await;
     assert!(after_first > objects, "the first upload stored chunks");
     b.client.upload_file("two.bin", big.clone()).await.expect("two");
-    assert_eq!(shared.chunk_objects(), after_first, "dedup across replicas");
+    assert_eq!(shared.chunk_objects().await, after_first, "dedup across replicas");
     assert_eq!(a.client.download_file("two.bin").await.expect("read"), big);
 }
 
@@ -264,13 +284,17 @@ struct Process {
 }
 
 fn spawn_replica(shared: &Shared, data: &std::path::Path) -> Process {
-    let chunks = match &shared.chunks {
-        ChunkBackend::Fs(d) => d.display().to_string(),
-        ChunkBackend::S3(u) => u.clone(),
-    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_volebarn-server"))
         .args(["--data-dir", &data.display().to_string(), "--port", "0"])
-        .args(["--meta", &shared.meta, "--chunks", &chunks, "--token", TOKEN])
+        .args([
+            "--meta",
+            &shared.meta,
+            "--chunks",
+            &shared.chunks,
+            "--token",
+            TOKEN,
+        ])
+        .envs(shared.s3_env())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -294,7 +318,7 @@ fn spawn_replica(shared: &Shared, data: &std::path::Path) -> Process {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_replica_under_load_loses_nothing_it_acknowledged() {
-    let shared = Shared::postgres_fs();
+    let shared = Shared::postgres_s3().await;
     let b = shared.replica().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut a = spawn_replica(&shared, dir.path());
@@ -365,17 +389,29 @@ fn bad_engine_urls_fail_fast_with_one_clear_line() {
         .expect("addr")
         .port();
     let unreachable = format!("postgres://postgres@127.0.0.1:{free_port}/volebarn");
-    let cases: [(&[&str], &str); 4] = [
+    let missing_bucket = Garage::get().bucket().url("x").replace("s3://", "s3://no-such-");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--chunks", &missing_bucket], "does not exist"),
         (&["--meta", &unreachable], &format!("127.0.0.1:{free_port}")),
         (&["--meta", "mysql://db/volebarn"], "\"mysql\""),
         (&["--chunks", "gs://bucket/prefix"], "\"gs\""),
         (&["--meta", &pg_cluster().url("missing_db")], "missing_db"),
     ];
+    let garage_env = {
+        let b = Garage::get().bucket();
+        Shared {
+            meta: String::new(),
+            chunks: String::new(),
+            s3: b.settings,
+        }
+        .s3_env()
+    };
     for (args, expect) in cases {
         let started = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_volebarn-server"))
             .args(["--data-dir", &dir.path().display().to_string(), "--port", "0"])
             .args(args)
+            .envs(garage_env.clone())
             .env("RUST_LOG", "off")
             .output()
             .expect("run volebarn-server");

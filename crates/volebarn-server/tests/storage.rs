@@ -9,7 +9,7 @@ use volebarn_server::storage::INLINE_MAX;
 use volebarn_testkit::{pseudo_random, wait_for, TestServer};
 
 /// Runs GC with a clock past the orphan grace period: chunk files nothing references are
-/// deleted then, never at once (DESIGN.md §8).
+/// deleted then, never at once ([docs/design.md](docs/design.md) §8).
 async fn collect_garbage(t: &TestServer) {
     let later = volebarn_core::timefmt::now_nanos() + 25 * 3600 * 1_000_000_000;
     t.server().service.gc(later).await.expect("gc");

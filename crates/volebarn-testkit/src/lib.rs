@@ -10,18 +10,21 @@
 //!   a user sees them, and [`wait_for`], the one way a test waits (a condition polled against
 //!   a deadline, never a bare sleep);
 //! - [`FaultProxy`]: a TCP forwarder in front of the server that counts the bytes and breaks
-//!   connections on purpose (refuse, cut after so many bytes, lose an answer, flip a byte).
-//!
+//!   connections on purpose (refuse, cut after so many bytes, lose an answer, flip a byte);
+//! - [`Garage`]: a real S3 server (single-node Garage) shared by a test binary, handing each
+//!   test a bucket of its own ([`S3Bucket`]) for the S3 chunk store;
 //! - [`pg_cluster`]: a throwaway PostgreSQL cluster per test binary, a fresh database per test.
 //!
 //! It must not know the server's internals: tests see what a user sees (bytes, hashes, status
 //! and error codes, files on disk), and the kit only starts, stops and points at things.
 
+mod garage;
 mod postgres;
 mod proxy;
 mod server;
 mod tree;
 
+pub use garage::{Garage, S3Bucket, GARAGE_REGION};
 pub use postgres::{pg_cluster, PgCluster};
 pub use proxy::{Direction, Fault, FaultProxy};
 pub use server::{fail_fast, TestServer};

@@ -127,7 +127,7 @@ fn reason(e: ClientError) -> String {
         .to_string()
 }
 
-/// A path given to `cmd` on the command line, validated once (DESIGN.md §2); `/` or nothing
+/// A path given to `cmd` on the command line, validated once ([docs/design.md](docs/design.md) §2); `/` or nothing
 /// is the root.
 fn remote_path(cmd: &str, raw: &str) -> anyhow::Result<VPath> {
     VPath::parse(raw).map_err(|e| anyhow!("{cmd} {raw}: invalid_path: {e}"))

@@ -1,4 +1,4 @@
-//! Unit tests (one per row of the DESIGN.md §6 table) and property tests that apply plans to a
+//! Unit tests (one per row of the docs/design.md §6 table) and property tests that apply plans to a
 //! simulated client and server.
 
 use super::*;
@@ -324,7 +324,7 @@ fn json_shapes_match_the_seed() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Property tests: a simulated client applies plans the way DESIGN.md §6 says a correct one must.
+// Property tests: a simulated client applies plans the way docs/design.md §6 says a correct one must.
 
 /// When the simulated client makes conflict copies.
 const COPY_AT: UnixNanos = 1_795_649_881_000_000_000;

@@ -145,7 +145,7 @@ impl Service {
         .await?
     }
 
-    /// The three-way plan (DESIGN.md §6) for a client's manifest against the server.
+    /// The three-way plan ([docs/design.md](docs/design.md) §6) for a client's manifest against the server.
     pub async fn sync_plan(&self, req: SyncRequest) -> ServiceResult<SyncPlan> {
         let meta = self.inner.meta.clone();
         blocking(move || {

@@ -9,7 +9,7 @@ use volebarn_core::timefmt::UnixNanos;
 use volebarn_core::types::VersionInfo;
 use volebarn_core::{FileMetadata, VPath, Xxh3};
 
-/// Retention and collection settings (DESIGN.md §4; issue "2.").
+/// Retention and collection settings (docs/design.md §4; issue "2.").
 #[derive(Debug, Clone)]
 pub struct Retention {
     /// Versions archived longer ago than this are dropped by GC.
@@ -216,7 +216,7 @@ impl Service {
     /// `stored_before`. Each deletion happens inside a transaction that first re-checks the
     /// reference count, so it is serialized with every commit: a commit that found the chunk
     /// present either came first (then the count is not zero and the chunk stays) or comes
-    /// after (then its own re-check sees the chunk gone and asks for it again). DESIGN.md §8.
+    /// after (then its own re-check sees the chunk gone and asks for it again). docs/design.md §8.
     async fn collect_orphans(&self, stored_before: UnixNanos) -> ServiceResult<usize> {
         const PER_TX: usize = 1000;
         let stored = self

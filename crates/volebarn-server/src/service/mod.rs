@@ -1,6 +1,6 @@
 //! The operations of the file server, independent of HTTP.
 //!
-//! Write order (DESIGN.md §4, §8): bodies are chunked while streaming; small chunks stay in
+//! Write order (docs/design.md §4, §8): bodies are chunked while streaming; small chunks stay in
 //! memory and are committed inline with the metadata, larger ones are put durably into the
 //! chunk store (in parallel, no lock). Then one store transaction checks preconditions,
 //! re-checks that every newly referenced chunk exists, and commits every metadata change of

@@ -5,7 +5,7 @@
 //! sent with this transaction, or bytes in the chunk store) while the transaction is still
 //! open. GC deletes unreferenced bytes inside a transaction too, so a commit and a deletion
 //! of the same chunk are serialized by the store: whichever comes second sees the other
-//! (DESIGN.md §8). That is what lets chunk uploads run without any lock.
+//! ([docs/design.md](docs/design.md) §8). That is what lets chunk uploads run without any lock.
 
 use super::Inner;
 use crate::error::{ServiceError, ServiceResult};

@@ -1,4 +1,4 @@
-//! Durable storage behind two traits (DESIGN.md §4, §8): [`MetaStore`] for metadata, with
+//! Durable storage behind two traits (docs/design.md §4, §8): [`MetaStore`] for metadata, with
 //! transactions and revisions, and [`ChunkStore`] for content-addressed chunk bytes. The
 //! service layer owns the write order (put chunks → one metadata transaction that re-checks
 //! the chunks it newly references → GC deletes unreferenced bytes only after a grace
@@ -15,7 +15,7 @@ pub use meta::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, MetaTxn};
 
 /// Chunks up to this size are stored inline in the metadata store, committed in the same
 /// batch as the file record: a small file costs no file, rename, directory entry or fsync
-/// of its own (DESIGN.md §8). Larger chunks (FastCDC cuts 256 KiB–4 MiB) go to the chunk
+/// of its own ([docs/design.md](docs/design.md) §8). Larger chunks (FastCDC cuts 256 KiB–4 MiB) go to the chunk
 /// store. 64 KiB keeps a batch of small files to a few large sequential writes while the
 /// metadata store's values stay small enough for its blob files.
 pub const INLINE_MAX: u32 = 64 * 1024;

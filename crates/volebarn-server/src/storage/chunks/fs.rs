@@ -1,7 +1,7 @@
 //! [`ChunkStore`] on a local (or shared) filesystem: `<chunks>/ab/cd/ef/<blake3-hex>`,
 //! written through `<tmp>/` on the same filesystem so that placing a chunk is a rename.
 //!
-//! Write order inside [`ChunkStore::put_many`] (DESIGN.md §4): write every chunk to a temp
+//! Write order inside [`ChunkStore::put_many`] ([docs/design.md](docs/design.md) §4): write every chunk to a temp
 //! file → make the batch durable (one `syncfs` for a large batch, else an `fdatasync` per
 //! file, in parallel) → rename into place → make the touched directories durable (one
 //! `syncfs`, or an fsync per directory when there are few). Nothing is visible under a

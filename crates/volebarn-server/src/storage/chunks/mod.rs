@@ -7,6 +7,7 @@
 //! put the same chunk at the same time.
 
 pub mod fs;
+pub mod s3;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

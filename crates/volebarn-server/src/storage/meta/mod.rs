@@ -35,7 +35,7 @@ pub enum MetaOp {
         delta: i64,
     },
     /// The bytes of a small chunk, kept in the metadata store itself and committed with the
-    /// records that reference it (DESIGN.md §8): no file, rename or fsync of its own. Sent
+    /// records that reference it ([docs/design.md](docs/design.md) §8): no file, rename or fsync of its own. Sent
     /// together with the chunk's first reference.
     PutChunkData(ChunkId, Bytes),
     PutVersion(VPath, VersionRecord),

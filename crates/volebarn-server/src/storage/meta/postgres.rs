@@ -1,4 +1,4 @@
-//! [`MetaStore`] on PostgreSQL (DESIGN.md §8): what N stateless servers share.
+//! [`MetaStore`] on PostgreSQL ([docs/design.md](docs/design.md) §8): what N stateless servers share.
 //!
 //! - **Schema.** One table per kind of record, records encoded as on RocksDB (bitcode +
 //!   snappy) with the columns queries need beside them. Paths are stored as the RocksDB key
@@ -166,6 +166,8 @@ pub struct PgMetaStore {
     /// Writers of this replica queue here before taking a connection (see the module docs).
     writer: Mutex<()>,
     head: tokio::sync::watch::Sender<u64>,
+    /// The task that listens for other replicas' commits (it holds a connection of the pool).
+    listening: tokio::task::JoinHandle<()>,
     /// Drives sqlx; `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -212,11 +214,11 @@ impl PgMetaStore {
                 }
             };
             refresh_head(&pool, &sender).await?;
-            tokio::spawn(listen(pool.clone(), listener, sender));
-            Ok(pool)
+            let listening = tokio::spawn(listen(pool.clone(), listener, sender));
+            Ok((pool, listening))
         })?;
-        let pool = match connected {
-            Ok(pool) => pool,
+        let (pool, listening) = match connected {
+            Ok(p) => p,
             Err(e) => {
                 rt.shutdown_background();
                 return Err(e);
@@ -226,6 +228,7 @@ impl PgMetaStore {
             pool,
             writer: Mutex::new(()),
             head,
+            listening,
             rt: Some(rt),
         })
     }
@@ -254,10 +257,17 @@ impl PgMetaStore {
     }
 }
 
+/// How long closing the store waits for its connections to be returned.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Drop for PgMetaStore {
     fn drop(&mut self) {
+        // The listener holds a connection until it stops; `close` waits for every connection.
+        self.listening.abort();
         let pool = self.pool.clone();
-        let _ = self.run(async move { pool.close().await });
+        let _ = self.run(async move {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, pool.close()).await;
+        });
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
@@ -298,7 +308,7 @@ fn raise(head: &tokio::sync::watch::Sender<u64>, to: u64) {
 
 /// Fans other replicas' commits out to this one's long-polls, for as long as the store lives.
 async fn listen(pool: PgPool, mut listener: PgListener, head: tokio::sync::watch::Sender<u64>) {
-    loop {
+    while !pool.is_closed() {
         match listener.try_recv().await {
             Ok(Some(n)) => match n.payload().parse::<u64>() {
                 Ok(h) => raise(&head, h),

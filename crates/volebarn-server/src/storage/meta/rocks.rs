@@ -1,4 +1,4 @@
-//! [`MetaStore`] on RocksDB (DESIGN.md §4).
+//! [`MetaStore`] on RocksDB ([docs/design.md](docs/design.md) §4).
 //!
 //! Keys: a path is stored with `/` replaced by `0x00`, so that the children of a directory
 //! are one prefix and the whole subtree sorts together. Versions append `0xFF ‖ rev` (0xFF
@@ -23,7 +23,7 @@ const CF_CHUNKS: &str = "chunks";
 const CF_VERSIONS: &str = "versions";
 const CF_JOURNAL: &str = "journal";
 const CF_META: &str = "meta";
-/// Inline bytes of small chunks (DESIGN.md §8), in blob files: values stay out of the LSM
+/// Inline bytes of small chunks ([docs/design.md](docs/design.md) §8), in blob files: values stay out of the LSM
 /// tree's compactions, keys stay small.
 const CF_CHUNK_DATA: &str = "chunk_data";
 /// Chunked commits whose whole-file hash is not checked yet: `Claim::key` → `Claim`.
@@ -52,7 +52,7 @@ const SCHEMA_VERSION: u32 = 2;
 pub struct RocksMetaStore {
     db: DB,
     /// The single writer: one transaction at a time, so the read-check-write of a mutation
-    /// and its revisions are serialized (DESIGN.md §8). Readers never take it.
+    /// and its revisions are serialized ([docs/design.md](docs/design.md) §8). Readers never take it.
     writer: Mutex<()>,
     head: tokio::sync::watch::Sender<u64>,
     /// Group commit: the WAL sequence number known to be on disk. A transaction writes its
