@@ -52,6 +52,8 @@ impl Service {
                 let mut files = Vec::new();
                 let mut failures = Vec::new();
                 let mut unused = Vec::new();
+                // Every path and parent this batch checks, read at once.
+                tx.prefetch(items.iter().map(|i| &i.path))?;
                 for item in items {
                     let BulkItem {
                         path,
@@ -108,6 +110,11 @@ impl Service {
     pub async fn bulk_delete(&self, paths: Vec<String>) -> ServiceResult<BulkDeleteResponse> {
         self.mutate(move |tx| {
             let mut resp = BulkDeleteResponse::default();
+            let parsed: Vec<VPath> = paths
+                .iter()
+                .filter_map(|raw| ServiceError::parse_path(raw, false).ok())
+                .collect();
+            tx.prefetch(&parsed)?;
             for raw in paths {
                 let result = ServiceError::parse_path(&raw, false).and_then(|p| match tx.get(&p)? {
                     Some(Entry::Dir(_)) => delete_dir_in(tx, &p),

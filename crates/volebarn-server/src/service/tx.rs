@@ -10,10 +10,11 @@
 use super::Inner;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{
-    Change, ChangeKind, Claim, DirRecord, Entry, FileRecord, MetaBatch, MetaOp, MetaStore, MetaTxn,
-    VersionRecord,
+    Change, ChangeKind, ChunkInfo, Claim, DirRecord, Entry, FileRecord, MetaBatch, MetaOp, MetaStore,
+    MetaTxn, VersionRecord,
 };
 use bytes::Bytes;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use volebarn_core::timefmt::{now_nanos, UnixNanos};
@@ -41,6 +42,12 @@ pub struct Tx<'a> {
     rt: tokio::runtime::Handle,
     batch: MetaBatch,
     overlay: HashMap<VPath, Option<Entry>>,
+    /// Committed state read so far. No other writer can commit while this transaction is
+    /// open, so what was read once stays true; on a networked store this saves a round trip
+    /// per repeated read (a bulk upload reads the same parent directories for every file).
+    read: RefCell<HashMap<VPath, Option<Entry>>>,
+    /// Committed chunk refcount records read so far (same reasoning).
+    chunks_read: RefCell<HashMap<ChunkId, Option<ChunkInfo>>>,
     /// Bytes of small chunks this transaction may store inline, by id.
     inline: HashMap<ChunkId, Bytes>,
     /// One clock reading per transaction, so every record of it agrees.
@@ -58,6 +65,8 @@ impl<'a> Tx<'a> {
             rt,
             batch: MetaBatch::default(),
             overlay: HashMap::new(),
+            read: RefCell::default(),
+            chunks_read: RefCell::default(),
             inline: HashMap::new(),
             now: now_nanos(),
         })
@@ -78,9 +87,64 @@ impl<'a> Tx<'a> {
         if let Some(e) = self.overlay.get(path) {
             return Ok(e.clone());
         }
-        self.txn
+        if let Some(e) = self.read.borrow().get(path) {
+            return Ok(e.clone());
+        }
+        let e = self
+            .txn
             .get(path)
-            .map_err(|e| ServiceError::storage(path.as_str(), e))
+            .map_err(|e| ServiceError::storage(path.as_str(), e))?;
+        self.read.borrow_mut().insert(path.clone(), e.clone());
+        Ok(e)
+    }
+
+    /// Reads `paths` and all their ancestors in one go (one round trip on a networked
+    /// store), so the checks that follow find them in the read cache.
+    pub fn prefetch<'p>(&self, paths: impl IntoIterator<Item = &'p VPath>) -> ServiceResult<()> {
+        let mut wanted: Vec<VPath> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        {
+            let read = self.read.borrow();
+            for p in paths {
+                for q in p.ancestors().into_iter().chain(std::iter::once(p.clone())) {
+                    if !self.overlay.contains_key(&q) && !read.contains_key(&q) && seen.insert(q.clone()) {
+                        wanted.push(q);
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let found = self
+            .txn
+            .get_many(&wanted)
+            .map_err(|e| ServiceError::storage("", e))?;
+        self.read.borrow_mut().extend(wanted.into_iter().zip(found));
+        Ok(())
+    }
+
+    /// The committed refcount record of each chunk in `ids` (cached; misses in one round trip).
+    fn chunk_infos(&self, ids: &[ChunkId]) -> ServiceResult<Vec<Option<ChunkInfo>>> {
+        let missing: Vec<ChunkId> = {
+            let read = self.chunks_read.borrow();
+            let mut seen = std::collections::HashSet::new();
+            ids.iter()
+                .filter(|id| !read.contains_key(id) && seen.insert(**id))
+                .copied()
+                .collect()
+        };
+        if !missing.is_empty() {
+            let found = self
+                .txn
+                .chunk_many(&missing)
+                .map_err(|e| ServiceError::storage("", e))?;
+            self.chunks_read
+                .borrow_mut()
+                .extend(missing.into_iter().zip(found));
+        }
+        let read = self.chunks_read.borrow();
+        Ok(ids.iter().map(|id| read.get(id).copied().flatten()).collect())
     }
 
     /// Everything below `dir` as committed before this transaction.
@@ -109,20 +173,16 @@ impl<'a> Tx<'a> {
 
     /// Whether anything references chunk `id` (as committed before this transaction).
     pub fn is_referenced(&self, id: &ChunkId) -> ServiceResult<bool> {
-        Ok(self
-            .txn
-            .chunk(id)
-            .map_err(|e| ServiceError::storage("", e))?
-            .is_some())
+        Ok(self.referenced_len(id)?.is_some())
     }
 
     /// The stored length of a chunk something references (as committed before this
     /// transaction); `None` when nothing does.
     pub fn referenced_len(&self, id: &ChunkId) -> ServiceResult<Option<u32>> {
         Ok(self
-            .txn
-            .chunk(id)
-            .map_err(|e| ServiceError::storage("", e))?
+            .chunk_infos(std::slice::from_ref(id))?
+            .pop()
+            .flatten()
             .map(|c| c.size))
     }
 
@@ -167,6 +227,7 @@ impl<'a> Tx<'a> {
     /// Creates every missing parent directory of `path` (with revision `rev`); fails with
     /// 409 `not_a_directory` when an ancestor is a file.
     pub fn ensure_parents(&mut self, path: &VPath, rev: u64) -> ServiceResult<()> {
+        self.prefetch([path])?;
         for anc in path.ancestors() {
             match self.get(&anc)? {
                 Some(Entry::Dir(_)) => {}
@@ -299,32 +360,49 @@ impl<'a> Tx<'a> {
                 e.0 += delta;
             }
         }
-        let mut out = BTreeMap::new();
-        for (id, (delta, size)) in net {
-            if delta > 0 && !self.is_referenced(&id)? {
-                out.insert(id, size);
-            }
-        }
-        Ok(out)
+        let gaining: Vec<(ChunkId, u32)> = net
+            .into_iter()
+            .filter(|(_, (delta, _))| *delta > 0)
+            .map(|(id, (_, size))| (id, size))
+            .collect();
+        let ids: Vec<ChunkId> = gaining.iter().map(|(id, _)| *id).collect();
+        let infos = self.chunk_infos(&ids)?;
+        Ok(gaining
+            .into_iter()
+            .zip(infos)
+            .filter(|(_, info)| info.is_none())
+            .map(|(c, _)| c)
+            .collect())
     }
 
     /// Makes sure the bytes of every newly referenced chunk exist with the claimed length:
     /// offered inline bytes are added to the batch, the rest must be in the chunk store.
     fn secure_chunks(&mut self) -> ServiceResult<()> {
         let mut elsewhere: Vec<(ChunkId, u32)> = Vec::new();
+        let mut not_offered: Vec<(ChunkId, u32)> = Vec::new();
         for (id, len) in self.first_references()? {
             if let Some(data) = self.inline.remove(&id) {
                 if data.len() as u64 != u64::from(len) {
                     return Err(self.bad_length(&id, len, data.len() as u64));
                 }
                 self.batch.push(MetaOp::PutChunkData(id, data));
-            } else if !self
-                .txn
-                .has_chunk_data(&id)
-                .map_err(|e| ServiceError::storage("", e))?
-            {
-                elsewhere.push((id, len));
+            } else {
+                not_offered.push((id, len));
             }
+        }
+        if !not_offered.is_empty() {
+            let ids: Vec<ChunkId> = not_offered.iter().map(|(id, _)| *id).collect();
+            let inline = self
+                .txn
+                .has_chunk_data_many(&ids)
+                .map_err(|e| ServiceError::storage("", e))?;
+            elsewhere.extend(
+                not_offered
+                    .into_iter()
+                    .zip(inline)
+                    .filter(|(_, inline)| !inline)
+                    .map(|(c, _)| c),
+            );
         }
         if elsewhere.is_empty() {
             return Ok(());

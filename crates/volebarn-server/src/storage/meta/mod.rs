@@ -143,6 +143,18 @@ pub trait MetaTxn {
     ) -> StorageResult<Vec<(VPath, VersionRecord)>>;
     fn chunk(&self, id: &ChunkId) -> StorageResult<Option<ChunkInfo>>;
     fn has_chunk_data(&self, id: &ChunkId) -> StorageResult<bool>;
+    /// [`MetaTxn::get`] of many paths, in order: one round trip on a networked store.
+    fn get_many(&self, paths: &[VPath]) -> StorageResult<Vec<Option<Entry>>> {
+        paths.iter().map(|p| self.get(p)).collect()
+    }
+    /// [`MetaTxn::chunk`] of many chunks, in order.
+    fn chunk_many(&self, ids: &[ChunkId]) -> StorageResult<Vec<Option<ChunkInfo>>> {
+        ids.iter().map(|id| self.chunk(id)).collect()
+    }
+    /// [`MetaTxn::has_chunk_data`] of many chunks, in order.
+    fn has_chunk_data_many(&self, ids: &[ChunkId]) -> StorageResult<Vec<bool>> {
+        ids.iter().map(|id| self.has_chunk_data(id)).collect()
+    }
     fn files_with_hash(&self, xxh3: u64) -> StorageResult<Vec<VPath>>;
     fn journal_floor(&self) -> StorageResult<u64>;
     /// The next revision, allocated by the store inside this transaction: revisions are

@@ -716,6 +716,46 @@ impl MetaTxn for PgTxn<'_> {
         Reads::files_with_hash(self, xxh3)
     }
 
+    fn get_many(&self, paths: &[VPath]) -> StorageResult<Vec<Option<Entry>>> {
+        let keys: Vec<Vec<u8>> = paths.iter().filter(|p| !p.is_root()).map(path_key).collect();
+        let mut found: HashMap<VPath, Entry> = HashMap::new();
+        if !keys.is_empty() {
+            let q = Query::new("SELECT key, is_dir, rec FROM entries WHERE key = ANY($1)")
+                .bind(Arg::BytesArr(keys));
+            for row in Reads::fetch_all(self, q)? {
+                let (p, e) = entry_of(&row)?;
+                found.insert(p, e);
+            }
+        }
+        paths
+            .iter()
+            .map(|p| {
+                if p.is_root() {
+                    Reads::get(self, p)
+                } else {
+                    Ok(found.get(p).cloned())
+                }
+            })
+            .collect()
+    }
+
+    fn chunk_many(&self, ids: &[ChunkId]) -> StorageResult<Vec<Option<ChunkInfo>>> {
+        let found = self.chunk_infos(ids)?;
+        Ok(ids.iter().map(|id| found.get(id.0.as_slice()).copied()).collect())
+    }
+
+    fn has_chunk_data_many(&self, ids: &[ChunkId]) -> StorageResult<Vec<bool>> {
+        let mut present = HashSet::new();
+        if !ids.is_empty() {
+            let q = Query::new("SELECT id FROM chunk_data WHERE id = ANY($1)")
+                .bind(Arg::BytesArr(ids.iter().map(|id| id.0.to_vec()).collect()));
+            for row in Reads::fetch_all(self, q)? {
+                present.insert(row.try_get::<Vec<u8>, _>("id").map_err(db_err)?);
+            }
+        }
+        Ok(ids.iter().map(|id| present.contains(id.0.as_slice())).collect())
+    }
+
     fn journal_floor(&self) -> StorageResult<u64> {
         Reads::journal_floor(self)
     }
@@ -750,6 +790,25 @@ impl MetaTxn for PgTxn<'_> {
 }
 
 impl PgTxn<'_> {
+    /// Refcount records of `ids` that exist, by id bytes (one query).
+    fn chunk_infos(&self, ids: &[ChunkId]) -> StorageResult<HashMap<Vec<u8>, ChunkInfo>> {
+        let mut out = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let q = Query::new("SELECT id, refs, size FROM chunks WHERE id = ANY($1)")
+            .bind(Arg::BytesArr(ids.iter().map(|id| id.0.to_vec()).collect()));
+        for row in Reads::fetch_all(self, q)? {
+            let id: Vec<u8> = row.try_get("id").map_err(db_err)?;
+            let info = ChunkInfo {
+                refs: u(row.try_get("refs").map_err(db_err)?),
+                size: row.try_get::<i32, _>("size").map_err(db_err)? as u32,
+            };
+            out.insert(id, info);
+        }
+        Ok(out)
+    }
+
     /// Folds the batch against committed state, reading every record it touches in two
     /// queries (not one per op).
     fn resolve(&self, batch: MetaBatch) -> StorageResult<Resolved> {
@@ -762,7 +821,7 @@ impl PgTxn<'_> {
                     paths.insert(path_key(p));
                 }
                 MetaOp::AdjustChunk { id, .. } => {
-                    ids.insert(id.0.to_vec());
+                    ids.insert(*id);
                 }
                 _ => {}
             }
@@ -776,19 +835,8 @@ impl PgTxn<'_> {
                 files.insert(key, decode_col(&row, "rec")?);
             }
         }
-        let mut chunks: HashMap<Vec<u8>, ChunkInfo> = HashMap::new();
-        if !ids.is_empty() {
-            let q = Query::new("SELECT id, refs, size FROM chunks WHERE id = ANY($1)")
-                .bind(Arg::BytesArr(ids.into_iter().collect()));
-            for row in Reads::fetch_all(self, q)? {
-                let id: Vec<u8> = row.try_get("id").map_err(db_err)?;
-                let info = ChunkInfo {
-                    refs: u(row.try_get("refs").map_err(db_err)?),
-                    size: row.try_get::<i32, _>("size").map_err(db_err)? as u32,
-                };
-                chunks.insert(id, info);
-            }
-        }
+        let ids: Vec<ChunkId> = ids.into_iter().collect();
+        let chunks = self.chunk_infos(&ids)?;
         let state = Reads::fetch_optional(self, Query::new("SELECT * FROM state WHERE id = 1"))?
             .ok_or_else(|| StorageError::Corrupt("the state row is missing".into()))?;
         resolve(
