@@ -64,6 +64,6 @@ clean:
 	$(CARGO) clean
 
 # Benchmarks print their figures next to rsync's on the same run (release build).
-bench: deps
+bench: deps tools
 	@command -v rsync >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsync; }
 	$(CARGO) run --release -p volebarn-bench -- $(BENCH_ARGS)
