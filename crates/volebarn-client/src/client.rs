@@ -561,7 +561,7 @@ pub(crate) async fn file_mtime(path: &Path) -> std::io::Result<i64> {
     Ok(time_nanos(tokio::fs::metadata(path).await?.modified()?))
 }
 
-fn time_nanos(t: std::time::SystemTime) -> i64 {
+pub(crate) fn time_nanos(t: std::time::SystemTime) -> i64 {
     match t.duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
