@@ -25,9 +25,9 @@ deps:
 	@command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
 	@command -v rustfmt >/dev/null 2>&1 || rustup component add rustfmt
 
-# Servers the tests run against, installed when missing: Garage (S3) into ~/.cargo/bin, and
-# PostgreSQL (the package only: the tests start a throwaway cluster of their own with initdb
-# and pg_ctl as the postgres user). A test server needs no speed, so Garage is built without
+# Servers and clients the tests run against, installed when missing: Garage (S3) into
+# ~/.cargo/bin, PostgreSQL (the package only: the tests start a throwaway cluster of their own
+# with initdb and pg_ctl as the postgres user), and the WebDAV test suite litmus and rclone. A test server needs no speed, so Garage is built without
 # LTO at opt-level 1 and only with its SQLite metadata engine: ~14 min of CPU (about 8 min on
 # 2 idle cores), once per machine.
 tools:
@@ -42,6 +42,15 @@ tools:
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
+	@missing=""; \
+	command -v litmus >/dev/null 2>&1 || missing="$$missing litmus"; \
+	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing (WebDAV test clients):$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
 
 build: deps
 	$(CARGO) build --workspace

@@ -150,7 +150,11 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         }
         TlsMode::Files { cert, key } => (Some(tls::server_config(cert, key)?), None),
     };
-    let app = api::router(api::AppState::new(service.clone(), token.clone()));
+    let app = api::router(api::AppState::new(
+        service.clone(),
+        token.clone(),
+        Some(cfg.data_dir.clone()),
+    ));
     Ok(Prepared {
         app,
         service,

@@ -5,6 +5,7 @@ mod admin;
 mod bulk;
 mod changes;
 mod chunks;
+mod dav;
 mod directories;
 mod files;
 mod metrics;
@@ -31,11 +32,14 @@ pub struct AppState {
     pub service: Service,
     pub token: Arc<String>,
     pub metrics: Arc<metrics::Metrics>,
+    dav: Arc<dav_server::DavHandler<dav::DavRequest>>,
 }
 
 impl AppState {
-    pub fn new(service: Service, token: String) -> Self {
+    /// `disk` is a directory on the disk the data lives on (WebDAV reports its free space).
+    pub fn new(service: Service, token: String, disk: Option<std::path::PathBuf>) -> Self {
         AppState {
+            dav: Arc::new(dav::handler(service.clone(), disk)),
             service,
             token: Arc::new(token),
             metrics: Arc::new(metrics::Metrics::default()),
@@ -96,6 +100,9 @@ api_routes! {
 pub fn router(state: AppState) -> Router {
     add_routes(Router::new())
         .route("/files/", any(admin::empty_file_path))
+        .route(dav::PREFIX, any(dav::serve))
+        .route("/dav/", any(dav::serve))
+        .route("/dav/{*path}", any(dav::serve))
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::disable())
@@ -104,10 +111,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Bearer token on everything but `/health`, compared in constant time.
+/// Bearer token on everything but `/health`, compared in constant time; WebDAV takes it as
+/// the password of HTTP Basic credentials.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
         return next.run(req).await;
+    }
+    if dav::is_dav_path(req.uri().path()) {
+        return if dav::authorized(req.headers(), &state.token) {
+            next.run(req).await
+        } else {
+            dav::challenge()
+        };
     }
     let presented = req
         .headers()
