@@ -201,6 +201,47 @@ async fn copy_move_delete_keep_versions_and_honour_overwrite() {
     assert!(!versions.versions.is_empty());
 }
 
+async fn colour(t: &TestServer, path: &str) -> String {
+    let r = dav(t, "PROPFIND", path)
+        .header("depth", "0")
+        .body(r#"<?xml version="1.0"?><propfind xmlns="DAV:"><prop><colour xmlns="urn:x-test"/></prop></propfind>"#)
+        .send()
+        .await
+        .expect("propfind");
+    assert_eq!(r.status(), StatusCode::MULTI_STATUS);
+    r.text().await.expect("xml")
+}
+
+#[tokio::test]
+async fn dead_properties_persist_and_follow_their_file() {
+    let mut t = TestServer::start().await;
+    t.client
+        .upload_file("p.txt", Bytes::from_static(b"x"))
+        .await
+        .expect("upload");
+    let patch = r#"<?xml version="1.0"?><propertyupdate xmlns="DAV:"><set><prop>
+        <colour xmlns="urn:x-test">heron grey</colour></prop></set></propertyupdate>"#;
+    assert_eq!(
+        status(dav(&t, "PROPPATCH", "p.txt").body(patch)).await,
+        StatusCode::MULTI_STATUS
+    );
+    assert_eq!(
+        status(dav(&t, "PROPPATCH", "absent.txt").body(patch)).await,
+        StatusCode::NOT_FOUND
+    );
+    t.restart().await;
+    assert!(colour(&t, "p.txt").await.contains("heron grey"));
+    // A move through REST carries them; a delete and a new file at the path starts clean.
+    t.client.move_file("p.txt", "q.txt").await.expect("move");
+    assert!(colour(&t, "q.txt").await.contains("heron grey"));
+    t.client.delete_file("q.txt").await.expect("delete");
+    t.client
+        .upload_file("q.txt", Bytes::from_static(b"y"))
+        .await
+        .expect("upload");
+    assert!(!colour(&t, "q.txt").await.contains("heron grey"));
+}
+
 #[tokio::test]
 async fn a_put_over_the_size_limit_is_413_and_leaves_nothing() {
     let t = TestServer::start_with(|cfg| cfg.max_file_size = 100_000).await;
@@ -238,7 +279,7 @@ fn run(cmd: &mut Command) -> String {
 }
 
 /// The litmus suites run, each of which must end with 0 failures.
-const LITMUS_SUITES: &str = "basic copymove http";
+const LITMUS_SUITES: &str = "basic copymove props locks http";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn litmus_suites_pass() {

@@ -15,6 +15,7 @@ mod chunked;
 mod files;
 mod history;
 mod namespace;
+mod props;
 mod tx;
 mod verify;
 

@@ -190,6 +190,12 @@ fn relocate(
                 super::dir_metadata(to, &dir)
             }
         };
+    // The source's WebDAV dead properties go with it (those of entries below a directory
+    // do not: docs/storage.md).
+    let props = tx.committed_dead_props(from)?;
+    if !props.props.is_empty() {
+        tx.set_dead_props(to.clone(), props);
+    }
     let kind = if copy { ChangeKind::Copy } else { ChangeKind::Move };
     tx.journal(rev, kind, from, Some(to));
     Ok(result)

@@ -10,8 +10,8 @@
 use super::Inner;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{
-    Change, ChangeKind, ChunkInfo, Claim, DirRecord, Entry, FileRecord, MetaBatch, MetaOp, MetaStore,
-    MetaTxn, VersionRecord,
+    Change, ChangeKind, ChunkInfo, Claim, DeadProps, DirRecord, Entry, FileRecord, MetaBatch, MetaOp,
+    MetaStore, MetaTxn, VersionRecord,
 };
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -263,6 +263,7 @@ impl<'a> Tx<'a> {
     /// moves them).
     pub fn remove_file(&mut self, path: VPath) {
         self.overlay.insert(path.clone(), None);
+        self.batch.push(MetaOp::SetDeadProps(path.clone(), None));
         self.batch.push(MetaOp::DeleteFile(path));
     }
 
@@ -273,7 +274,24 @@ impl<'a> Tx<'a> {
 
     pub fn remove_dir(&mut self, path: VPath) {
         self.overlay.insert(path.clone(), None);
+        self.batch.push(MetaOp::SetDeadProps(path.clone(), None));
         self.batch.push(MetaOp::DeleteDir(path));
+    }
+
+    /// The committed WebDAV dead properties of `path` (none: empty). No writer can commit
+    /// while this transaction is open, so committed state is this transaction's view.
+    pub fn committed_dead_props(&self, path: &VPath) -> ServiceResult<DeadProps> {
+        self.inner
+            .meta
+            .dead_props(path)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| ServiceError::storage(path.as_str(), e))
+    }
+
+    /// Replaces the WebDAV dead properties of `path` (none left: removes them).
+    pub fn set_dead_props(&mut self, path: VPath, props: DeadProps) {
+        let props = (!props.props.is_empty()).then_some(props);
+        self.batch.push(MetaOp::SetDeadProps(path, props));
     }
 
     pub fn adjust_chunks(&mut self, rec: &FileRecord, delta: i64) {

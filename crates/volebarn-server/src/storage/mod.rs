@@ -19,7 +19,9 @@ pub use meta::{CommitOutcome, Entry, MetaBatch, MetaOp, MetaStore, MetaTxn};
 /// store. 64 KiB keeps a batch of small files to a few large sequential writes while the
 /// metadata store's values stay small enough for its blob files.
 pub const INLINE_MAX: u32 = 64 * 1024;
-pub use records::{Change, ChangeKind, ChunkInfo, ChunkRef, Claim, DirRecord, FileRecord, VersionRecord};
+pub use records::{
+    Change, ChangeKind, ChunkInfo, ChunkRef, Claim, DeadProp, DeadProps, DirRecord, FileRecord, VersionRecord,
+};
 
 /// Failures of a storage backend. Never shown to API users verbatim.
 #[derive(Debug, thiserror::Error)]

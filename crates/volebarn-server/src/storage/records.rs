@@ -114,3 +114,20 @@ impl Claim {
         *h.finalize().as_bytes()
     }
 }
+
+/// The dead properties WebDAV clients set on a path with `PROPPATCH`, each kept as the XML
+/// element the client sent. Stored per path beside its entry; deleting the entry deletes
+/// them. Not part of a file's content: setting them makes no revision or journal entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct DeadProps {
+    pub props: Vec<DeadProp>,
+}
+
+/// One dead property: its name, namespace and the element itself.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct DeadProp {
+    pub namespace: Option<String>,
+    pub name: String,
+    pub prefix: Option<String>,
+    pub xml: Option<Vec<u8>>,
+}

@@ -5,14 +5,17 @@ use super::file::{OpenFile, Reader, Writer};
 use super::DavRequest;
 use crate::error::ServiceError;
 use crate::service::{Service, UploadOptions, WriteMode};
-use crate::storage::{Entry, FileRecord};
+use crate::storage::{DeadProp, Entry, FileRecord};
+use axum::http::StatusCode;
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavMetaData, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem, OpenOptions,
-    ReadDirMeta,
+    DavDirEntry, DavFile, DavMetaData, DavProp, FsError, FsFuture, FsResult, FsStream, GuardedFileSystem,
+    OpenOptions, ReadDirMeta,
 };
 use futures_util::FutureExt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use volebarn_core::timefmt::UnixNanos;
 use volebarn_core::{FileMetadata, VPath};
@@ -330,11 +333,118 @@ impl GuardedFileSystem<DavRequest> for ServiceFs {
         .boxed()
     }
 
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+        _req: &'a DavRequest,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        futures_util::future::ready(true).boxed()
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+        _req: &'a DavRequest,
+    ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
+        async move {
+            let p = vpath(path)?;
+            let mut props = self.service.dead_props(&p).await.map_err(|e| fs_error(&e))?;
+            let mut answer = Vec::with_capacity(patch.len());
+            // In document order: a later instruction for the same property wins.
+            for (set, prop) in patch {
+                props
+                    .props
+                    .retain(|d| !(d.namespace == prop.namespace && d.name == prop.name));
+                answer.push((StatusCode::OK, without_value(&prop)));
+                if set {
+                    props.props.push(DeadProp {
+                        namespace: prop.namespace,
+                        name: prop.name,
+                        prefix: prop.prefix,
+                        xml: prop.xml,
+                    });
+                }
+            }
+            self.service
+                .set_dead_props(&p, props)
+                .await
+                .map_err(|e| fs_error(&e))?;
+            Ok(answer)
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        do_content: bool,
+        _req: &'a DavRequest,
+    ) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            let props = self
+                .service
+                .dead_props(&vpath(path)?)
+                .await
+                .map_err(|e| fs_error(&e))?;
+            Ok(props
+                .props
+                .into_iter()
+                .map(|d| {
+                    let prop = DavProp {
+                        name: d.name,
+                        prefix: d.prefix,
+                        namespace: d.namespace,
+                        xml: d.xml,
+                    };
+                    if do_content {
+                        prop
+                    } else {
+                        without_value(&prop)
+                    }
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(
+        &'a self,
+        path: &'a DavPath,
+        prop: DavProp,
+        _req: &'a DavRequest,
+    ) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            let props = self
+                .service
+                .dead_props(&vpath(path)?)
+                .await
+                .map_err(|e| fs_error(&e))?;
+            props
+                .props
+                .into_iter()
+                .find(|d| d.namespace == prop.namespace && d.name == prop.name)
+                .and_then(|d| d.xml)
+                .ok_or(FsError::NotFound)
+        }
+        .boxed()
+    }
+
     fn get_quota<'a>(&'a self, _req: &'a DavRequest) -> FsFuture<'a, (u64, Option<u64>)> {
         async move {
             let stats = self.service.stats().await.map_err(|e| fs_error(&e))?;
             Ok((stats.file_bytes, self.free_space().await))
         }
         .boxed()
+    }
+}
+
+/// A property's name without its value (what PROPPATCH answers and `propname` lists).
+fn without_value(p: &DavProp) -> DavProp {
+    DavProp {
+        name: p.name.clone(),
+        prefix: p.prefix.clone(),
+        namespace: p.namespace.clone(),
+        xml: None,
     }
 }

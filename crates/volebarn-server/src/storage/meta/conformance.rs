@@ -61,7 +61,7 @@ type Check<S> = (&'static str, fn(Arc<S>));
 /// Runs every check, each against a fresh store made by `make` (its second value keeps
 /// whatever the store needs alive, such as a temp directory, until the check ends).
 pub fn run_all<S: MetaStore, G>(make: impl Fn() -> (S, G)) {
-    let checks: [Check<S>; 15] = [
+    let checks: [Check<S>; 16] = [
         ("paged descendants", paged_descendants),
         ("journal trimming and old versions", trimming),
         ("empty store", empty_store),
@@ -80,6 +80,7 @@ pub fn run_all<S: MetaStore, G>(make: impl Fn() -> (S, G)) {
         ),
         ("head watchers see every commit", head_watch),
         ("claims", claims),
+        ("dead properties", dead_props),
     ];
     for (name, check) in checks {
         let (store, _guard) = make();
@@ -470,4 +471,35 @@ fn claims<S: MetaStore>(s: Arc<S>) {
     commit(&*s, vec![MetaOp::DeleteClaim(claim(1).key())]);
     assert!(!s.has_claim(&claim(1).key()).expect("has"));
     assert_eq!(s.claims(10).expect("claims"), vec![claim(2)]);
+}
+
+fn dead_props<S: MetaStore>(s: Arc<S>) {
+    use crate::storage::{DeadProp, DeadProps};
+    let props = |value: &str| DeadProps {
+        props: vec![DeadProp {
+            namespace: Some("http://example.com/ns".into()),
+            name: "colour".into(),
+            prefix: Some("E".into()),
+            xml: Some(format!("<E:colour xmlns:E=\"http://example.com/ns\">{value}</E:colour>").into_bytes()),
+        }],
+    };
+    assert_eq!(s.dead_props(&p("doc")).expect("read"), None);
+    commit(&*s, vec![MetaOp::SetDeadProps(p("doc"), Some(props("red")))]);
+    assert_eq!(s.dead_props(&p("doc")).expect("read"), Some(props("red")));
+    assert_eq!(
+        s.dead_props(&p("doc/inner")).expect("read"),
+        None,
+        "per path, not per subtree"
+    );
+    // The last op of a batch on a path wins.
+    commit(
+        &*s,
+        vec![
+            MetaOp::SetDeadProps(p("doc"), None),
+            MetaOp::SetDeadProps(p("doc"), Some(props("blue"))),
+        ],
+    );
+    assert_eq!(s.dead_props(&p("doc")).expect("read"), Some(props("blue")));
+    commit(&*s, vec![MetaOp::SetDeadProps(p("doc"), None)]);
+    assert_eq!(s.dead_props(&p("doc")).expect("read"), None);
 }

@@ -7,7 +7,7 @@ pub mod rocks;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-use super::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
+use super::records::{Change, ChunkInfo, Claim, DeadProps, DirRecord, FileRecord, VersionRecord};
 use super::StorageResult;
 use bytes::Bytes;
 use volebarn_core::{ChunkId, VPath};
@@ -48,6 +48,8 @@ pub enum MetaOp {
     Journal(Change),
     /// Forget journal entries with `rev <= upto` (the journal floor becomes `upto`).
     TrimJournal(u64),
+    /// Replace (`Some`) or remove (`None`) the WebDAV dead properties of a path.
+    SetDeadProps(VPath, Option<DeadProps>),
 }
 
 /// Every metadata change of one operation, committed atomically and durably.
@@ -122,6 +124,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn claims(&self, limit: usize) -> StorageResult<Vec<Claim>>;
     /// Whether the claim with this key is still unchecked.
     fn has_claim(&self, key: &[u8; 32]) -> StorageResult<bool>;
+    /// The WebDAV dead properties of `path`, if any were set.
+    fn dead_props(&self, path: &VPath) -> StorageResult<Option<DeadProps>>;
     /// Starts a write transaction; it waits while another one is open.
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>>;
     /// Sees the head revision after every commit — by any server sharing the store — so

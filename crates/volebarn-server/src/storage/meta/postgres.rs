@@ -26,7 +26,7 @@ use super::resolve::{resolve, Resolved};
 use super::rocks::{key_path, path_key, subtree_prefix};
 use super::{CommitOutcome, Entry, MetaBatch, MetaStore, MetaTxn, StoreStats};
 use crate::storage::codec::{decode, encode};
-use crate::storage::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
+use crate::storage::records::{Change, ChunkInfo, Claim, DeadProps, DirRecord, FileRecord, VersionRecord};
 use crate::storage::{StorageError, StorageResult};
 use bytes::Bytes;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -95,15 +95,29 @@ CREATE TABLE state (
 INSERT INTO state VALUES (1, 0, 0, 0, 0, 0, 0);
 "#;
 
+/// WebDAV dead properties (docs/storage.md).
+const SCHEMA_V2: &str = r#"
+CREATE TABLE dead_props (
+    key bytea PRIMARY KEY,  -- the path, as in entries
+    rec bytea NOT NULL      -- DeadProps, bitcode + snappy
+);
+"#;
+
 fn migrator() -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("volebarn schema"),
+    let migration = |version, name, sql| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
             MigrationType::Simple,
-            Cow::Borrowed(SCHEMA_V1),
+            Cow::Borrowed(sql),
             false,
-        )]),
+        )
+    };
+    Migrator {
+        migrations: Cow::Owned(vec![
+            migration(1, "volebarn schema", SCHEMA_V1),
+            migration(2, "webdav dead properties", SCHEMA_V2),
+        ]),
         ..Migrator::DEFAULT
     }
 }
@@ -577,6 +591,13 @@ impl MetaStore for PgMetaStore {
         Ok(self.fetch_optional(q)?.is_some())
     }
 
+    fn dead_props(&self, path: &VPath) -> StorageResult<Option<DeadProps>> {
+        let q = Query::new("SELECT rec FROM dead_props WHERE key = $1").bind(Arg::Bytes(path_key(path)));
+        self.fetch_optional(q)?
+            .map(|row| decode_col(&row, "rec"))
+            .transpose()
+    }
+
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>> {
         let guard = self
             .writer
@@ -1022,6 +1043,31 @@ fn writes(r: &Resolved, head: Option<u64>) -> Vec<Query> {
             )
             .bind(Arg::BytesArr(ck))
             .bind(Arg::BytesArr(cr)),
+        );
+    }
+    // Dead properties.
+    let gone: Vec<Vec<u8>> = r
+        .dead_props
+        .iter()
+        .filter(|(_, p)| p.is_none())
+        .map(|(path, _)| path_key(path))
+        .collect();
+    if !gone.is_empty() {
+        out.push(Query::new("DELETE FROM dead_props WHERE key = ANY($1)").bind(Arg::BytesArr(gone)));
+    }
+    let (dk, dr): (Vec<Vec<u8>>, Vec<Vec<u8>>) = r
+        .dead_props
+        .iter()
+        .filter_map(|(path, p)| p.as_ref().map(|p| (path_key(path), encode(p))))
+        .unzip();
+    if !dk.is_empty() {
+        out.push(
+            Query::new(
+                "INSERT INTO dead_props (key, rec) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec",
+            )
+            .bind(Arg::BytesArr(dk))
+            .bind(Arg::BytesArr(dr)),
         );
     }
     // Journal.

@@ -8,7 +8,7 @@
 //! two cannot drift apart in how they read a batch.
 
 use super::{MetaBatch, MetaOp, StoreStats};
-use crate::storage::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
+use crate::storage::records::{Change, ChunkInfo, Claim, DeadProps, DirRecord, FileRecord, VersionRecord};
 use crate::storage::{StorageError, StorageResult};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -36,6 +36,8 @@ pub struct Resolved {
     pub versions: HashMap<(VPath, u64), Option<VersionRecord>>,
     /// Claims (by key) to put or delete.
     pub claims: HashMap<[u8; 32], Option<Claim>>,
+    /// Dead properties to put (`Some`) or delete (`None`).
+    pub dead_props: HashMap<VPath, Option<DeadProps>>,
     /// Journal entries to add, in order (none at or below `trim`).
     pub journal: Vec<Change>,
     /// Journal entries at or below this revision go (the floor becomes the larger of this and
@@ -129,6 +131,9 @@ pub fn resolve(
             }
             MetaOp::DeleteClaim(key) => {
                 r.claims.insert(key, None);
+            }
+            MetaOp::SetDeadProps(path, props) => {
+                r.dead_props.insert(path, props);
             }
             MetaOp::Journal(change) => r.journal.push(change),
             MetaOp::TrimJournal(upto) => {

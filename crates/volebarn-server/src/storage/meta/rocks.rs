@@ -7,7 +7,7 @@
 use super::resolve::resolve;
 use super::{CommitOutcome, Entry, MetaBatch, MetaStore, MetaTxn, StoreStats};
 use crate::storage::codec::{decode, encode};
-use crate::storage::records::{Change, ChunkInfo, Claim, DirRecord, FileRecord, VersionRecord};
+use crate::storage::records::{Change, ChunkInfo, Claim, DeadProps, DirRecord, FileRecord, VersionRecord};
 use crate::storage::{StorageError, StorageResult};
 use bytes::Bytes;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
@@ -28,7 +28,10 @@ const CF_META: &str = "meta";
 const CF_CHUNK_DATA: &str = "chunk_data";
 /// Chunked commits whose whole-file hash is not checked yet: `Claim::key` → `Claim`.
 const CF_CLAIMS: &str = "claims";
-const ALL_CFS: [&str; 10] = [
+/// WebDAV dead properties by path key (added without a schema bump: a missing column family
+/// is created at open and starts empty).
+const CF_DEAD_PROPS: &str = "dead_props";
+const ALL_CFS: [&str; 11] = [
     CF_FILES,
     CF_DIRS,
     CF_HASH,
@@ -39,6 +42,7 @@ const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_CHUNK_DATA,
     CF_CLAIMS,
+    CF_DEAD_PROPS,
 ];
 
 const KEY_HEAD_REV: &[u8] = b"head_rev";
@@ -269,6 +273,10 @@ impl MetaStore for RocksMetaStore {
             .get_pinned_cf(self.cf(CF_CLAIMS), key)
             .map_err(db_err)?
             .is_some())
+    }
+
+    fn dead_props(&self, path: &VPath) -> StorageResult<Option<DeadProps>> {
+        self.get_decoded(CF_DEAD_PROPS, &path_key(path))
     }
 
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>> {
@@ -602,6 +610,12 @@ impl RocksMetaStore {
             match claim {
                 Some(c) => wb.put_cf(self.cf(CF_CLAIMS), key, encode(c)),
                 None => wb.delete_cf(self.cf(CF_CLAIMS), key),
+            }
+        }
+        for (path, props) in &r.dead_props {
+            match props {
+                Some(p) => wb.put_cf(self.cf(CF_DEAD_PROPS), path_key(path), encode(p)),
+                None => wb.delete_cf(self.cf(CF_DEAD_PROPS), path_key(path)),
             }
         }
         if let Some(upto) = r.trim {
