@@ -211,6 +211,20 @@ impl ServiceFs {
         )))
     }
 
+    /// MOVE (`copy = false`) or COPY of one resource. dav-server has already checked
+    /// `Overwrite` and removed the destination when it allowed that; a copy still overwrites,
+    /// because dav-server copies the files of a collection one by one through here.
+    async fn relocate(&self, from: &DavPath, to: &DavPath, copy: bool) -> FsResult<()> {
+        let (f, t) = (vpath(from)?, vpath(to)?);
+        self.require_parent(&t).await?;
+        let done = if copy {
+            self.service.copy_path(&f, &t, true).await
+        } else {
+            self.service.move_path(&f, &t, false).await
+        };
+        done.map(|_| ()).map_err(|e| fs_error(&e))
+    }
+
     async fn free_space(&self) -> Option<u64> {
         let dir = self.disk.clone()?;
         tokio::task::spawn_blocking(move || {
@@ -306,31 +320,11 @@ impl GuardedFileSystem<DavRequest> for ServiceFs {
     }
 
     fn rename<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, _req: &'a DavRequest) -> FsFuture<'a, ()> {
-        async move {
-            let (f, t) = (vpath(from)?, vpath(to)?);
-            self.require_parent(&t).await?;
-            // dav-server has already removed the destination when `Overwrite: T` allowed it.
-            self.service
-                .move_path(&f, &t, false)
-                .await
-                .map_err(|e| fs_error(&e))?;
-            Ok(())
-        }
-        .boxed()
+        self.relocate(from, to, false).boxed()
     }
 
     fn copy<'a>(&'a self, from: &'a DavPath, to: &'a DavPath, _req: &'a DavRequest) -> FsFuture<'a, ()> {
-        async move {
-            let (f, t) = (vpath(from)?, vpath(to)?);
-            self.require_parent(&t).await?;
-            // dav-server copies only files through here (directories it creates and walks).
-            self.service
-                .copy_path(&f, &t, true)
-                .await
-                .map_err(|e| fs_error(&e))?;
-            Ok(())
-        }
-        .boxed()
+        self.relocate(from, to, true).boxed()
     }
 
     fn have_props<'a>(

@@ -1020,56 +1020,23 @@ fn writes(r: &Resolved, head: Option<u64>) -> Vec<Query> {
             .bind(Arg::BytesArr(prec)),
         );
     }
-    // Claims.
-    let gone: Vec<Vec<u8>> = r
-        .claims
-        .iter()
-        .filter(|(_, c)| c.is_none())
-        .map(|(k, _)| k.to_vec())
-        .collect();
-    if !gone.is_empty() {
-        out.push(Query::new("DELETE FROM claims WHERE key = ANY($1)").bind(Arg::BytesArr(gone)));
-    }
-    let (ck, cr): (Vec<Vec<u8>>, Vec<Vec<u8>>) = r
-        .claims
-        .iter()
-        .filter_map(|(k, c)| c.as_ref().map(|c| (k.to_vec(), encode(c))))
-        .unzip();
-    if !ck.is_empty() {
-        out.push(
-            Query::new(
-                "INSERT INTO claims (key, rec) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-                 ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec",
-            )
-            .bind(Arg::BytesArr(ck))
-            .bind(Arg::BytesArr(cr)),
-        );
-    }
-    // Dead properties.
-    let gone: Vec<Vec<u8>> = r
-        .dead_props
-        .iter()
-        .filter(|(_, p)| p.is_none())
-        .map(|(path, _)| path_key(path))
-        .collect();
-    if !gone.is_empty() {
-        out.push(Query::new("DELETE FROM dead_props WHERE key = ANY($1)").bind(Arg::BytesArr(gone)));
-    }
-    let (dk, dr): (Vec<Vec<u8>>, Vec<Vec<u8>>) = r
-        .dead_props
-        .iter()
-        .filter_map(|(path, p)| p.as_ref().map(|p| (path_key(path), encode(p))))
-        .unzip();
-    if !dk.is_empty() {
-        out.push(
-            Query::new(
-                "INSERT INTO dead_props (key, rec) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
-                 ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec",
-            )
-            .bind(Arg::BytesArr(dk))
-            .bind(Arg::BytesArr(dr)),
-        );
-    }
+    // Claims and dead properties: records by key, put or deleted.
+    keyed_records(
+        &mut out,
+        "DELETE FROM claims WHERE key = ANY($1)",
+        "INSERT INTO claims (key, rec) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+         ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec",
+        r.claims.iter().map(|(k, c)| (k.to_vec(), c.as_ref().map(encode))),
+    );
+    keyed_records(
+        &mut out,
+        "DELETE FROM dead_props WHERE key = ANY($1)",
+        "INSERT INTO dead_props (key, rec) SELECT * FROM UNNEST($1::bytea[], $2::bytea[]) \
+         ON CONFLICT (key) DO UPDATE SET rec = EXCLUDED.rec",
+        r.dead_props
+            .iter()
+            .map(|(p, d)| (path_key(p), d.as_ref().map(encode))),
+    );
     // Journal.
     if let Some(upto) = r.trim {
         out.push(Query::new("DELETE FROM journal WHERE rev <= $1").bind(Arg::I64(i(upto))));
@@ -1106,6 +1073,37 @@ fn writes(r: &Resolved, head: Option<u64>) -> Vec<Query> {
         out.push(Query::new("SELECT pg_notify('volebarn_changes', $1::text)").bind(Arg::I64(i(h))));
     }
     out
+}
+
+/// Writes the rows of a `(key bytea, rec bytea)` table a batch leaves: `None` deleted with
+/// `delete` (`key = ANY($1)`), `Some` upserted with `upsert` (`$1` keys, `$2` records).
+fn keyed_records(
+    out: &mut Vec<Query>,
+    delete: &'static str,
+    upsert: &'static str,
+    rows: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+) {
+    let mut gone = Vec::new();
+    let (mut keys, mut recs) = (Vec::new(), Vec::new());
+    for (key, rec) in rows {
+        match rec {
+            Some(rec) => {
+                keys.push(key);
+                recs.push(rec);
+            }
+            None => gone.push(key),
+        }
+    }
+    if !gone.is_empty() {
+        out.push(Query::new(delete).bind(Arg::BytesArr(gone)));
+    }
+    if !keys.is_empty() {
+        out.push(
+            Query::new(upsert)
+                .bind(Arg::BytesArr(keys))
+                .bind(Arg::BytesArr(recs)),
+        );
+    }
 }
 
 #[cfg(test)]
