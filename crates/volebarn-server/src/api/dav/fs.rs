@@ -5,7 +5,7 @@ use super::file::{OpenFile, Reader, Writer};
 use super::DavRequest;
 use crate::error::ServiceError;
 use crate::service::{Service, UploadOptions, WriteMode};
-use crate::storage::{DeadProp, Entry, FileRecord};
+use crate::storage::{DeadProp, DeadProps, Entry, FileRecord};
 use axum::http::StatusCode;
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
@@ -225,6 +225,10 @@ impl ServiceFs {
         done.map(|_| ()).map_err(|e| fs_error(&e))
     }
 
+    async fn dead_props(&self, path: &VPath) -> FsResult<DeadProps> {
+        self.service.dead_props(path).await.map_err(|e| fs_error(&e))
+    }
+
     async fn free_space(&self) -> Option<u64> {
         let dir = self.disk.clone()?;
         tokio::task::spawn_blocking(move || {
@@ -343,7 +347,7 @@ impl GuardedFileSystem<DavRequest> for ServiceFs {
     ) -> FsFuture<'a, Vec<(StatusCode, DavProp)>> {
         async move {
             let p = vpath(path)?;
-            let mut props = self.service.dead_props(&p).await.map_err(|e| fs_error(&e))?;
+            let mut props = self.dead_props(&p).await?;
             let mut answer = Vec::with_capacity(patch.len());
             // In document order: a later instruction for the same property wins.
             for (set, prop) in patch {
@@ -376,11 +380,7 @@ impl GuardedFileSystem<DavRequest> for ServiceFs {
         _req: &'a DavRequest,
     ) -> FsFuture<'a, Vec<DavProp>> {
         async move {
-            let props = self
-                .service
-                .dead_props(&vpath(path)?)
-                .await
-                .map_err(|e| fs_error(&e))?;
+            let props = self.dead_props(&vpath(path)?).await?;
             Ok(props
                 .props
                 .into_iter()
@@ -409,11 +409,7 @@ impl GuardedFileSystem<DavRequest> for ServiceFs {
         _req: &'a DavRequest,
     ) -> FsFuture<'a, Vec<u8>> {
         async move {
-            let props = self
-                .service
-                .dead_props(&vpath(path)?)
-                .await
-                .map_err(|e| fs_error(&e))?;
+            let props = self.dead_props(&vpath(path)?).await?;
             props
                 .props
                 .into_iter()
