@@ -150,7 +150,11 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         }
         TlsMode::Files { cert, key } => (Some(tls::server_config(cert, key)?), None),
     };
-    let app = api::router(api::AppState::new(service.clone(), token.clone()));
+    let app = api::router(api::AppState::new(
+        service.clone(),
+        token.clone(),
+        cfg.limits.clone(),
+    ));
     Ok(Prepared {
         app,
         service,
@@ -207,16 +211,19 @@ pub async fn serve(
                 .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .initial_stream_window_size(H2_STREAM_WINDOW);
             server
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await
                 .context("serving HTTPS")
         }
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP")
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")
         }
     };
     // The background tasks hold the service (and so the database): stop them before

@@ -7,6 +7,7 @@ mod changes;
 mod chunks;
 mod directories;
 mod files;
+pub mod limits;
 mod metrics;
 mod namespace;
 pub mod openapi;
@@ -14,7 +15,7 @@ mod versions;
 
 use crate::error::ServiceError;
 use crate::service::{IfMatch, Service};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,14 +32,16 @@ pub struct AppState {
     pub service: Service,
     pub token: Arc<String>,
     pub metrics: Arc<metrics::Metrics>,
+    pub limits: Arc<limits::Limits>,
 }
 
 impl AppState {
-    pub fn new(service: Service, token: String) -> Self {
+    pub fn new(service: Service, token: String, limits: limits::LimitsConfig) -> Self {
         AppState {
             service,
             token: Arc::new(token),
             metrics: Arc::new(metrics::Metrics::default()),
+            limits: Arc::new(limits::Limits::new(limits)),
         }
     }
 }
@@ -104,10 +107,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Bearer token on everything but `/health`, compared in constant time.
+/// Bearer token on everything but `/health`, compared in constant time, behind the
+/// per-address limits ([`limits`]): the request rate first, then the brute-force guard.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
         return next.run(req).await;
+    }
+    // Absent only when the router is driven without a socket (never by `serve`).
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = Instant::now();
+    if let Some(ip) = peer {
+        if let Some(retry_after) = state.limits.over_rate(ip) {
+            return ServiceError::RateLimited {
+                reason: "too many requests from this address".into(),
+                retry_after,
+            }
+            .into_response();
+        }
+        if let Some(retry_after) = state.limits.auth_blocked(ip, now) {
+            return ServiceError::RateLimited {
+                reason: "too many failed authentications from this address".into(),
+                retry_after,
+            }
+            .into_response();
+        }
     }
     let presented = req
         .headers()
@@ -117,7 +143,12 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .map(str::trim);
     match presented {
         Some(t) if bool::from(t.as_bytes().ct_eq(state.token.as_bytes())) => next.run(req).await,
-        _ => ServiceError::Unauthorized.into_response(),
+        _ => {
+            if let Some(ip) = peer {
+                state.limits.auth_failed(ip, now);
+            }
+            ServiceError::Unauthorized.into_response()
+        }
     }
 }
 
