@@ -6,6 +6,7 @@ mod bulk;
 mod changes;
 mod chunks;
 mod directories;
+mod drain;
 mod files;
 pub mod limits;
 mod metrics;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .layer(middleware::from_fn(drain::deliver_early_answers))
         .with_state(state)
 }
 
