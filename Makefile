@@ -37,6 +37,11 @@ tools:
 		CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
 		$(CARGO) install --locked garage --no-default-features --features bundled-libs,sqlite; \
 	fi
+	@command -v curl >/dev/null 2>&1 || { \
+		echo "installing: curl (the tests check answers with a real curl)"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq curl; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "installing: postgresql"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -12,7 +12,7 @@
 use crate::console::thousands;
 use crate::proxy::CountingProxy;
 use crate::rsync::{RsyncDaemon, RsyncStats};
-use crate::server::{client_at, client_for, spawn_server, stop_profiler, Profiler};
+use crate::server::{client_at, client_for, cpu_time, spawn_server, stop_profiler, Profiler};
 use crate::tree;
 use anyhow::ensure;
 use std::os::unix::fs::FileExt;
@@ -57,9 +57,11 @@ pub async fn run(work: &Path, mib: u64) -> anyhow::Result<()> {
     // First upload.
     crate::settle()?;
     let prof = Profiler::start(&server, "large-first")?;
+    let cpu = Cpu::start(&server)?;
     let start = Instant::now();
     let meta = client.upload_path(FILE, &file, false).await?;
     let first = start.elapsed();
+    let first_cpu = cpu.stop(&server)?;
     stop_profiler(prof)?;
     ensure!(
         meta.size == size,
@@ -78,9 +80,11 @@ pub async fn run(work: &Path, mib: u64) -> anyhow::Result<()> {
     let edit_client = client_at(&server, &format!("https://127.0.0.1:{}", proxy.port))?;
     crate::settle()?;
     let prof = Profiler::start(&server, "large-edit")?;
+    let cpu = Cpu::start(&server)?;
     let start = Instant::now();
     let meta = edit_client.upload_path(FILE, &file, true).await?;
     let edit = start.elapsed();
+    let edit_cpu = cpu.stop(&server)?;
     stop_profiler(prof)?;
     ensure!(
         meta.size == size,
@@ -157,6 +161,16 @@ pub async fn run(work: &Path, mib: u64) -> anyhow::Result<()> {
         bytes_str(wire_up),
         bytes_str(wire_down)
     );
+    println!(
+        "  CPU time (user + system): first upload: client {}, server {} ({:.1} cores busy of \
+         {}); edit: client (and its counting proxy) {}, server {}",
+        seconds(first_cpu.client),
+        first_cpu.server.map_or("—".into(), seconds),
+        first_cpu.cores(first),
+        seconds(first),
+        seconds(edit_cpu.client),
+        edit_cpu.server.map_or("—".into(), seconds),
+    );
     if let (Some((_, f)), Some((_, e))) = (rs_first, rs_edit) {
         println!(
             "  rsync --stats: first copy sent {}, received {}; edit sent {}, received {}",
@@ -173,6 +187,37 @@ pub async fn run(work: &Path, mib: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// CPU time the client (this process) and the server process spent on one step.
+struct Cpu {
+    client: Duration,
+    server: Option<Duration>,
+}
+
+impl Cpu {
+    fn start(server: &crate::server::BenchServer) -> anyhow::Result<Cpu> {
+        Ok(Cpu {
+            client: cpu_time("self")?,
+            server: server.cpu_time()?,
+        })
+    }
+
+    /// The time used since `start`.
+    fn stop(self, server: &crate::server::BenchServer) -> anyhow::Result<Cpu> {
+        Ok(Cpu {
+            client: cpu_time("self")?.saturating_sub(self.client),
+            server: server
+                .cpu_time()?
+                .zip(self.server)
+                .map(|(now, then)| now.saturating_sub(then)),
+        })
+    }
+
+    /// How many cores were busy on average over `wall`.
+    fn cores(&self, wall: Duration) -> f64 {
+        (self.client + self.server.unwrap_or_default()).as_secs_f64() / wall.as_secs_f64()
+    }
 }
 
 /// Inverts the byte at `offset` in place, durably.

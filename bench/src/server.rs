@@ -64,6 +64,11 @@ impl BenchServer {
         }
     }
 
+    /// CPU time (user + system) the server process has used so far, for a process.
+    pub fn cpu_time(&self) -> anyhow::Result<Option<Duration>> {
+        self.pid().map(|pid| cpu_time(&pid.to_string())).transpose()
+    }
+
     /// Stops the server and waits until its storage is closed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         match self.kind {
@@ -276,6 +281,26 @@ fn proc_status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
+/// CPU time (user + system, all threads) of process `pid` (a number or `self`), from
+/// `/proc/<pid>/stat`, whose times are in clock ticks of 1/100 s on Linux (`USER_HZ`).
+pub fn cpu_time(pid: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("unexpected /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no field {} in /proc/{pid}/stat", i + 3))
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// The `--profile` command, attached to a server process for one timed step.

@@ -75,6 +75,14 @@ impl ClientError {
         }
     }
 
+    /// The server answered 429: alive, and asking the client to wait.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(
+            self,
+            ClientError::RateLimited { .. } | ClientError::Server { status: 429, .. }
+        )
+    }
+
     /// Worth retrying: the request may succeed later (connect errors, timeouts, dropped
     /// connections, 408, 429, 5xx other than 501/505/507).
     pub fn is_transient(&self) -> bool {

@@ -192,7 +192,13 @@ where
                 continue;
             }
             e if e.is_transient() => {
-                breaker.record_failure();
+                // A 429 is an answer: the server is up and asks us to slow down. Counting it
+                // as a failure would open the circuit on a busy but healthy server.
+                if e.is_rate_limited() {
+                    breaker.record_success();
+                } else {
+                    breaker.record_failure();
+                }
                 if retries >= retry.max_retries {
                     return Err(err);
                 }
@@ -390,6 +396,22 @@ mod tests {
         .await;
         assert_eq!(gaps(&times), [7000, 2000]);
         assert_eq!(out.expect("third attempt succeeds"), 2);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limits_are_waited_out_without_opening_the_circuit() {
+        let breaker = CircuitBreaker::new(BreakerConfig::default());
+        let cfg = RetryConfig {
+            max_retries: 10,
+            ..exact()
+        };
+        let (times, out) = attempts(&cfg, &breaker, |i| {
+            (i < 8).then_some(ClientError::RateLimited { retry_after: 1 })
+        })
+        .await;
+        assert_eq!(gaps(&times), [1000; 8]);
+        assert_eq!(out.expect("the ninth attempt succeeds"), 8);
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
 

@@ -320,14 +320,7 @@ async fn verify_finds_every_difference_and_exits_1() {
     let local_big = folder.join("big.bin");
     env.run(&["put", p(&local_big), "big.bin"]).ok();
     let hex = volebarn_core::ChunkId::of(&big).to_hex();
-    let chunk = env
-        .srv
-        .data()
-        .join("chunks")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex[4..6])
-        .join(&hex);
+    let chunk = env.srv.data().join("chunks").join(&hex[0..2]).join(&hex);
     let mut perms = std::fs::metadata(&chunk).expect("chunk on disk").permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);

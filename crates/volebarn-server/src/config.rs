@@ -46,6 +46,10 @@ pub struct Cli {
     /// or a directory [default: DATA/chunks].
     #[arg(long, env = "VOLEBARN_CHUNKS", value_name = "URL")]
     pub chunks: Option<String>,
+    /// Requests per second allowed per client address, in bursts of twice as many; over it
+    /// the server answers 429 with Retry-After [default: no limit].
+    #[arg(long, env = "VOLEBARN_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -65,6 +69,18 @@ pub struct FileConfig {
     pub gc: GcSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: per-address request rate and the brute-force guard.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Requests per second per address (0 or absent: no limit).
+    pub requests_per_second: Option<u32>,
+    /// Failed authentications per address per minute before it gets 429s (default 10).
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 /// `[storage]`: where metadata and chunks live (the same values as `--meta` / `--chunks`).
@@ -237,6 +253,7 @@ pub struct ServerConfig {
     /// S3 endpoint and credentials for an `s3://` chunk store; `None` reads the standard
     /// `AWS_*` environment at start (tests set it here instead of in the process environment).
     pub s3: Option<crate::storage::chunks::s3::S3Settings>,
+    pub limits: crate::api::limits::LimitsConfig,
 }
 
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 100_000_000;
@@ -259,6 +276,7 @@ impl ServerConfig {
             meta: None,
             chunks: None,
             s3: None,
+            limits: crate::api::limits::LimitsConfig::default(),
         }
     }
 
@@ -311,6 +329,16 @@ impl ServerConfig {
         if let Some(c) = cli.chunks.or(file.storage.chunks) {
             cfg.chunks = Some(ChunkBackend::parse(&c)?);
         }
+        cfg.limits.requests_per_second = cli
+            .rate_limit
+            .or(file.limits.requests_per_second)
+            .and_then(std::num::NonZeroU32::new);
+        if let Some(n) = file.limits.auth_failures_per_minute {
+            if n == 0 {
+                return Err("limits.auth_failures_per_minute must be at least 1".into());
+            }
+            cfg.limits.auth_failures = n;
+        }
         let tls_enabled = !cli.no_tls && file.tls.enabled.unwrap_or(true);
         let cert = cli.tls_cert.or(file.tls.cert_path);
         let key = cli.tls_key.or(file.tls.key_path);
@@ -351,7 +379,8 @@ mod tests {
             &file,
             "[server]\nhost = \"0.0.0.0\"\nport = 4000\nmax_file_size = \"1GiB\"\n\
              [tls]\nenabled = true\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n[versions]\nkeep = 3\nmax_age = \"7d\"\n\
-             [chunks]\norphan_grace = \"2h\"\n[journal]\nkeep = 500\n[gc]\ninterval = \"10m\"\n",
+             [chunks]\norphan_grace = \"2h\"\n[journal]\nkeep = 500\n[gc]\ninterval = \"10m\"\n\
+             [limits]\nrequests_per_second = 50\nauth_failures_per_minute = 5\n",
         )
         .expect("write");
         let cli = Cli {
@@ -371,6 +400,8 @@ mod tests {
         assert_eq!(cfg.retention.orphan_grace, std::time::Duration::from_secs(7200));
         assert_eq!(cfg.retention.journal_keep, 500);
         assert_eq!(cfg.gc_interval, std::time::Duration::from_secs(600));
+        assert_eq!(cfg.limits.requests_per_second, std::num::NonZeroU32::new(50));
+        assert_eq!(cfg.limits.auth_failures, 5);
         assert_eq!(
             cfg.tls,
             TlsMode::Files {

@@ -44,6 +44,8 @@ pub enum ServiceError {
     Unauthorized,
     #[error("the server's disk is full")]
     InsufficientStorage { path: String },
+    #[error("{reason}; retry after {retry_after} s")]
+    RateLimited { reason: String, retry_after: u64 },
     #[error("storage failure: {source}")]
     Storage { path: String, source: StorageError },
     #[error("internal error: {0}")]
@@ -88,7 +90,10 @@ impl ServiceError {
             | ServiceError::MissingChunks { path, .. }
             | ServiceError::InsufficientStorage { path }
             | ServiceError::Storage { path, .. } => path,
-            ServiceError::Unauthorized | ServiceError::Internal(_) | ServiceError::Gone { .. } => "",
+            ServiceError::Unauthorized
+            | ServiceError::Internal(_)
+            | ServiceError::Gone { .. }
+            | ServiceError::RateLimited { .. } => "",
         }
     }
 
@@ -109,6 +114,7 @@ impl ServiceError {
             ServiceError::MissingChunks { .. } => (StatusCode::BAD_REQUEST, ErrorCode::MissingChunks),
             ServiceError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest),
             ServiceError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             ServiceError::InsufficientStorage { .. } => {
                 (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::InsufficientStorage)
             }
@@ -142,6 +148,10 @@ impl IntoResponse for ServiceError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        if let ServiceError::RateLimited { retry_after, .. } = self {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
         }
         resp
     }

@@ -154,6 +154,7 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         service.clone(),
         token.clone(),
         Some(cfg.data_dir.clone()),
+        cfg.limits.clone(),
     ));
     Ok(Prepared {
         app,
@@ -211,16 +212,19 @@ pub async fn serve(
                 .initial_connection_window_size(H2_CONNECTION_WINDOW)
                 .initial_stream_window_size(H2_STREAM_WINDOW);
             server
-                .serve(app.into_make_service())
+                .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await
                 .context("serving HTTPS")
         }
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .context("serving HTTP")
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")
         }
     };
     // The background tasks hold the service (and so the database): stop them before

@@ -20,8 +20,17 @@ async fn openapi_lists_exactly_the_routes_of_the_router() {
     let mut documented = BTreeSet::new();
     for (path, item) in spec["paths"].as_object().expect("paths") {
         for method in ["get", "put", "post", "delete", "head", "patch"] {
-            if item.get(method).is_some() {
+            if let Some(op) = item.get(method) {
                 documented.insert((method.to_string(), path.clone()));
+                // What the auth layer and the limits answer before any handler runs.
+                let expected: &[&str] = if path == "/health" { &[] } else { &["401", "429"] };
+                for status in expected {
+                    assert_eq!(
+                        op["responses"][status]["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/OperationError",
+                        "{method} {path} does not document {status}"
+                    );
+                }
             }
         }
     }

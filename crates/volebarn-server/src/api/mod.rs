@@ -7,7 +7,9 @@ mod changes;
 mod chunks;
 mod dav;
 mod directories;
+mod drain;
 mod files;
+pub mod limits;
 mod metrics;
 mod namespace;
 pub mod openapi;
@@ -15,7 +17,7 @@ mod versions;
 
 use crate::error::ServiceError;
 use crate::service::{IfMatch, Service};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,17 +34,24 @@ pub struct AppState {
     pub service: Service,
     pub token: Arc<String>,
     pub metrics: Arc<metrics::Metrics>,
+    pub limits: Arc<limits::Limits>,
     dav: Arc<dav_server::DavHandler<dav::DavRequest>>,
 }
 
 impl AppState {
     /// `disk` is a directory on the disk the data lives on (WebDAV reports its free space).
-    pub fn new(service: Service, token: String, disk: Option<std::path::PathBuf>) -> Self {
+    pub fn new(
+        service: Service,
+        token: String,
+        disk: Option<std::path::PathBuf>,
+        limits: limits::LimitsConfig,
+    ) -> Self {
         AppState {
             dav: Arc::new(dav::handler(service.clone(), disk)),
             service,
             token: Arc::new(token),
             metrics: Arc::new(metrics::Metrics::default()),
+            limits: Arc::new(limits::Limits::new(limits)),
         }
     }
 }
@@ -108,31 +117,62 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
+        .layer(middleware::from_fn(drain::deliver_early_answers))
         .with_state(state)
 }
 
-/// Bearer token on everything but `/health`, compared in constant time; WebDAV takes it as
-/// the password of HTTP Basic credentials.
+/// Bearer token on everything but `/health`, compared in constant time (WebDAV takes it as
+/// the password of HTTP Basic credentials), behind the per-address limits ([`limits`]): the
+/// request rate first, then the brute-force guard.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
-    if dav::is_dav_path(req.uri().path()) {
-        return if dav::authorized(req.headers(), &state.token) {
-            next.run(req).await
-        } else {
-            dav::challenge()
-        };
+    // Absent only when the router is driven without a socket (never by `serve`).
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = Instant::now();
+    if let Some(ip) = peer {
+        if let Some(retry_after) = state.limits.over_rate(ip) {
+            return ServiceError::RateLimited {
+                reason: "too many requests from this address".into(),
+                retry_after,
+            }
+            .into_response();
+        }
+        if let Some(retry_after) = state.limits.auth_blocked(ip, now) {
+            return ServiceError::RateLimited {
+                reason: "too many failed authentications from this address".into(),
+                retry_after,
+            }
+            .into_response();
+        }
     }
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if bool::from(t.as_bytes().ct_eq(state.token.as_bytes())) => next.run(req).await,
-        _ => ServiceError::Unauthorized.into_response(),
+    let dav = dav::is_dav_path(req.uri().path());
+    let authorized = if dav {
+        dav::authorized(req.headers(), &state.token)
+    } else {
+        req.headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(state.token.as_bytes())))
+    };
+    if authorized {
+        return next.run(req).await;
+    }
+    // Only a wrong credential counts as a failed authentication: WebDAV clients send their
+    // first request without any, to be told how to log in.
+    if let Some(ip) = peer.filter(|_| req.headers().contains_key(axum::http::header::AUTHORIZATION)) {
+        state.limits.auth_failed(ip, now);
+    }
+    if dav {
+        dav::challenge()
+    } else {
+        ServiceError::Unauthorized.into_response()
     }
 }
 

@@ -43,7 +43,57 @@ impl Modify for BearerAuth {
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
         }
+        // What every route but /health can answer before its handler runs: a missing or
+        // wrong token, and the per-address limits (README, "Limits").
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if path == "/health" {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.options,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.responses.responses.entry("401".into()).or_insert_with(|| {
+                    error_response("Missing or wrong bearer token (`unauthorized`)", false).into()
+                });
+                op.responses.responses.entry("429".into()).or_insert_with(|| {
+                    error_response(
+                        "Too many requests, or too many failed authentications, from this address (`rate_limited`)",
+                        true,
+                    )
+                    .into()
+                });
+            }
+        }
     }
+}
+
+/// A response whose body is an `OperationError` (with `Retry-After` when `retry`).
+fn error_response(description: &str, retry: bool) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let mut b = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("OperationError")))
+            .build(),
+    );
+    if retry {
+        b = b.header(
+            "Retry-After",
+            utoipa::openapi::HeaderBuilder::new()
+                .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer))
+                .description(Some("Seconds to wait before trying again"))
+                .build(),
+        );
+    }
+    b.build()
 }
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {

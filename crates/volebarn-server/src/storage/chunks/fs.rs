@@ -1,5 +1,11 @@
-//! [`ChunkStore`] on a local (or shared) filesystem: `<chunks>/ab/cd/ef/<blake3-hex>`,
-//! written through `<tmp>/` on the same filesystem so that placing a chunk is a rename.
+//! [`ChunkStore`] on a local (or shared) filesystem: `<chunks>/ab/<blake3-hex>`, written
+//! through `<tmp>/` on the same filesystem so that placing a chunk is a rename.
+//!
+//! One level of 256 directories, all made when the store opens, so placing a chunk never
+//! creates a directory and makes exactly one directory durable. (The seed's three levels,
+//! `ab/cd/ef/`, made a new directory — two inodes and two more directory fsyncs — for
+//! almost every chunk of a store under 16 million chunks; see docs/storage.md.) Chunks a
+//! server wrote in those three levels are still found, listed and deleted there.
 //!
 //! Write order inside [`ChunkStore::put_many`] ([docs/design.md](docs/design.md) §4): write every chunk to a temp
 //! file → make the batch durable (one `syncfs` for a large batch, else an `fdatasync` per
@@ -50,6 +56,7 @@ impl FsChunkStore {
                 tmp: tmp_dir.to_path_buf(),
             }),
         };
+        store.inner.make_fan_out()?;
         let cleaned = store.inner.clean_stale_temp(STALE_TEMP)?;
         if cleaned > 0 {
             tracing::info!(files = cleaned, "removed temporary files left by an earlier run");
@@ -138,11 +145,42 @@ impl Drop for Staged {
 impl Dirs {
     fn chunk_path(&self, id: &ChunkId) -> PathBuf {
         let hex = id.to_hex();
+        self.root.join(&hex[0..2]).join(hex)
+    }
+
+    /// Where a server before the flat layout put the chunk (`ab/cd/ef/<hex>`).
+    fn legacy_path(&self, id: &ChunkId) -> PathBuf {
+        let hex = id.to_hex();
         self.root
             .join(&hex[0..2])
             .join(&hex[2..4])
             .join(&hex[4..6])
             .join(hex)
+    }
+
+    /// Makes the 256 fan-out directories that are missing, durably.
+    fn make_fan_out(&self) -> StorageResult<()> {
+        let mut made = false;
+        for b in 0..=255u8 {
+            let dir = self.root.join(format!("{b:02x}"));
+            match fs::create_dir(&dir) {
+                Ok(()) => made = true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if made {
+            fsync_dir(&self.root)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` on the chunk's file, and on its pre-flat-layout file when the first is absent.
+    fn at_either<T>(&self, id: &ChunkId, op: impl Fn(&Path) -> std::io::Result<T>) -> std::io::Result<T> {
+        match op(&self.chunk_path(id)) {
+            Err(e) if e.kind() == ErrorKind::NotFound => op(&self.legacy_path(id)),
+            other => other,
+        }
     }
 
     fn stage(&self, id: ChunkId, data: &[u8]) -> StorageResult<Staged> {
@@ -233,7 +271,7 @@ impl Dirs {
     }
 
     fn get(&self, id: &ChunkId) -> StorageResult<Bytes> {
-        let data = match fs::read(self.chunk_path(id)) {
+        let data = match self.at_either(id, |p| fs::read(p)) {
             Ok(d) => d,
             Err(e) if e.kind() == ErrorKind::NotFound => return Err(StorageError::MissingChunk(*id)),
             Err(e) => return Err(e.into()),
@@ -247,7 +285,7 @@ impl Dirs {
     }
 
     fn len_of(&self, id: &ChunkId) -> StorageResult<Option<u64>> {
-        match fs::metadata(self.chunk_path(id)) {
+        match self.at_either(id, |p| fs::metadata(p)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
@@ -282,6 +320,15 @@ impl Dirs {
             }
         }
         out.sort_by_key(|c| c.id);
+        // A chunk put again after the layout changed is in both places: one chunk, stored
+        // when it was last put.
+        out.dedup_by(|later, kept| {
+            let same = later.id == kept.id;
+            if same {
+                kept.stored_at = kept.stored_at.max(later.stored_at);
+            }
+            same
+        });
         Ok(out)
     }
 
@@ -330,10 +377,15 @@ impl ChunkStore for FsChunkStore {
 
     async fn delete(&self, id: &ChunkId) -> StorageResult<()> {
         let id = *id;
-        self.run(move |d| match fs::remove_file(d.chunk_path(&id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+        self.run(move |d| {
+            for path in [d.chunk_path(&id), d.legacy_path(&id)] {
+                match fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
         })
         .await
     }
@@ -361,7 +413,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn layout_is_three_level_fan_out_and_bit_rot_is_detected() {
+    async fn layout_is_one_level_fan_out_and_bit_rot_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         let id = ChunkId::of(b"x");
@@ -370,14 +422,13 @@ mod tests {
             .put_many(vec![(id, Bytes::from_static(b"x"))])
             .await
             .expect("put");
-        let expected = dir
-            .path()
-            .join("chunks")
-            .join(&hex[0..2])
-            .join(&hex[2..4])
-            .join(&hex[4..6])
-            .join(&hex);
+        let expected = dir.path().join("chunks").join(&hex[0..2]).join(&hex);
         assert_eq!(fs::read(&expected).expect("chunk file"), b"x");
+        assert_eq!(
+            fs::read_dir(dir.path().join("chunks")).expect("chunks").count(),
+            256,
+            "the fan-out directories exist from the start"
+        );
         assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
         fs::write(&expected, b"y").expect("corrupt");
         assert!(matches!(store.get(&id).await, Err(StorageError::Corrupt(_))));
@@ -399,6 +450,49 @@ mod tests {
         }
         assert_eq!(store.list().await.expect("list").len(), 100);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+    }
+
+    #[tokio::test]
+    async fn chunks_in_the_three_level_layout_are_read_listed_and_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Bytes::from_static(b"written by an older server");
+        let old_id = ChunkId::of(&old);
+        let both = Bytes::from_static(b"written before and again after");
+        let both_id = ChunkId::of(&both);
+        for (id, data) in [(old_id, &old), (both_id, &both)] {
+            let hex = id.to_hex();
+            let legacy = dir
+                .path()
+                .join("chunks")
+                .join(&hex[0..2])
+                .join(&hex[2..4])
+                .join(&hex[4..6]);
+            fs::create_dir_all(&legacy).expect("mkdir");
+            fs::write(legacy.join(&hex), data).expect("write");
+        }
+        let store = open(dir.path());
+        store.put_many(vec![(both_id, both.clone())]).await.expect("put");
+        assert_eq!(store.get(&old_id).await.expect("get"), old);
+        assert_eq!(store.get(&both_id).await.expect("get"), both);
+        assert_eq!(
+            store.contains_many(&[old_id, both_id]).await.expect("contains"),
+            vec![Some(old.len() as u64), Some(both.len() as u64)]
+        );
+        let listed: Vec<ChunkId> = store.list().await.expect("list").iter().map(|c| c.id).collect();
+        let mut expected = vec![old_id, both_id];
+        expected.sort();
+        assert_eq!(listed, expected, "each chunk listed once");
+        store.delete(&both_id).await.expect("delete");
+        store.delete(&old_id).await.expect("delete");
+        assert!(matches!(
+            store.get(&both_id).await,
+            Err(StorageError::MissingChunk(_))
+        ));
+        assert!(matches!(
+            store.get(&old_id).await,
+            Err(StorageError::MissingChunk(_))
+        ));
+        assert!(store.list().await.expect("list").is_empty());
     }
 
     #[tokio::test]

@@ -1,0 +1,94 @@
+//! Early answers that every HTTP/2 client can read.
+//!
+//! A handler may answer before it has read the request body: 401 before the body, 413 over
+//! the size limit, 400 on a hash mismatch, 409, 507. Over HTTP/2, hyper and h2 then do what
+//! RFC 9113 §8.1 asks — the whole response, then `RST_STREAM(NO_ERROR)` — but clients in wide
+//! use do not read a response whose request they could not finish sending: curl 7.88
+//! (nghttp2 1.52, Debian 12) reports "(92) Stream error in the HTTP/2 framing layer" and
+//! never shows the 413. So before such an answer leaves, the rest of the request body is
+//! read and thrown away, up to [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`]; past either, the
+//! reset goes out as before (a client sending gigabytes past a limit is not waited for).
+//! HTTP/1.1 needs none of this: hyper sends the response and closes the connection.
+
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::http::Version;
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Most request-body bytes read and discarded to deliver one early answer.
+pub const DRAIN_LIMIT: u64 = 256 * 1024 * 1024;
+/// Longest time spent discarding them.
+pub const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// The request body, shared between the handler (which reads what it wants and drops its
+/// end) and this middleware (which reads the rest afterwards).
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<Body>>);
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let mut body = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Pin::new(&mut *body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).size_hint()
+    }
+}
+
+/// Reads and discards what is left of `body`, within the limits; true when it ended.
+async fn drain(body: SharedBody) -> bool {
+    let mut body = body;
+    let mut read = 0u64;
+    let reading = async {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            match frame {
+                Ok(f) => {
+                    read += f.data_ref().map_or(0, |d| d.len() as u64);
+                    if read > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, reading).await.unwrap_or(false)
+}
+
+/// The middleware: on HTTP/2, a response given before the request body ended waits until
+/// the body has been read to its end (within the limits).
+pub async fn deliver_early_answers(req: Request, next: Next) -> Response {
+    if req.version() != Version::HTTP_2 || req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let shared = SharedBody(Arc::new(Mutex::new(body)));
+    let resp = next
+        .run(Request::from_parts(parts, Body::new(shared.clone())))
+        .await;
+    if !shared.is_end_stream() && !drain(shared).await {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            "answered before the request body ended; the rest was not read"
+        );
+    }
+    resp
+}
