@@ -2,11 +2,7 @@
 
 use crate::cli::{Ctx, Keep};
 use crate::config::{ConfigFile, Overrides, Settings};
-use crate::engine::{Engine, EngineConfig, PassOptions, PassReport};
-use crate::index::is_in_use;
 use crate::output::Output;
-use crate::scan::local_path;
-use crate::state::{self, ConflictRecord};
 use crate::watch::{self, WatchOptions};
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -15,6 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use volebarn_client::{Client, ConflictStrategy};
+use volebarn_sync::engine::{Engine, EngineConfig, PassOptions, PassReport};
+use volebarn_sync::index::is_in_use;
+use volebarn_sync::scan::local_path;
+use volebarn_sync::state::{self, ConflictRecord};
 
 /// Exit code of a pass that finished but left something for the user: held deletions, paths
 /// that failed, a refusal by the safety rails.
@@ -305,7 +305,7 @@ struct StatusOut {
     watching: bool,
     last_sync: Option<String>,
     synced_files: usize,
-    pending: crate::engine::Pending,
+    pending: volebarn_sync::engine::Pending,
     offline: Option<String>,
     refused: Option<String>,
     held_deletions: Vec<String>,

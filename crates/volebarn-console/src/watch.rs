@@ -6,9 +6,6 @@
 //! instead, which wakes the watch for a pass with the sync's options (`--force`, `--dry-run`),
 //! and gets that pass's report back (see `state::PassRequest`).
 
-use crate::engine::{Engine, PassOptions, PassReport};
-use crate::rules;
-use crate::state;
 use notify::RecursiveMode;
 use notify_debouncer_full::DebounceEventResult;
 use std::future::Future;
@@ -16,6 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use volebarn_client::{Client, ErrorCode};
+use volebarn_sync::engine::{Engine, PassOptions, PassReport};
+use volebarn_sync::rules;
+use volebarn_sync::state;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
