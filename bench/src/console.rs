@@ -17,8 +17,8 @@ use crate::tree;
 use anyhow::{bail, ensure};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use volebarn_client::{Client, ConflictStrategy, STATE_DIR};
-use volebarn_console::engine::{Engine, EngineConfig, PassOptions, PassReport};
+use volebarn_client::{Client, ConflictStrategy};
+use volebarn_sync::{Engine, EngineConfig, PassOptions, PassReport, STATE_DIR};
 
 /// Edits, adds and deletes in the change step (docs/design.md §7: 100 of each).
 const CHANGES: usize = 100;

@@ -280,7 +280,7 @@ impl Client {
 
     /// Bulk upload where each file carries its own condition and mtime. A retried request
     /// may report `already_exists`/`precondition_failed` for parts its first attempt stored;
-    /// callers compare the server's hash (as `full_sync` does) before calling it a conflict.
+    /// callers compare the server's hash (as `volebarn-sync` does) before calling it a conflict.
     pub async fn bulk_upload_conditional(&self, files: Vec<ConditionalUpload>) -> Result<BulkUploadResponse> {
         self.call("bulk_upload", || self.bulk_upload_once(files.clone()))
             .await

@@ -216,6 +216,13 @@ impl Client {
         }
     }
 
+    /// Tells this client's [`TransferObserver`](crate::TransferObserver), if any, that `path`
+    /// finished transferring. For sync engines that move a file with several calls (a bulk
+    /// request, a conditional retry) and so know best when it is done.
+    pub fn report_file_done(&self, path: &str) {
+        self.observer.file_done(path);
+    }
+
     pub(crate) fn request(&self, method: Method, url: String) -> RequestBuilder {
         self.http.request(method, url).bearer_auth(&self.token)
     }

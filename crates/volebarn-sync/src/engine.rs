@@ -7,8 +7,10 @@
 //! "the user deleted everything"); deleting more than `max_delete` percent of the synced files
 //! in one pass is held until `--force`; paths that could not be read are left untouched.
 
+use crate::apply::{BaseEntry, Executor, LocalFile, SyncResult};
 use crate::index::{Base, Entry, FileIndex, Stat};
 use crate::scan::{self, local_path, Scan};
+use crate::state::STATE_DIR;
 use crate::state::{self, ConflictRecord, StatusFile};
 use anyhow::Context;
 use serde::Serialize;
@@ -17,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{
-    BaseEntry, Client, ClientError, ConflictStrategy, ErrorCode, LocalFile, SyncPlan, SyncResult,
-    TransferMetrics, TransferObserver, Xxh3, STATE_DIR,
+    Client, ClientError, ConflictStrategy, ErrorCode, SyncPlan, TransferMetrics, TransferObserver, Xxh3,
 };
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
@@ -416,7 +417,8 @@ impl Engine {
             })
             .collect();
         let mut result = std::mem::take(&mut report.result);
-        self.transfer_client(&plan, &local)
+        let client = self.transfer_client(&plan, &local);
+        Executor { client: &client }
             .apply_plan(&self.root, &plan, &local, &mut base, &mut result)
             .await;
         report.result = result;

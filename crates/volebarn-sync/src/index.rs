@@ -3,10 +3,11 @@
 //! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
 //! each pass writes only the entries that changed, in one synced batch.
 
+use crate::apply::BaseEntry;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::Path;
-use volebarn_client::{BaseEntry, Xxh3};
+use volebarn_client::Xxh3;
 
 /// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]

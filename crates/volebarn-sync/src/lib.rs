@@ -8,8 +8,41 @@
 //! the benchmarks) open an [`engine::Engine`] and run passes. The dependency goes one way:
 //! this crate depends on the client, never the client on it.
 
+mod apply;
 pub mod engine;
 pub mod index;
 pub mod rules;
 pub mod scan;
 pub mod state;
+
+pub use apply::{BaseEntry, ConflictCopy, LocalFile, SyncResult};
+pub use engine::{Engine, EngineConfig, PassOptions, PassReport};
+pub use state::STATE_DIR;
+
+use std::path::Path;
+use volebarn_client::{Client, ConflictStrategy};
+
+/// Deletions held back in one [`full_sync`] pass: more than this percentage of the synced files.
+pub const DEFAULT_MAX_DELETE_PERCENT: u8 = 50;
+
+/// Syncs the folder at `root` (which must exist) with the server in one call: one engine pass
+/// with `strategy` and the default safety rails — scan against the folder's index, plan
+/// three-way, apply, persist. Nothing is deleted on the server when the folder is emptied, or
+/// when more than [`DEFAULT_MAX_DELETE_PERCENT`] of its synced files are gone (the report's
+/// `held_deletions` says which and why). The report's `offline` is set when the server could
+/// not be reached; per-path failures are in `result.errors`.
+pub async fn full_sync(
+    client: &Client,
+    root: &Path,
+    strategy: ConflictStrategy,
+) -> anyhow::Result<PassReport> {
+    let mut engine = Engine::open(
+        root,
+        client.clone(),
+        EngineConfig {
+            strategy,
+            max_delete_percent: DEFAULT_MAX_DELETE_PERCENT,
+        },
+    )?;
+    engine.pass(PassOptions::default()).await
+}

@@ -2,12 +2,13 @@
 //! (read by `volebarn status` while `volebarn watch` holds the index), and the conflicts list.
 //! Each is rewritten atomically (temp file, fsync, rename).
 
+use crate::engine::Pending;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use volebarn_client::STATE_DIR;
 
-use crate::engine::Pending;
+/// The folder holding sync state inside a synced folder; never synced itself.
+pub const STATE_DIR: &str = ".volebarn";
 
 fn state_file(root: &Path, name: &str) -> PathBuf {
     root.join(STATE_DIR).join(name)

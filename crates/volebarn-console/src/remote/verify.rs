@@ -8,8 +8,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use volebarn_client::{Client, ClientError, FileMetadata, VPath, Xxh3, STATE_DIR};
+use volebarn_client::{Client, ClientError, FileMetadata, VPath, Xxh3};
 use volebarn_sync::scan::{self, covers, Scan};
+use volebarn_sync::STATE_DIR;
 
 /// `verify` re-hashes remote files up to this size in memory, bigger ones through a temp file.
 const VERIFY_IN_MEMORY: u64 = 64 * 1024 * 1024;
