@@ -177,7 +177,7 @@ pub async fn run(work: &Path, n: usize) -> anyhow::Result<()> {
 }
 
 fn open_engine(root: &Path, client: Client) -> anyhow::Result<Engine> {
-    Engine::open(
+    Ok(Engine::open(
         root,
         client,
         EngineConfig {
@@ -185,7 +185,7 @@ fn open_engine(root: &Path, client: Client) -> anyhow::Result<Engine> {
             // 100 deletes of 10,000 is 1%: far below the rail, as for a user's ordinary day.
             max_delete_percent: 50,
         },
-    )
+    )?)
 }
 
 /// One pass, timed after a `settle`; fails when it did not run or did not finish cleanly.

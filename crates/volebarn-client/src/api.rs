@@ -247,12 +247,13 @@ impl Client {
                 if attempts.retried()
                     && code_is(e, &[ErrorCode::AlreadyExists, ErrorCode::PreconditionFailed]) =>
             {
-                let (hash, _) = crate::client::hash_file(local)
-                    .await
-                    .map_err(|source| ClientError::Io {
-                        path: local.display().to_string(),
-                        source,
-                    })?;
+                let (hash, _) =
+                    crate::client::hash_file_async(local)
+                        .await
+                        .map_err(|source| ClientError::Io {
+                            path: local.display().to_string(),
+                            source,
+                        })?;
                 self.settle_write(remote, hash, &attempts, result).await
             }
             _ => result,

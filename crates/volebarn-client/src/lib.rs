@@ -7,6 +7,7 @@
 mod api;
 mod bulk;
 mod client;
+pub mod durable;
 mod error;
 mod large;
 pub mod metrics;
@@ -16,7 +17,7 @@ pub mod queue;
 pub mod resilience;
 
 pub use bulk::{BulkDownload, ConditionalUpload, FileDownload, FileUpload, UploadCondition};
-pub use client::{Client, ClientConfig, HealthMonitor};
+pub use client::{hash_file, Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
 pub use large::LargeFileConfig;
 pub use metrics::TransferMetrics;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use volebarn_client::{Client, ConflictStrategy};
 use volebarn_sync::engine::{Engine, EngineConfig, PassOptions, PassReport};
-use volebarn_sync::index::is_in_use;
 use volebarn_sync::scan::local_path;
 use volebarn_sync::state::{self, ConflictRecord};
 
@@ -34,14 +33,20 @@ pub fn engine_client(settings: &Settings) -> anyhow::Result<Client> {
 
 pub fn open_engine(settings: &Settings, strategy: Option<ConflictStrategy>) -> anyhow::Result<Engine> {
     let folder = settings.folder()?;
-    Engine::open(
+    Ok(Engine::open(
         folder,
         engine_client(settings)?,
         EngineConfig {
             strategy: strategy.unwrap_or(settings.strategy),
             max_delete_percent: settings.max_delete_percent,
         },
-    )
+    )?)
+}
+
+/// Whether `e` says another process (a `volebarn watch`) holds the folder's index.
+fn is_in_use(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<volebarn_sync::SyncError>()
+        .is_some_and(volebarn_sync::SyncError::is_in_use)
 }
 
 pub fn init(ctx: &Ctx, mut file: ConfigFile, o: &Overrides, folder: &Path) -> anyhow::Result<ExitCode> {
@@ -239,7 +244,7 @@ async fn sync_through_watch(
                 Ok(mut engine) => {
                     state::withdraw(&folder, request.id);
                     show_progress(&mut engine, ctx.out);
-                    return engine.pass(opts).await;
+                    return Ok(engine.pass(opts).await?);
                 }
                 Err(e) if is_in_use(&e) => {}
                 Err(e) => return Err(e),

@@ -5,7 +5,7 @@
 //! only if it still holds what the base says), adoptions, and conflicts (the losing side kept as
 //! a conflict copy on both sides). A failing path is reported and never stops the rest.
 
-use crate::scan::{hash_file, local_path, mtime_nanos};
+use crate::scan::{local_path, mtime_nanos};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,7 +126,8 @@ impl Executor<'_> {
         for p in &plan.client_delete {
             // Delete only what the plan saw: an edit made since then is kept.
             let target = local_path(root, p);
-            let unchanged = hash_file(&target).ok().map(|(h, _)| h) == base.get(p).map(|b| b.xxhash3);
+            let unchanged = volebarn_client::hash_file(&target, |_| {}).ok().map(|(h, _)| h)
+                == base.get(p).map(|b| b.xxhash3);
             if !unchanged {
                 result
                     .errors

@@ -8,11 +8,11 @@
 //! in one pass is held until `--force`; paths that could not be read are left untouched.
 
 use crate::apply::{BaseEntry, Executor, LocalFile, SyncResult};
+use crate::error::{Result, SyncError};
 use crate::index::{Base, Entry, FileIndex, Stat};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
 use crate::state::{self, ConflictRecord, StatusFile};
-use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -156,12 +156,12 @@ fn is_under(path: &str, dir: &str) -> bool {
 impl Engine {
     /// Opens the folder's state (`.volebarn/`, created on first use); fails clearly when the
     /// folder is missing or another engine has it open.
-    pub fn open(root: &Path, client: Client, config: EngineConfig) -> anyhow::Result<Engine> {
+    pub fn open(root: &Path, client: Client, config: EngineConfig) -> Result<Engine> {
         if !root.is_dir() {
-            anyhow::bail!("the folder {} does not exist", root.display());
+            return Err(SyncError::NoFolder(root.to_path_buf()));
         }
         let state = root.join(STATE_DIR);
-        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+        std::fs::create_dir_all(&state).map_err(SyncError::io("creating", &state))?;
         let index = FileIndex::open(&state.join("index"))?;
         if index.base_count() == 0 && !state::marker_exists(root) {
             state::write_marker(root)?;
@@ -222,7 +222,7 @@ impl Engine {
 
     /// Brings the mirror of the server up to date: the manifest the first time (or after the
     /// journal was trimmed past our cursor), then only the changes since.
-    async fn refresh_remote(&mut self) -> Result<(), ClientError> {
+    async fn refresh_remote(&mut self) -> std::result::Result<(), ClientError> {
         loop {
             let Some(cursor) = self.remote.cursor else {
                 let (manifest, rev) = self.client.get_manifest_at(None).await?;
@@ -284,7 +284,7 @@ impl Engine {
 
     /// One full pass. Errors on single paths are in the report; an `Err` means the pass could
     /// not run at all (e.g. the index could not be written).
-    pub async fn pass(&mut self, opts: PassOptions) -> anyhow::Result<PassReport> {
+    pub async fn pass(&mut self, opts: PassOptions) -> Result<PassReport> {
         self.pass_start = (std::time::Instant::now(), self.client.metrics());
         let mut report = PassReport::default();
         if !self.root.is_dir() {
@@ -321,7 +321,7 @@ impl Engine {
         let previous = self.index.entries.clone();
         let sc: Scan = tokio::task::spawn_blocking(move || scan::scan(&root, &previous))
             .await
-            .context("scan task")?;
+            .map_err(|e| SyncError::Scan(e.to_string()))?;
         report.hashed = sc.hashed;
         report.bytes_read = sc.bytes_read;
         report.problems.extend(sc.problems.iter().cloned());
@@ -660,7 +660,7 @@ impl Engine {
         done
     }
 
-    fn record_conflicts(&self, r: &SyncResult) -> anyhow::Result<Vec<String>> {
+    fn record_conflicts(&self, r: &SyncResult) -> Result<Vec<String>> {
         let mut new: Vec<ConflictRecord> = Vec::new();
         let mut manual = Vec::new();
         if self.config.strategy == ConflictStrategy::Manual {
@@ -707,7 +707,7 @@ impl Engine {
         base: &BTreeMap<String, BaseEntry>,
         held: &BTreeSet<String>,
         report: &PassReport,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let downloaded: BTreeSet<&String> = report.result.downloaded.iter().collect();
         let mut next: BTreeMap<String, Entry> = BTreeMap::new();
         for (p, s) in &sc.remember {

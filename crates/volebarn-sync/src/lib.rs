@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod engine;
+mod error;
 pub mod index;
 pub mod rules;
 pub mod scan;
@@ -17,6 +18,7 @@ pub mod state;
 
 pub use apply::{BaseEntry, ConflictCopy, LocalFile, SyncResult};
 pub use engine::{Engine, EngineConfig, PassOptions, PassReport};
+pub use error::{Result, SyncError};
 pub use state::STATE_DIR;
 
 use std::path::Path;
@@ -31,11 +33,7 @@ pub const DEFAULT_MAX_DELETE_PERCENT: u8 = 50;
 /// when more than [`DEFAULT_MAX_DELETE_PERCENT`] of its synced files are gone (the report's
 /// `held_deletions` says which and why). The report's `offline` is set when the server could
 /// not be reached; per-path failures are in `result.errors`.
-pub async fn full_sync(
-    client: &Client,
-    root: &Path,
-    strategy: ConflictStrategy,
-) -> anyhow::Result<PassReport> {
+pub async fn full_sync(client: &Client, root: &Path, strategy: ConflictStrategy) -> Result<PassReport> {
     let mut engine = Engine::open(
         root,
         client.clone(),

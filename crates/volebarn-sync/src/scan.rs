@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use volebarn_client::VPath;
-use volebarn_core::hash::{Xxh3, Xxh3Hasher};
 
 /// Threads hashing changed files.
 const HASH_THREADS: usize = 4;
@@ -92,34 +91,11 @@ impl From<std::io::Error> for HashError {
     }
 }
 
-/// The xxh3 and length of the file at `path`, read in 1 MiB blocks; `read` hears each block's
-/// length (for the bytes-read figures). Blocking.
-pub fn hash_file_counted(path: &Path, mut read: impl FnMut(u64)) -> std::io::Result<(Xxh3, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Xxh3Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            return Ok((h.finish(), len));
-        }
-        read(n as u64);
-        len += n as u64;
-        h.update(&buf[..n]);
-    }
-}
-
-/// The xxh3 and length of the file at `path`. Blocking.
-pub fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
-    hash_file_counted(path, |_| {})
-}
-
 /// Reads and hashes `path` until two stats around the read agree.
 fn hash_settled(path: &Path, bytes: &AtomicU64) -> Result<Stat, HashError> {
     for _ in 0..SETTLE_ATTEMPTS {
         let before = std::fs::symlink_metadata(path)?;
-        let (xxh3, _) = hash_file_counted(path, |n| {
+        let (xxh3, _) = volebarn_client::hash_file(path, |n| {
             bytes.fetch_add(n, Ordering::Relaxed);
         })?;
         let after = std::fs::symlink_metadata(path)?;
