@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use volebarn_client::{
     BulkUploadResponse, Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, OperationError,
-    Result, SyncPlan, UploadCondition, Xxh3,
+    Result, SyncPlan, UploadCondition,
 };
-use volebarn_core::sync::{conflict_copy_name, ConflictKind, ConflictResolution};
-use volebarn_core::timefmt::{now_nanos, UnixNanos};
+use volebarn_core::sync::{conflict_copy_name, BaseState, ConflictKind, ConflictResolution, LocalState};
+use volebarn_core::timefmt::now_nanos;
 
 /// Transfers in flight while applying a plan.
 const CONCURRENCY: usize = 8;
@@ -55,32 +55,14 @@ pub struct ConflictCopy {
     pub resolution: ConflictResolution,
 }
 
-/// A path's state at the last successful sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BaseEntry {
-    pub xxhash3: Xxh3,
-    pub size: u64,
-    pub mtime: UnixNanos,
-    pub rev: u64,
-}
-
-impl BaseEntry {
-    pub fn of(m: &FileMetadata) -> Self {
-        BaseEntry {
-            xxhash3: m.xxhash3,
-            size: m.size,
-            mtime: m.modified,
-            rev: m.rev,
-        }
+/// The base a file on the server becomes once both sides hold it.
+pub(crate) fn base_of(m: &FileMetadata) -> BaseState {
+    BaseState {
+        xxh3: m.xxhash3,
+        size: m.size,
+        mtime: m.modified,
+        rev: m.rev,
     }
-}
-
-/// A local file as a scan saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalFile {
-    pub xxhash3: Xxh3,
-    pub size: u64,
-    pub mtime: UnixNanos,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
@@ -103,8 +85,8 @@ impl Executor<'_> {
         &self,
         root: &Path,
         plan: &SyncPlan,
-        local: &BTreeMap<String, LocalFile>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        local: &BTreeMap<String, LocalState>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         for d in &plan.client_create_dirs {
@@ -127,7 +109,7 @@ impl Executor<'_> {
             // Delete only what the plan saw: an edit made since then is kept.
             let target = local_path(root, p);
             let unchanged = volebarn_client::hash_file(&target, |_| {}).ok().map(|(h, _)| h)
-                == base.get(p).map(|b| b.xxhash3);
+                == base.get(p).map(|b| b.xxh3);
             if !unchanged {
                 result
                     .errors
@@ -160,8 +142,8 @@ impl Executor<'_> {
         }
         for p in &plan.adopt {
             match self.client.get_file_metadata(p).await {
-                Ok(m) if local.get(p).map(|l| l.xxhash3) == Some(m.xxhash3) => {
-                    base.insert(p.clone(), BaseEntry::of(&m));
+                Ok(m) if local.get(p).map(|l| l.xxh3) == Some(m.xxhash3) => {
+                    base.insert(p.clone(), base_of(&m));
                 }
                 Ok(_) => result.errors.push((p.clone(), "changed during the sync".into())),
                 Err(e) => result.errors.push((p.clone(), e.to_string())),
@@ -199,8 +181,8 @@ impl Executor<'_> {
         &self,
         root: &Path,
         plan: &SyncPlan,
-        local: &BTreeMap<String, LocalFile>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        local: &BTreeMap<String, LocalState>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         let (small, large): (Vec<&String>, Vec<&String>) = plan
@@ -286,15 +268,15 @@ impl Executor<'_> {
         &self,
         paths: Vec<String>,
         sent: Result<BulkUploadResponse>,
-        local: &BTreeMap<String, LocalFile>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        local: &BTreeMap<String, LocalState>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         match sent {
             Ok(resp) => {
                 for m in resp.files {
                     self.client.report_file_done(&m.path);
-                    base.insert(m.path.clone(), BaseEntry::of(&m));
+                    base.insert(m.path.clone(), base_of(&m));
                     result.uploaded.push(m.path);
                 }
                 for f in resp.failed {
@@ -302,7 +284,7 @@ impl Executor<'_> {
                     let landed = match f.error_code {
                         ErrorCode::AlreadyExists | ErrorCode::PreconditionFailed => {
                             match self.client.get_file_metadata(&f.path).await {
-                                Ok(m) if local.get(&f.path).map(|l| l.xxhash3) == Some(m.xxhash3) => Some(m),
+                                Ok(m) if local.get(&f.path).map(|l| l.xxh3) == Some(m.xxhash3) => Some(m),
                                 _ => None,
                             }
                         }
@@ -311,7 +293,7 @@ impl Executor<'_> {
                     match landed {
                         Some(m) => {
                             self.client.report_file_done(&m.path);
-                            base.insert(m.path.clone(), BaseEntry::of(&m));
+                            base.insert(m.path.clone(), base_of(&m));
                             result.uploaded.push(m.path);
                         }
                         None => result.errors.push((f.path, f.error)),
@@ -330,7 +312,7 @@ impl Executor<'_> {
         &self,
         root: &Path,
         paths: &[String],
-        base: &mut BTreeMap<String, BaseEntry>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         let mut leftover: Vec<String> = Vec::new();
@@ -339,7 +321,7 @@ impl Executor<'_> {
                 Ok((written, failed)) => {
                     for m in written {
                         self.client.report_file_done(&m.path);
-                        base.insert(m.path.clone(), BaseEntry::of(&m));
+                        base.insert(m.path.clone(), base_of(&m));
                         result.downloaded.push(m.path);
                     }
                     leftover.extend(failed.into_iter().map(|f| f.path));
@@ -399,7 +381,7 @@ impl Executor<'_> {
         rel: &str,
         resolution: ConflictResolution,
         remote_rev: Option<u64>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        base: &mut BTreeMap<String, BaseState>,
     ) -> Result<String> {
         let copy = free_copy_name(root, rel);
         match resolution {
@@ -410,9 +392,9 @@ impl Executor<'_> {
                     .download_to_meta(rel, &local_path(root, &copy))
                     .await?;
                 let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy.clone(), BaseEntry::of(&uploaded_copy));
+                base.insert(copy.clone(), base_of(&uploaded_copy));
                 let ours = self.upload_conditional(root, rel, remote_rev).await?;
-                base.insert(rel.to_string(), BaseEntry::of(&ours));
+                base.insert(rel.to_string(), base_of(&ours));
             }
             ConflictResolution::UseRemote | ConflictResolution::UseNewer | ConflictResolution::Manual => {
                 // Move ours aside as the copy, take theirs, and share our copy.
@@ -420,9 +402,9 @@ impl Executor<'_> {
                 let to = local_path(root, &copy);
                 std::fs::rename(&from, &to).map_err(io(&from))?;
                 let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy.clone(), BaseEntry::of(&uploaded_copy));
+                base.insert(copy.clone(), base_of(&uploaded_copy));
                 let theirs = self.download_into(root, rel).await?;
-                base.insert(rel.to_string(), BaseEntry::of(&theirs));
+                base.insert(rel.to_string(), base_of(&theirs));
             }
         }
         Ok(copy)
@@ -433,7 +415,7 @@ impl Executor<'_> {
 fn record(
     client: &Client,
     outcomes: Vec<(String, Result<FileMetadata>)>,
-    base: &mut BTreeMap<String, BaseEntry>,
+    base: &mut BTreeMap<String, BaseState>,
     done: &mut Vec<String>,
     errors: &mut Vec<(String, String)>,
 ) {
@@ -441,7 +423,7 @@ fn record(
         match r {
             Ok(m) => {
                 client.report_file_done(&p);
-                base.insert(p.clone(), BaseEntry::of(&m));
+                base.insert(p.clone(), base_of(&m));
                 done.push(p);
             }
             Err(e) => errors.push((p, e.to_string())),

@@ -7,7 +7,7 @@
 //! "the user deleted everything"); deleting more than `max_delete` percent of the synced files
 //! in one pass is held until `--force`; paths that could not be read are left untouched.
 
-use crate::apply::{BaseEntry, Executor, LocalFile, SyncResult};
+use crate::apply::{base_of, Executor, SyncResult};
 use crate::error::{Result, SyncError};
 use crate::index::{Base, Entry, FileIndex, Stat};
 use crate::scan::{self, local_path, Scan};
@@ -185,7 +185,7 @@ impl Engine {
 
     /// The client to apply `plan` with: one reporting to a fresh progress observer when there
     /// is something to transfer and a progress factory is set.
-    fn transfer_client(&self, plan: &SyncPlan, local: &BTreeMap<String, LocalFile>) -> Client {
+    fn transfer_client(&self, plan: &SyncPlan, local: &BTreeMap<String, LocalState>) -> Client {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
@@ -326,11 +326,11 @@ impl Engine {
         report.bytes_read = sc.bytes_read;
         report.problems.extend(sc.problems.iter().cloned());
 
-        let mut base: BTreeMap<String, BaseEntry> = self
+        let mut base: BTreeMap<String, BaseState> = self
             .index
             .entries
             .iter()
-            .filter_map(|(p, e)| e.base.map(|b| (p.clone(), BaseEntry::from(b))))
+            .filter_map(|(p, e)| e.base.map(|b| (p.clone(), BaseState::from(b))))
             .collect();
 
         // Renames: a synced path gone locally, and a new path with its exact content.
@@ -402,14 +402,14 @@ impl Engine {
             report.plan = Some(plan);
             return Ok(report);
         }
-        let local: BTreeMap<String, LocalFile> = sc
+        let local: BTreeMap<String, LocalState> = sc
             .files
             .iter()
             .map(|(p, s)| {
                 (
                     p.clone(),
-                    LocalFile {
-                        xxhash3: Xxh3(s.xxh3),
+                    LocalState {
+                        xxh3: Xxh3(s.xxh3),
                         size: s.size,
                         mtime: s.mtime,
                     },
@@ -434,7 +434,7 @@ impl Engine {
     fn plan_with(
         &self,
         sc: &Scan,
-        base: &BTreeMap<String, BaseEntry>,
+        base: &BTreeMap<String, BaseState>,
         held: &BTreeSet<String>,
         problems: &mut Vec<(String, String)>,
     ) -> SyncPlan {
@@ -464,17 +464,7 @@ impl Engine {
         let base_states: BTreeMap<String, BaseState> = base
             .iter()
             .filter(|(p, _)| !untouched(p))
-            .map(|(p, b)| {
-                (
-                    p.clone(),
-                    BaseState {
-                        xxh3: b.xxhash3,
-                        size: b.size,
-                        mtime: b.mtime,
-                        rev: b.rev,
-                    },
-                )
-            })
+            .map(|(p, b)| (p.clone(), *b))
             .collect();
         let remote_dirs: BTreeSet<String> = self
             .remote
@@ -618,7 +608,7 @@ impl Engine {
     async fn apply_renames(
         &mut self,
         renames: &[(String, String)],
-        base: &mut BTreeMap<String, BaseEntry>,
+        base: &mut BTreeMap<String, BaseState>,
         errors: &mut Vec<(String, String)>,
     ) -> Vec<(String, String)> {
         let mut done = Vec::new();
@@ -636,8 +626,8 @@ impl Engine {
                     for old in moved {
                         if let Some(b) = base.remove(&old) {
                             let new = format!("{to}{}", &old[from.len()..]);
-                            let entry = if !m.is_directory && m.xxhash3 == b.xxhash3 {
-                                BaseEntry::of(&m)
+                            let entry = if !m.is_directory && m.xxhash3 == b.xxh3 {
+                                base_of(&m)
                             } else {
                                 b
                             };
@@ -704,7 +694,7 @@ impl Engine {
     fn persist(
         &mut self,
         sc: &Scan,
-        base: &BTreeMap<String, BaseEntry>,
+        base: &BTreeMap<String, BaseState>,
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
@@ -764,7 +754,7 @@ impl Engine {
                         size: b.size,
                         mtime: b.mtime,
                         inode: scan::inode(&m),
-                        xxh3: b.xxhash3.0,
+                        xxh3: b.xxh3.0,
                     });
             }
         }
@@ -818,9 +808,9 @@ fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
     }
 }
 
-fn base_as_remote(b: &BaseEntry) -> RemoteState {
+fn base_as_remote(b: &BaseState) -> RemoteState {
     RemoteState {
-        xxh3: b.xxhash3,
+        xxh3: b.xxh3,
         size: b.size,
         mtime: b.mtime,
         rev: b.rev,
@@ -887,7 +877,7 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
 fn collapse_dir_moves(
     renames: &[(String, String)],
     remote_dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, BaseEntry>,
+    base: &BTreeMap<String, BaseState>,
 ) -> Vec<(String, String)> {
     let map: BTreeMap<&str, &str> = renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let mut dir_moves: BTreeMap<String, String> = BTreeMap::new();
@@ -937,9 +927,9 @@ fn collapse_dir_moves(
 mod tests {
     use super::*;
 
-    fn be(h: u64) -> BaseEntry {
-        BaseEntry {
-            xxhash3: Xxh3(h),
+    fn be(h: u64) -> BaseState {
+        BaseState {
+            xxh3: Xxh3(h),
             size: 1,
             mtime: 0,
             rev: 1,
@@ -954,7 +944,7 @@ mod tests {
             ("x.txt".to_string(), "y.txt".to_string()),
         ];
         let dirs: BTreeSet<String> = ["docs", "docs/sub"].iter().map(|s| s.to_string()).collect();
-        let base: BTreeMap<String, BaseEntry> = [("docs/a.txt", 1), ("docs/sub/b.txt", 2), ("x.txt", 3)]
+        let base: BTreeMap<String, BaseState> = [("docs/a.txt", 1), ("docs/sub/b.txt", 2), ("x.txt", 3)]
             .iter()
             .map(|(p, h)| (p.to_string(), be(*h)))
             .collect();
@@ -972,7 +962,7 @@ mod tests {
     fn a_partly_moved_directory_stays_file_moves() {
         let renames = vec![("docs/a.txt".to_string(), "papers/a.txt".to_string())];
         let dirs: BTreeSet<String> = ["docs"].iter().map(|s| s.to_string()).collect();
-        let base: BTreeMap<String, BaseEntry> = [("docs/a.txt", 1), ("docs/b.txt", 2)]
+        let base: BTreeMap<String, BaseState> = [("docs/a.txt", 1), ("docs/b.txt", 2)]
             .iter()
             .map(|(p, h)| (p.to_string(), be(*h)))
             .collect();

@@ -3,11 +3,11 @@
 //! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
 //! each pass writes only the entries that changed, in one synced batch.
 
-use crate::apply::BaseEntry;
 use crate::error::{Result, SyncError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use volebarn_client::Xxh3;
+use volebarn_core::sync::BaseState;
 
 /// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
@@ -27,10 +27,10 @@ pub struct Base {
     pub rev: u64,
 }
 
-impl From<BaseEntry> for Base {
-    fn from(b: BaseEntry) -> Self {
+impl From<BaseState> for Base {
+    fn from(b: BaseState) -> Self {
         Base {
-            xxh3: b.xxhash3.0,
+            xxh3: b.xxh3.0,
             size: b.size,
             mtime: b.mtime,
             rev: b.rev,
@@ -38,10 +38,10 @@ impl From<BaseEntry> for Base {
     }
 }
 
-impl From<Base> for BaseEntry {
+impl From<Base> for BaseState {
     fn from(b: Base) -> Self {
-        BaseEntry {
-            xxhash3: Xxh3(b.xxh3),
+        BaseState {
+            xxh3: Xxh3(b.xxh3),
             size: b.size,
             mtime: b.mtime,
             rev: b.rev,

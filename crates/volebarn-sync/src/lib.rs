@@ -16,7 +16,7 @@ pub mod rules;
 pub mod scan;
 pub mod state;
 
-pub use apply::{BaseEntry, ConflictCopy, LocalFile, SyncResult};
+pub use apply::{ConflictCopy, SyncResult};
 pub use engine::{Engine, EngineConfig, PassOptions, PassReport};
 pub use error::{Result, SyncError};
 pub use state::STATE_DIR;
