@@ -133,6 +133,12 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
         lines(&mut s, "would download", &p.downloads);
         lines(&mut s, "would delete on the server", &p.deletes_remote);
         lines(&mut s, "would delete here", &p.deletes_local);
+        lines(
+            &mut s,
+            "would delete directories on the server",
+            &p.dir_deletes_remote,
+        );
+        lines(&mut s, "would delete directories here", &p.dir_deletes_local);
         lines(&mut s, "conflicts", &p.conflicts);
     } else if r.offline.is_none() {
         let x = &r.result;

@@ -26,7 +26,7 @@ use volebarn_core::timefmt::now_nanos;
 use volebarn_core::types::ChangeKind;
 
 /// The server's files as this client last learned them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RemoteMirror {
     files: BTreeMap<String, RemoteState>,
     dirs: BTreeSet<String>,
@@ -80,8 +80,14 @@ pub struct Pending {
     pub downloads: Vec<String>,
     pub deletes_remote: Vec<String>,
     pub deletes_local: Vec<String>,
+    /// Renames done as server-side moves (a whole directory's as one move).
     pub moves: Vec<(String, String)>,
     pub conflicts: Vec<String>,
+    /// Directories deleted on one side, to be deleted on the other.
+    #[serde(default)]
+    pub dir_deletes_remote: Vec<String>,
+    #[serde(default)]
+    pub dir_deletes_local: Vec<String>,
 }
 
 impl Pending {
@@ -93,6 +99,8 @@ impl Pending {
             deletes_local: plan.client_delete.clone(),
             moves: moves.to_vec(),
             conflicts: plan.conflicts.iter().map(|c| c.path.clone()).collect(),
+            dir_deletes_remote: Vec::new(),
+            dir_deletes_local: Vec::new(),
         }
     }
 
@@ -103,6 +111,8 @@ impl Pending {
             + self.deletes_local.len()
             + self.moves.len()
             + self.conflicts.len()
+            + self.dir_deletes_remote.len()
+            + self.dir_deletes_local.len()
     }
 }
 
@@ -349,6 +359,30 @@ impl Engine {
             return Ok(report);
         }
 
+        // A dry run plans on the folder and mirror as the moves would leave them, so that it
+        // shows what a real pass does: the moves, not uploads and deletions of the same files.
+        let mut mirror_before_moves = None;
+        if opts.dry_run && !renames.is_empty() {
+            let moves = self.planned_moves(&renames, &base);
+            mirror_before_moves = Some(self.remote.clone());
+            for (from, to) in &moves {
+                move_keys(&mut base, from, to);
+                move_keys(&mut self.remote.files, from, to);
+                let dirs: Vec<String> = self
+                    .remote
+                    .dirs
+                    .iter()
+                    .filter(|d| *d == from || is_under(d, from))
+                    .cloned()
+                    .collect();
+                for d in dirs {
+                    self.remote.dirs.remove(&d);
+                    self.remote.dirs.insert(format!("{to}{}", &d[from.len()..]));
+                }
+                add_parents(&mut self.remote.dirs, to);
+            }
+            report.moved = moves;
+        }
         if !opts.dry_run && !renames.is_empty() {
             report.moved = self
                 .apply_renames(&renames, &mut base, &mut report.result.errors)
@@ -398,7 +432,12 @@ impl Engine {
         let mut plan = self.plan_with(&sc, &base, &held, &mut report.problems);
         let (dirs_remote, dirs_local) = self.dir_deletions(&sc, &mut plan);
         if opts.dry_run {
-            report.pending = Pending::of(&plan, &renames);
+            if let Some(mirror) = mirror_before_moves {
+                self.remote = mirror;
+            }
+            report.pending = Pending::of(&plan, &report.moved);
+            report.pending.dir_deletes_remote = dirs_remote;
+            report.pending.dir_deletes_local = dirs_local;
             report.plan = Some(plan);
             return Ok(report);
         }
@@ -604,6 +643,19 @@ impl Engine {
         }
     }
 
+    /// The server-side moves for detected renames: a directory's files as one move of the
+    /// directory, and none onto a path the server has (the plan settles those).
+    fn planned_moves(
+        &self,
+        renames: &[(String, String)],
+        base: &BTreeMap<String, BaseState>,
+    ) -> Vec<(String, String)> {
+        collapse_dir_moves(renames, &self.remote.dirs, base)
+            .into_iter()
+            .filter(|(_, to)| !self.remote.files.contains_key(to) && !self.remote.dirs.contains(to))
+            .collect()
+    }
+
     /// Performs detected renames as server-side moves; returns those that happened.
     async fn apply_renames(
         &mut self,
@@ -612,10 +664,7 @@ impl Engine {
         errors: &mut Vec<(String, String)>,
     ) -> Vec<(String, String)> {
         let mut done = Vec::new();
-        for (from, to) in collapse_dir_moves(renames, &self.remote.dirs, base) {
-            if self.remote.files.contains_key(&to) || self.remote.dirs.contains(&to) {
-                continue; // the target exists on the server: let the plan settle it
-            }
+        for (from, to) in self.planned_moves(renames, base) {
             match self.client.move_file(&from, &to).await {
                 Ok(m) => {
                     let moved: Vec<String> = base
@@ -794,6 +843,20 @@ impl Engine {
         state::write_status(&self.root, &status)?;
         self.status = status;
         Ok(())
+    }
+}
+
+/// Renames the keys `from` and those below it to the same place below `to`.
+fn move_keys<V>(map: &mut BTreeMap<String, V>, from: &str, to: &str) {
+    let moved: Vec<String> = map
+        .keys()
+        .filter(|k| *k == from || is_under(k, from))
+        .cloned()
+        .collect();
+    for old in moved {
+        if let Some(v) = map.remove(&old) {
+            map.insert(format!("{to}{}", &old[from.len()..]), v);
+        }
     }
 }
 
