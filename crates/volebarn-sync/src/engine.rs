@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{
-    Client, ClientError, ConflictStrategy, ErrorCode, SyncPlan, TransferMetrics, TransferObserver, Xxh3,
+    Client, ClientError, ConflictStrategy, ErrorCode, SyncPlan, TransferMetrics, TransferObserver,
 };
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
@@ -38,6 +38,14 @@ struct RemoteMirror {
 pub struct PassOptions {
     pub dry_run: bool,
     pub force: bool,
+}
+
+impl PassOptions {
+    /// Plan and report, change nothing.
+    pub const DRY_RUN: PassOptions = PassOptions {
+        dry_run: true,
+        force: false,
+    };
 }
 
 /// What one pass did (or, with `dry_run`, would do).
@@ -444,16 +452,7 @@ impl Engine {
         let local: BTreeMap<String, LocalState> = sc
             .files
             .iter()
-            .map(|(p, s)| {
-                (
-                    p.clone(),
-                    LocalState {
-                        xxh3: Xxh3(s.xxh3),
-                        size: s.size,
-                        mtime: s.mtime,
-                    },
-                )
-            })
+            .map(|(p, s)| (p.clone(), s.local_state()))
             .collect();
         let mut result = std::mem::take(&mut report.result);
         let client = self.transfer_client(&plan, &local);
@@ -482,16 +481,7 @@ impl Engine {
             .files
             .iter()
             .filter(|(p, _)| !untouched(p))
-            .map(|(p, s)| {
-                (
-                    p.clone(),
-                    LocalState {
-                        xxh3: Xxh3(s.xxh3),
-                        size: s.size,
-                        mtime: s.mtime,
-                    },
-                )
-            })
+            .map(|(p, s)| (p.clone(), s.local_state()))
             .collect();
         let remote: BTreeMap<String, RemoteState> = self
             .remote
@@ -989,6 +979,7 @@ fn collapse_dir_moves(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use volebarn_client::Xxh3;
 
     fn be(h: u64) -> BaseState {
         BaseState {

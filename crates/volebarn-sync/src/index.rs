@@ -18,6 +18,17 @@ pub struct Stat {
     pub xxh3: u64,
 }
 
+impl Stat {
+    /// The file's state for the planner.
+    pub fn local_state(&self) -> volebarn_core::sync::LocalState {
+        volebarn_core::sync::LocalState {
+            xxh3: Xxh3(self.xxh3),
+            size: self.size,
+            mtime: self.mtime,
+        }
+    }
+}
+
 /// The agreed state at the last sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
 pub struct Base {

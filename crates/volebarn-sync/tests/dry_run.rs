@@ -28,13 +28,7 @@ async fn a_dry_run_shows_moves_and_directory_deletions_as_the_pass_does_them() {
     std::fs::rename(a.join("old"), a.join("new")).expect("rename dir");
     std::fs::rename(a.join("moved.txt"), a.join("renamed.txt")).expect("rename file");
     std::fs::remove_dir_all(a.join("gone")).expect("rm dir");
-    let dry = engine
-        .pass(PassOptions {
-            dry_run: true,
-            force: false,
-        })
-        .await
-        .expect("dry run");
+    let dry = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
     let p = &dry.pending;
     assert_eq!(
         p.moves,
@@ -56,12 +50,6 @@ async fn a_dry_run_shows_moves_and_directory_deletions_as_the_pass_does_them() {
     assert_eq!(real.result.deleted_remote, p.deletes_remote, "{real:?}");
     assert_eq!(real.dirs_deleted_remote, p.dir_deletes_remote, "{real:?}");
     assert_eq!(server_tree(&c).await, tree(&a));
-    let again = engine
-        .pass(PassOptions {
-            dry_run: true,
-            force: false,
-        })
-        .await
-        .expect("dry run");
+    let again = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
     assert_eq!(again.pending.total(), 0, "nothing left: {again:?}");
 }

@@ -40,13 +40,7 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     // A dry run shows the plan and changes nothing; the next sync does what it showed.
     write(&a, "two-step.txt", b"planned");
     let mut engine = srv.engine(&a, strategy);
-    let dry = engine
-        .pass(PassOptions {
-            dry_run: true,
-            force: false,
-        })
-        .await
-        .expect("dry run");
+    let dry = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
     drop(engine);
     assert_eq!(dry.plan.expect("plan").client_upload, ["two-step.txt"]);
     let not_there = c
