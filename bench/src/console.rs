@@ -17,8 +17,8 @@ use crate::tree;
 use anyhow::{bail, ensure};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use volebarn_client::{Client, ConflictStrategy, STATE_DIR};
-use volebarn_console::engine::{Engine, EngineConfig, PassOptions, PassReport};
+use volebarn_client::{Client, ConflictStrategy};
+use volebarn_sync::{Engine, EngineConfig, PassOptions, PassReport, STATE_DIR};
 
 /// Edits, adds and deletes in the change step (docs/design.md §7: 100 of each).
 const CHANGES: usize = 100;
@@ -177,7 +177,7 @@ pub async fn run(work: &Path, n: usize) -> anyhow::Result<()> {
 }
 
 fn open_engine(root: &Path, client: Client) -> anyhow::Result<Engine> {
-    Engine::open(
+    Ok(Engine::open(
         root,
         client,
         EngineConfig {
@@ -185,7 +185,7 @@ fn open_engine(root: &Path, client: Client) -> anyhow::Result<Engine> {
             // 100 deletes of 10,000 is 1%: far below the rail, as for a user's ordinary day.
             max_delete_percent: 50,
         },
-    )
+    )?)
 }
 
 /// One pass, timed after a `settle`; fails when it did not run or did not finish cleanly.

@@ -247,12 +247,13 @@ impl Client {
                 if attempts.retried()
                     && code_is(e, &[ErrorCode::AlreadyExists, ErrorCode::PreconditionFailed]) =>
             {
-                let (hash, _) = crate::client::hash_file(local)
-                    .await
-                    .map_err(|source| ClientError::Io {
-                        path: local.display().to_string(),
-                        source,
-                    })?;
+                let (hash, _) =
+                    crate::client::hash_file_async(local)
+                        .await
+                        .map_err(|source| ClientError::Io {
+                            path: local.display().to_string(),
+                            source,
+                        })?;
                 self.settle_write(remote, hash, &attempts, result).await
             }
             _ => result,
@@ -280,7 +281,7 @@ impl Client {
 
     /// Bulk upload where each file carries its own condition and mtime. A retried request
     /// may report `already_exists`/`precondition_failed` for parts its first attempt stored;
-    /// callers compare the server's hash (as `full_sync` does) before calling it a conflict.
+    /// callers compare the server's hash (as `volebarn-sync` does) before calling it a conflict.
     pub async fn bulk_upload_conditional(&self, files: Vec<ConditionalUpload>) -> Result<BulkUploadResponse> {
         self.call("bulk_upload", || self.bulk_upload_once(files.clone()))
             .await

@@ -499,7 +499,7 @@ fn publish(root: &Path, staged: Vec<Staged>) -> (Vec<FileMetadata>, Vec<Operatio
         return (written, failed);
     }
     let dirs: std::collections::BTreeSet<&Path> = staged.iter().filter_map(|s| s.tmp.parent()).collect();
-    if let Err(e) = durable::flush(root, &dirs, staged.iter().map(|s| s.tmp.as_path())) {
+    if let Err(e) = crate::durable::flush(root, &dirs, staged.iter().map(|s| s.tmp.as_path())) {
         for s in &staged {
             fail(
                 &mut failed,
@@ -517,7 +517,7 @@ fn publish(root: &Path, staged: Vec<Staged>) -> (Vec<FileMetadata>, Vec<Operatio
         }
     }
     let dirs: std::collections::BTreeSet<&Path> = renamed.iter().filter_map(|s| s.target.parent()).collect();
-    match durable::flush(root, &dirs, std::iter::empty()) {
+    match crate::durable::flush(root, &dirs, std::iter::empty()) {
         Ok(()) => written.extend(renamed.into_iter().map(|s| s.meta)),
         // The files are in place but may not survive a crash: report them as not done, so
         // they are fetched (and flushed) again rather than recorded as synced.
@@ -533,50 +533,6 @@ fn publish(root: &Path, staged: Vec<Staged>) -> (Vec<FileMetadata>, Vec<Operatio
     }
     (written, failed)
 }
-
-/// Flushing many new files at once.
-mod durable {
-    use std::collections::BTreeSet;
-    use std::path::Path;
-
-    /// Makes `files` and the entries of `dirs` durable: one `syncfs` per filesystem they live on.
-    #[cfg(target_os = "linux")]
-    pub(super) fn flush<'a>(
-        root: &Path,
-        dirs: &BTreeSet<&Path>,
-        _files: impl Iterator<Item = &'a Path>,
-    ) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let mut devices = BTreeSet::new();
-        for d in std::iter::once(root).chain(dirs.iter().copied()) {
-            let dir = std::fs::File::open(d)?;
-            if devices.insert(dir.metadata()?.dev()) {
-                rustix::fs::syncfs(&dir)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes `files` and the entries of `dirs` durable, one `fsync` each.
-    #[cfg(not(target_os = "linux"))]
-    pub(super) fn flush<'a>(
-        _root: &Path,
-        dirs: &BTreeSet<&Path>,
-        files: impl Iterator<Item = &'a Path>,
-    ) -> std::io::Result<()> {
-        for f in files {
-            std::fs::File::open(f)?.sync_all()?;
-        }
-        for d in dirs {
-            #[cfg(unix)]
-            std::fs::File::open(d)?.sync_all()?;
-            #[cfg(not(unix))]
-            let _ = d;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, CONTENT_LENGTH, ETAG};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::timefmt::{format_rfc3339, parse_rfc3339};
 use volebarn_core::types::{headers, HealthStatus};
@@ -214,6 +214,13 @@ impl Client {
             observer: crate::progress::Observer::new(observer),
             ..self.clone()
         }
+    }
+
+    /// Tells this client's [`TransferObserver`](crate::TransferObserver), if any, that `path`
+    /// finished transferring. For sync engines that move a file with several calls (a bulk
+    /// request, a conditional retry) and so know best when it is done.
+    pub fn report_file_done(&self, path: &str) {
+        self.observer.file_done(path);
     }
 
     pub(crate) fn request(&self, method: Method, url: String) -> RequestBuilder {
@@ -460,7 +467,7 @@ impl Client {
             path: local.display().to_string(),
             source,
         };
-        let (hash, len) = hash_file(local).await.map_err(io_err)?;
+        let (hash, len) = hash_file_async(local).await.map_err(io_err)?;
         let file = tokio::fs::File::open(local).await.map_err(io_err)?;
         let mtime = file_mtime(local).await.map_err(io_err)?;
         let me = self.clone();
@@ -568,21 +575,31 @@ pub(crate) fn time_nanos(t: std::time::SystemTime) -> i64 {
     }
 }
 
-/// xxh3 and length of a file, read in 1 MiB pieces.
-pub(crate) async fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
-    let mut f = tokio::fs::File::open(path).await?;
+/// The xxh3 and length of the file at `path`, read in 1 MiB pieces; `on_read` hears each
+/// piece's length (for bytes-read figures). Blocking: the one file hash of the client and the
+/// crates built on it (async callers go through [`hash_file_async`]).
+pub fn hash_file(path: &Path, mut on_read: impl FnMut(u64)) -> std::io::Result<(Xxh3, u64)> {
+    let mut f = std::fs::File::open(path)?;
     let mut hasher = Xxh3Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = f.read(&mut buf).await?;
+        let n = std::io::Read::read(&mut f, &mut buf)?;
         if n == 0 {
-            break;
+            return Ok((hasher.finish(), len));
         }
+        on_read(n as u64);
         hasher.update(&buf[..n]);
         len += n as u64;
     }
-    Ok((hasher.finish(), len))
+}
+
+/// [`hash_file`] on a blocking thread.
+pub(crate) async fn hash_file_async(path: &Path) -> std::io::Result<(Xxh3, u64)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || hash_file(&path, |_| {}))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]

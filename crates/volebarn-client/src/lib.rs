@@ -7,8 +7,8 @@
 mod api;
 mod bulk;
 mod client;
+pub mod durable;
 mod error;
-mod folder;
 mod large;
 pub mod metrics;
 mod namespace;
@@ -17,9 +17,8 @@ pub mod queue;
 pub mod resilience;
 
 pub use bulk::{BulkDownload, ConditionalUpload, FileDownload, FileUpload, UploadCondition};
-pub use client::{Client, ClientConfig, HealthMonitor};
+pub use client::{hash_file, Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
-pub use folder::{BaseEntry, ConflictCopy, LocalFile, SyncResult, STATE_DIR};
 pub use large::LargeFileConfig;
 pub use metrics::TransferMetrics;
 pub use progress::TransferObserver;

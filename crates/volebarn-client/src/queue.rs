@@ -151,16 +151,8 @@ impl OfflineQueue {
 
     fn persist(&self, state: &QueueFile) -> Result<()> {
         let path = self.dir.join("queue.json");
-        let tmp = self.dir.join("queue.json.tmp");
         let data = serde_json::to_vec_pretty(state).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        std::io::Write::write_all(&mut f, &data).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
-        Ok(())
+        crate::durable::atomic_write(&path, &data).map_err(io(&path))
     }
 
     fn blob_path(&self, blob: &str) -> PathBuf {

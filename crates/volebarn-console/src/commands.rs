@@ -2,11 +2,7 @@
 
 use crate::cli::{Ctx, Keep};
 use crate::config::{ConfigFile, Overrides, Settings};
-use crate::engine::{Engine, EngineConfig, PassOptions, PassReport};
-use crate::index::is_in_use;
 use crate::output::Output;
-use crate::scan::local_path;
-use crate::state::{self, ConflictRecord};
 use crate::watch::{self, WatchOptions};
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -15,6 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use volebarn_client::{Client, ConflictStrategy};
+use volebarn_sync::engine::{Engine, EngineConfig, PassOptions, PassReport};
+use volebarn_sync::scan::local_path;
+use volebarn_sync::state::{self, ConflictRecord};
 
 /// Exit code of a pass that finished but left something for the user: held deletions, paths
 /// that failed, a refusal by the safety rails.
@@ -34,14 +33,20 @@ pub fn engine_client(settings: &Settings) -> anyhow::Result<Client> {
 
 pub fn open_engine(settings: &Settings, strategy: Option<ConflictStrategy>) -> anyhow::Result<Engine> {
     let folder = settings.folder()?;
-    Engine::open(
+    Ok(Engine::open(
         folder,
         engine_client(settings)?,
         EngineConfig {
             strategy: strategy.unwrap_or(settings.strategy),
             max_delete_percent: settings.max_delete_percent,
         },
-    )
+    )?)
+}
+
+/// Whether `e` says another process (a `volebarn watch`) holds the folder's index.
+fn is_in_use(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<volebarn_sync::SyncError>()
+        .is_some_and(volebarn_sync::SyncError::is_in_use)
 }
 
 pub fn init(ctx: &Ctx, mut file: ConfigFile, o: &Overrides, folder: &Path) -> anyhow::Result<ExitCode> {
@@ -128,6 +133,12 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
         lines(&mut s, "would download", &p.downloads);
         lines(&mut s, "would delete on the server", &p.deletes_remote);
         lines(&mut s, "would delete here", &p.deletes_local);
+        lines(
+            &mut s,
+            "would delete directories on the server",
+            &p.dir_deletes_remote,
+        );
+        lines(&mut s, "would delete directories here", &p.dir_deletes_local);
         lines(&mut s, "conflicts", &p.conflicts);
     } else if r.offline.is_none() {
         let x = &r.result;
@@ -239,7 +250,7 @@ async fn sync_through_watch(
                 Ok(mut engine) => {
                     state::withdraw(&folder, request.id);
                     show_progress(&mut engine, ctx.out);
-                    return engine.pass(opts).await;
+                    return Ok(engine.pass(opts).await?);
                 }
                 Err(e) if is_in_use(&e) => {}
                 Err(e) => return Err(e),
@@ -305,7 +316,7 @@ struct StatusOut {
     watching: bool,
     last_sync: Option<String>,
     synced_files: usize,
-    pending: crate::engine::Pending,
+    pending: volebarn_sync::engine::Pending,
     offline: Option<String>,
     refused: Option<String>,
     held_deletions: Vec<String>,

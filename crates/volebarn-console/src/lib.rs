@@ -1,17 +1,16 @@
-//! The `volebarn` console app: command line, configuration, the local `FileIndex`, the sync
-//! engine with its safety rails, the folder watcher, and the remote file commands.
+//! The `volebarn` console app: command line, configuration, output and progress bars, the
+//! folder watcher, and the remote file commands. The folder sync itself (scan, index, ignore
+//! rules, plan, apply, status) is `volebarn-sync`'s; this crate parses, calls it, and prints.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod engine;
-pub mod index;
 pub mod output;
 pub mod remote;
-pub mod rules;
-pub mod scan;
-pub mod state;
 pub mod watch;
+
+/// The sync engine and the folder's state, as the console's callers (and tests) knew them.
+pub use volebarn_sync::{engine, state};
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -42,6 +41,18 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+/// The same for a typed error: its message and each cause's, joined by `: `.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line.replace('\n', " ")
+}
+
 fn init_tracing(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -50,7 +61,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, _) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLEBARN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("volebarn_console={level},volebarn_client={level}"))
+        tracing_subscriber::EnvFilter::new(format!(
+            "volebarn_console={level},volebarn_sync={level},volebarn_client={level}"
+        ))
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

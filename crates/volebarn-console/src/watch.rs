@@ -6,9 +6,6 @@
 //! instead, which wakes the watch for a pass with the sync's options (`--force`, `--dry-run`),
 //! and gets that pass's report back (see `state::PassRequest`).
 
-use crate::engine::{Engine, PassOptions, PassReport};
-use crate::rules;
-use crate::state;
 use notify::RecursiveMode;
 use notify_debouncer_full::DebounceEventResult;
 use std::future::Future;
@@ -16,6 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use volebarn_client::{Client, ErrorCode};
+use volebarn_sync::engine::{Engine, PassOptions, PassReport};
+use volebarn_sync::rules;
+use volebarn_sync::state;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
@@ -83,7 +83,7 @@ pub async fn run(
         if requests.is_empty() {
             match engine.pass(PassOptions::default()).await {
                 Ok(report) => on_pass(&report),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "sync pass failed"),
+                Err(e) => tracing::error!(error = %crate::chain(&e), "sync pass failed"),
             }
         }
         for r in requests {
@@ -95,10 +95,10 @@ pub async fn run(
             match &result {
                 Ok(report) if !r.dry_run => on_pass(report),
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "requested sync pass failed"),
+                Err(e) => tracing::error!(error = %crate::chain(e), "requested sync pass failed"),
             }
-            if let Err(e) = state::answer(&root, r.id, &result) {
-                tracing::error!(error = %format!("{e:#}"), "cannot answer a sync request");
+            if let Err(e) = state::answer(&root, r.id, result.as_ref().map_err(|e| crate::chain(e))) {
+                tracing::error!(error = %crate::chain(&e), "cannot answer a sync request");
             }
         }
         let _ = cursor_tx.send(engine.cursor());

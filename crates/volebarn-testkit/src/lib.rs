@@ -5,7 +5,7 @@
 //! - [`TestServer`]: the real server (`volebarn_server::start`) on `127.0.0.1:0` with TLS on
 //!   (the self-signed certificate it generates), in a temp directory it owns; real clients
 //!   that trust that certificate, a raw HTTP client for requests the typed client refuses to
-//!   build, and (feature `console`) sync engines over folders;
+//!   build, and (feature `sync`) sync engines over folders;
 //! - trees: deterministic pseudo-random bytes, writing files and reading folders back the way
 //!   a user sees them, and [`wait_for`], the one way a test waits (a condition polled against
 //!   a deadline, never a bare sleep);

@@ -143,17 +143,17 @@ impl TestServer {
 
     /// A sync engine over `root` (created if missing) with a [`fail_fast`] client and
     /// deletions held above 50 %.
-    #[cfg(feature = "console")]
+    #[cfg(feature = "sync")]
     pub fn engine(
         &self,
         root: &Path,
         strategy: volebarn_client::ConflictStrategy,
-    ) -> volebarn_console::engine::Engine {
+    ) -> volebarn_sync::engine::Engine {
         std::fs::create_dir_all(root).expect("mkdir");
-        volebarn_console::engine::Engine::open(
+        volebarn_sync::engine::Engine::open(
             root,
             self.client_with(fail_fast),
-            volebarn_console::engine::EngineConfig {
+            volebarn_sync::engine::EngineConfig {
                 strategy,
                 max_delete_percent: 50,
             },

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use volebarn_client::{
-    Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, UploadCondition, VPath, STATE_DIR,
+    Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, UploadCondition, VPath,
 };
+use volebarn_sync::STATE_DIR;
 
 /// Files up to this size travel in bulk requests; bigger ones one by one, streamed (and over
 /// the client's large-file threshold, as resumable chunks).

@@ -2,14 +2,15 @@
 
 use super::{failed, files, opt, reason, relative, remote_path, shown, stat, PathNote, Remote, CONCURRENCY};
 use crate::cli::Ctx;
-use crate::scan::{self, covers, Scan};
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use volebarn_client::{Client, ClientError, FileMetadata, VPath, Xxh3, STATE_DIR};
+use volebarn_client::{Client, ClientError, FileMetadata, VPath, Xxh3};
+use volebarn_sync::scan::{self, covers, Scan};
+use volebarn_sync::STATE_DIR;
 
 /// `verify` re-hashes remote files up to this size in memory, bigger ones through a temp file.
 const VERIFY_IN_MEMORY: u64 = 64 * 1024 * 1024;
@@ -283,7 +284,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
         let write = |rel: &str, content: &[u8]| {
-            let p = crate::scan::local_path(root, rel);
+            let p = volebarn_sync::scan::local_path(root, rel);
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(p, content).expect("write");
         };

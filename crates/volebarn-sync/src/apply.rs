@@ -1,25 +1,22 @@
-//! Whole-folder sync for programs that want one call: `full_sync(root)` = scan → plan (on the
-//! server, three-way, docs/design.md §6) → apply → verify. The base state — what both sides agreed
-//! on at the last sync — is kept in `<root>/.volebarn/base.json`; `.volebarn/` is never synced.
-//!
-//! This scan hashes every file; the console app keeps a persistent index so a no-op scan only
-//! stats files.
+//! Applying a [`SyncPlan`] to a folder and the server: directories first, then uploads (small
+//! files in bulk requests of up to 1,000 files or 32 MiB, larger ones streamed or chunked, 8 at
+//! a time, each conditional on the revision the plan saw), verified downloads (bulk, then one
+//! by one for whatever a bulk request could not deliver), deletions on both sides (a local file
+//! only if it still holds what the base says), adoptions, and conflicts (the losing side kept as
+//! a conflict copy on both sides). A failing path is reported and never stops the rest.
 
-use crate::bulk::{ConditionalUpload, UploadCondition};
-use crate::client::Client;
-use crate::error::{ClientError, Result};
+use crate::scan::{local_path, mtime_nanos};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use volebarn_core::hash::Xxh3Hasher;
-use volebarn_core::sync::{conflict_copy_name, ConflictKind, ConflictResolution, ConflictStrategy, SyncPlan};
-use volebarn_core::timefmt::{now_nanos, UnixNanos};
-use volebarn_core::types::{BulkUploadResponse, ClientEntry, ClientManifest, SyncRequest};
-use volebarn_core::{ErrorCode, FileMetadata, OperationError, VPath, Xxh3};
+use volebarn_client::{
+    BulkUploadResponse, Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, OperationError,
+    Result, SyncPlan, UploadCondition,
+};
+use volebarn_core::sync::{conflict_copy_name, BaseState, ConflictKind, ConflictResolution, LocalState};
+use volebarn_core::timefmt::now_nanos;
 
-/// The folder holding sync state inside a synced folder.
-pub const STATE_DIR: &str = ".volebarn";
 /// Transfers in flight while applying a plan.
 const CONCURRENCY: usize = 8;
 /// Files up to this size are uploaded in bulk requests.
@@ -58,29 +55,14 @@ pub struct ConflictCopy {
     pub resolution: ConflictResolution,
 }
 
-/// A path's state at the last successful sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BaseEntry {
-    pub xxhash3: Xxh3,
-    pub size: u64,
-    pub mtime: UnixNanos,
-    pub rev: u64,
-}
-
-impl BaseEntry {
-    pub fn of(m: &FileMetadata) -> Self {
-        BaseEntry {
-            xxhash3: m.xxhash3,
-            size: m.size,
-            mtime: m.modified,
-            rev: m.rev,
-        }
+/// The base a file on the server becomes once both sides hold it.
+pub(crate) fn base_of(m: &FileMetadata) -> BaseState {
+    BaseState {
+        xxh3: m.xxhash3,
+        size: m.size,
+        mtime: m.modified,
+        rev: m.rev,
     }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct BaseFile {
-    files: BTreeMap<String, BaseEntry>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
@@ -90,204 +72,21 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
     }
 }
 
-fn load_base(root: &Path) -> Result<BTreeMap<String, BaseEntry>> {
-    let p = root.join(STATE_DIR).join("base.json");
-    match std::fs::read(&p) {
-        Ok(b) => Ok(serde_json::from_slice::<BaseFile>(&b)
-            .map_err(|e| ClientError::Config(format!("corrupt sync state {}: {e}", p.display())))?
-            .files),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(io(&p)(e)),
-    }
+/// Applies plans with `client` (whose transfer observer hears every file).
+pub(crate) struct Executor<'a> {
+    pub client: &'a Client,
 }
 
-fn save_base(root: &Path, files: &BTreeMap<String, BaseEntry>) -> Result<()> {
-    let dir = root.join(STATE_DIR);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let tmp = dir.join("base.json.tmp");
-    let data = serde_json::to_vec(&BaseFile { files: files.clone() })
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    std::io::Write::write_all(&mut f, &data).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    let target = dir.join("base.json");
-    std::fs::rename(&tmp, &target).map_err(io(&target))
-}
-
-/// A local file as a scan saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalFile {
-    pub xxhash3: Xxh3,
-    pub size: u64,
-    pub mtime: UnixNanos,
-}
-
-fn hash_file(path: &Path) -> std::io::Result<(Xxh3, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Xxh3Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n_total = 0u64;
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            return Ok((h.finish(), n_total));
-        }
-        h.update(&buf[..n]);
-        n_total += n as u64;
-    }
-}
-
-fn mtime_of(m: &std::fs::Metadata) -> UnixNanos {
-    m.modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
-/// What a scan found: files, directories, and paths it could not read or sync.
-struct Scan {
-    files: BTreeMap<String, LocalFile>,
-    dirs: BTreeSet<String>,
-    errors: Vec<(String, String)>,
-}
-
-/// Every file and directory below `root` (relative, `/`-separated), skipping `.volebarn/`,
-/// symlinks and names that are not valid API paths (reported as errors).
-fn scan(root: &Path) -> Scan {
-    let mut files = BTreeMap::new();
-    let mut dirs = BTreeSet::new();
-    let mut errors = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                errors.push((rel.clone(), e.to_string()));
-                continue;
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else {
-                errors.push((
-                    format!("{rel}/{}", name.to_string_lossy()),
-                    "name is not UTF-8".into(),
-                ));
-                continue;
-            };
-            if rel.is_empty() && name == STATE_DIR {
-                continue;
-            }
-            let path = if rel.is_empty() {
-                name.to_string()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if VPath::parse_non_root(&path).is_err() {
-                errors.push((path, "name is not a valid Volebarn path".into()));
-                continue;
-            }
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_symlink() {
-                tracing::warn!(path, "skipping symlink");
-            } else if ft.is_dir() {
-                dirs.insert(path.clone());
-                stack.push((entry.path(), path));
-            } else if ft.is_file() {
-                let meta = entry.metadata();
-                match (hash_file(&entry.path()), meta) {
-                    (Ok((xxhash3, size)), Ok(m)) => {
-                        files.insert(
-                            path,
-                            LocalFile {
-                                xxhash3,
-                                size,
-                                mtime: mtime_of(&m),
-                            },
-                        );
-                    }
-                    (Err(e), _) | (_, Err(e)) => errors.push((path, e.to_string())),
-                }
-            }
-        }
-    }
-    Scan { files, dirs, errors }
-}
-
-fn local_path(root: &Path, rel: &str) -> PathBuf {
-    rel.split('/').fold(root.to_path_buf(), |p, c| p.join(c))
-}
-
-impl Client {
-    /// Plans a sync of the folder at `root` against the server (nothing is changed).
-    pub async fn plan_folder(&self, root: &Path, strategy: ConflictStrategy) -> Result<SyncPlan> {
-        let base = load_base(root)?;
-        let r = root.to_path_buf();
-        let Scan { files, dirs, .. } = tokio::task::spawn_blocking(move || scan(&r))
-            .await
-            .map_err(|e| ClientError::Protocol(format!("scan task: {e}")))?;
-        self.sync_plan(&build_request(&files, &dirs, &base, strategy))
-            .await
-    }
-
-    /// scan → plan → apply → verify, keeping the base state in `<root>/.volebarn/`.
-    /// A failing path is reported in `errors` and never stops the rest.
-    pub async fn full_sync(&self, root: &Path, strategy: ConflictStrategy) -> Result<SyncResult> {
-        let mut base = load_base(root)?;
-        let r = root.to_path_buf();
-        let Scan {
-            files,
-            dirs,
-            errors: scan_errors,
-        } = tokio::task::spawn_blocking(move || scan(&r))
-            .await
-            .map_err(|e| ClientError::Protocol(format!("scan task: {e}")))?;
-        let mut request = build_request(&files, &dirs, &base, strategy);
-        let mut result = SyncResult {
-            errors: scan_errors,
-            ..SyncResult::default()
-        };
-        if files.is_empty() && !base.is_empty() {
-            // An empty folder with a non-empty base looks like an unmounted or recreated
-            // folder, not a user deleting everything: refuse to delete anything remotely.
-            result.errors.push((
-                String::new(),
-                "the folder is empty but was not: remote deletions refused".into(),
-            ));
-            request.deleted.clear();
-        }
-        let plan = self.sync_plan(&request).await?;
-        self.apply_plan(root, &plan, &files, &mut base, &mut result).await;
-        save_base(root, &base)?;
-        Ok(result)
-    }
-
-    /// Performs a plan (from [`Client::plan_folder`]) on the folder at `root`, updating its
-    /// base state. A failing path is reported in `errors` and never stops the rest.
-    pub async fn apply_sync_plan(&self, root: &Path, plan: &SyncPlan) -> Result<SyncResult> {
-        let mut base = load_base(root)?;
-        let r = root.to_path_buf();
-        let Scan { files, errors, .. } = tokio::task::spawn_blocking(move || scan(&r))
-            .await
-            .map_err(|e| ClientError::Protocol(format!("scan task: {e}")))?;
-        let mut result = SyncResult {
-            errors,
-            ..SyncResult::default()
-        };
-        self.apply_plan(root, plan, &files, &mut base, &mut result).await;
-        save_base(root, &base)?;
-        Ok(result)
-    }
-
+impl Executor<'_> {
     /// Performs `plan` on the folder at `root` with bounded concurrency, updating `base`;
-    /// `local` is what the scan behind the plan saw. For sync engines that keep their own
-    /// index and base (the console app); a failing path is reported in `result.errors`.
+    /// `local` is what the scan behind the plan saw. A failing path is reported in
+    /// `result.errors`.
     pub async fn apply_plan(
         &self,
         root: &Path,
         plan: &SyncPlan,
-        local: &BTreeMap<String, LocalFile>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        local: &BTreeMap<String, LocalState>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         for d in &plan.client_create_dirs {
@@ -297,7 +96,7 @@ impl Client {
             }
         }
         for d in &plan.server_create_dirs {
-            match self.create_directory(d).await {
+            match self.client.create_directory(d).await {
                 Ok(_) => {}
                 Err(e) if e.error_code() == Some(volebarn_core::ErrorCode::AlreadyExists) => {}
                 Err(e) => result.errors.push((d.clone(), e.to_string())),
@@ -309,7 +108,8 @@ impl Client {
         for p in &plan.client_delete {
             // Delete only what the plan saw: an edit made since then is kept.
             let target = local_path(root, p);
-            let unchanged = hash_file(&target).ok().map(|h| h.0) == base.get(p).map(|b| b.xxhash3);
+            let unchanged = volebarn_client::hash_file(&target, |_| {}).ok().map(|(h, _)| h)
+                == base.get(p).map(|b| b.xxh3);
             if !unchanged {
                 result
                     .errors
@@ -326,8 +126,8 @@ impl Client {
         }
         for p in &plan.server_delete {
             let r = match plan.if_match.get(p) {
-                Some(rev) => self.delete_file_if(p, *rev).await,
-                None => self.delete_file(p).await,
+                Some(rev) => self.client.delete_file_if(p, *rev).await,
+                None => self.client.delete_file(p).await,
             };
             match r {
                 Ok(()) => {
@@ -341,9 +141,9 @@ impl Client {
             }
         }
         for p in &plan.adopt {
-            match self.get_file_metadata(p).await {
-                Ok(m) if local.get(p).map(|l| l.xxhash3) == Some(m.xxhash3) => {
-                    base.insert(p.clone(), BaseEntry::of(&m));
+            match self.client.get_file_metadata(p).await {
+                Ok(m) if local.get(p).map(|l| l.xxh3) == Some(m.xxhash3) => {
+                    base.insert(p.clone(), base_of(&m));
                 }
                 Ok(_) => result.errors.push((p.clone(), "changed during the sync".into())),
                 Err(e) => result.errors.push((p.clone(), e.to_string())),
@@ -381,8 +181,8 @@ impl Client {
         &self,
         root: &Path,
         plan: &SyncPlan,
-        local: &BTreeMap<String, LocalFile>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        local: &BTreeMap<String, LocalState>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         let (small, large): (Vec<&String>, Vec<&String>) = plan
@@ -428,7 +228,7 @@ impl Client {
                 let r = if uploads.is_empty() {
                     Ok(BulkUploadResponse::default())
                 } else {
-                    self.bulk_upload_conditional(uploads).await
+                    self.client.bulk_upload_conditional(uploads).await
                 };
                 (paths, unreadable, r)
             })
@@ -454,7 +254,7 @@ impl Client {
             .collect()
             .await;
         record(
-            &self.observer,
+            self.client,
             uploads,
             base,
             &mut result.uploaded,
@@ -468,23 +268,23 @@ impl Client {
         &self,
         paths: Vec<String>,
         sent: Result<BulkUploadResponse>,
-        local: &BTreeMap<String, LocalFile>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        local: &BTreeMap<String, LocalState>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         match sent {
             Ok(resp) => {
                 for m in resp.files {
-                    self.observer.file_done(&m.path);
-                    base.insert(m.path.clone(), BaseEntry::of(&m));
+                    self.client.report_file_done(&m.path);
+                    base.insert(m.path.clone(), base_of(&m));
                     result.uploaded.push(m.path);
                 }
                 for f in resp.failed {
                     // A retried request may meet its own first attempt: same content is done.
                     let landed = match f.error_code {
                         ErrorCode::AlreadyExists | ErrorCode::PreconditionFailed => {
-                            match self.get_file_metadata(&f.path).await {
-                                Ok(m) if local.get(&f.path).map(|l| l.xxhash3) == Some(m.xxhash3) => Some(m),
+                            match self.client.get_file_metadata(&f.path).await {
+                                Ok(m) if local.get(&f.path).map(|l| l.xxh3) == Some(m.xxhash3) => Some(m),
                                 _ => None,
                             }
                         }
@@ -492,8 +292,8 @@ impl Client {
                     };
                     match landed {
                         Some(m) => {
-                            self.observer.file_done(&m.path);
-                            base.insert(m.path.clone(), BaseEntry::of(&m));
+                            self.client.report_file_done(&m.path);
+                            base.insert(m.path.clone(), base_of(&m));
                             result.uploaded.push(m.path);
                         }
                         None => result.errors.push((f.path, f.error)),
@@ -512,16 +312,16 @@ impl Client {
         &self,
         root: &Path,
         paths: &[String],
-        base: &mut BTreeMap<String, BaseEntry>,
+        base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         let mut leftover: Vec<String> = Vec::new();
         for batch in paths.chunks(BATCH_FILES) {
-            match self.bulk_download_into(root, batch).await {
+            match self.client.bulk_download_into(root, batch).await {
                 Ok((written, failed)) => {
                     for m in written {
-                        self.observer.file_done(&m.path);
-                        base.insert(m.path.clone(), BaseEntry::of(&m));
+                        self.client.report_file_done(&m.path);
+                        base.insert(m.path.clone(), base_of(&m));
                         result.downloaded.push(m.path);
                     }
                     leftover.extend(failed.into_iter().map(|f| f.path));
@@ -542,7 +342,7 @@ impl Client {
             .collect()
             .await;
         record(
-            &self.observer,
+            self.client,
             singles,
             base,
             &mut result.downloaded,
@@ -550,7 +350,8 @@ impl Client {
         );
     }
 
-    /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev.
+    /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev;
+    /// the client streams it, or sends it as chunks above its large-file threshold.
     async fn upload_conditional(
         &self,
         root: &Path,
@@ -558,14 +359,10 @@ impl Client {
         if_match: Option<u64>,
     ) -> Result<FileMetadata> {
         let path = local_path(root, rel);
-        let size = std::fs::metadata(&path).map_err(io(&path))?.len();
-        if size > self.resilience.large.threshold {
-            return self
-                .upload_large_if(rel, &path, if_match.is_some(), if_match)
-                .await;
+        match if_match {
+            Some(rev) => self.client.upload_path_if(rel, &path, rev).await,
+            None => self.client.upload_path(rel, &path, false).await,
         }
-        self.upload_path_cond(rel, &path, if_match.is_some(), if_match)
-            .await
     }
 
     /// Downloads `rel` into the folder (parents created, verified, atomic).
@@ -574,7 +371,7 @@ impl Client {
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
         }
-        self.download_to_meta(rel, &target).await
+        self.client.download_to_meta(rel, &target).await
     }
 
     /// Settles a content conflict; the losing side is kept as a conflict copy on both sides.
@@ -584,18 +381,20 @@ impl Client {
         rel: &str,
         resolution: ConflictResolution,
         remote_rev: Option<u64>,
-        base: &mut BTreeMap<String, BaseEntry>,
+        base: &mut BTreeMap<String, BaseState>,
     ) -> Result<String> {
         let copy = free_copy_name(root, rel);
         match resolution {
             ConflictResolution::UseLocal => {
                 // Keep the remote version as the copy (locally and on the server), then put
                 // ours in place, conditional on the remote rev we saw.
-                self.download_to_meta(rel, &local_path(root, &copy)).await?;
+                self.client
+                    .download_to_meta(rel, &local_path(root, &copy))
+                    .await?;
                 let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy.clone(), BaseEntry::of(&uploaded_copy));
+                base.insert(copy.clone(), base_of(&uploaded_copy));
                 let ours = self.upload_conditional(root, rel, remote_rev).await?;
-                base.insert(rel.to_string(), BaseEntry::of(&ours));
+                base.insert(rel.to_string(), base_of(&ours));
             }
             ConflictResolution::UseRemote | ConflictResolution::UseNewer | ConflictResolution::Manual => {
                 // Move ours aside as the copy, take theirs, and share our copy.
@@ -603,9 +402,9 @@ impl Client {
                 let to = local_path(root, &copy);
                 std::fs::rename(&from, &to).map_err(io(&from))?;
                 let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy.clone(), BaseEntry::of(&uploaded_copy));
+                base.insert(copy.clone(), base_of(&uploaded_copy));
                 let theirs = self.download_into(root, rel).await?;
-                base.insert(rel.to_string(), BaseEntry::of(&theirs));
+                base.insert(rel.to_string(), base_of(&theirs));
             }
         }
         Ok(copy)
@@ -614,17 +413,17 @@ impl Client {
 
 /// Records transfer outcomes: what arrived becomes the new base and is listed in `done`.
 fn record(
-    observer: &crate::progress::Observer,
+    client: &Client,
     outcomes: Vec<(String, Result<FileMetadata>)>,
-    base: &mut BTreeMap<String, BaseEntry>,
+    base: &mut BTreeMap<String, BaseState>,
     done: &mut Vec<String>,
     errors: &mut Vec<(String, String)>,
 ) {
     for (p, r) in outcomes {
         match r {
             Ok(m) => {
-                observer.file_done(&p);
-                base.insert(p.clone(), BaseEntry::of(&m));
+                client.report_file_done(&p);
+                base.insert(p.clone(), base_of(&m));
                 done.push(p);
             }
             Err(e) => errors.push((p, e.to_string())),
@@ -648,58 +447,6 @@ fn free_copy_name(root: &Path, rel: &str) -> String {
     name
 }
 
-fn build_request(
-    files: &BTreeMap<String, LocalFile>,
-    dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, BaseEntry>,
-    strategy: ConflictStrategy,
-) -> SyncRequest {
-    let mut manifest = ClientManifest::default();
-    for (p, f) in files {
-        let b = base.get(p);
-        manifest.files.insert(
-            p.clone(),
-            ClientEntry {
-                path: p.clone(),
-                name: p.rsplit('/').next().unwrap_or(p).to_string(),
-                size: f.size,
-                modified: f.mtime,
-                is_directory: false,
-                xxhash3: f.xxhash3,
-                base_rev: b.map(|b| b.rev),
-                base_xxhash3: b.map(|b| b.xxhash3),
-                base_size: b.map(|b| b.size),
-            },
-        );
-    }
-    for d in dirs {
-        manifest.files.insert(
-            d.clone(),
-            ClientEntry {
-                path: d.clone(),
-                name: d.rsplit('/').next().unwrap_or(d).to_string(),
-                size: 0,
-                modified: 0,
-                is_directory: true,
-                xxhash3: Xxh3(0),
-                base_rev: None,
-                base_xxhash3: None,
-                base_size: None,
-            },
-        );
-    }
-    let deleted = base
-        .iter()
-        .filter(|(p, _)| !files.contains_key(*p))
-        .map(|(p, b)| (p.clone(), b.rev))
-        .collect();
-    SyncRequest {
-        client_manifest: manifest,
-        conflict_resolution: strategy,
-        deleted,
-    }
-}
-
 /// Reads one bulk upload's files (blocking): the uploads, and the files that could not be read.
 fn read_batch(
     batch: Vec<(String, PathBuf, UploadCondition)>,
@@ -712,7 +459,7 @@ fn read_batch(
                 path: rel,
                 content: content.into(),
                 condition,
-                mtime: std::fs::metadata(&path).ok().map(|m| mtime_of(&m)),
+                mtime: std::fs::metadata(&path).ok().map(|m| mtime_nanos(&m)),
             }),
             Err(e) => unreadable.push(OperationError::new(rel, ErrorCode::Unknown, e.to_string())),
         }

@@ -1,35 +1,43 @@
 //! Small state files under `<folder>/.volebarn/`: the root marker, the status of the last pass
 //! (read by `volebarn status` while `volebarn watch` holds the index), and the conflicts list.
-//! Each is rewritten atomically (temp file, fsync, rename).
-
-use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use volebarn_client::STATE_DIR;
+//! Each is rewritten with `volebarn_client::durable::atomic_write` (temp file, fsync, rename,
+//! fsync of the directory).
 
 use crate::engine::Pending;
+use crate::error::{Result, SyncError};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The folder holding sync state inside a synced folder; never synced itself.
+pub const STATE_DIR: &str = ".volebarn";
 
 fn state_file(root: &Path, name: &str) -> PathBuf {
     root.join(STATE_DIR).join(name)
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        std::io::Write::write_all(&mut f, data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    // Plain structs with string keys: encoding cannot fail.
+    let data = serde_json::to_vec_pretty(value).map_err(|e| SyncError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, &data)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option<T>> {
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    volebarn_client::durable::atomic_write(path, data).map_err(SyncError::io("writing", path))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).with_context(|| format!("corrupt {}", path.display()))?,
-        )),
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+            SyncError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
+        })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => Err(SyncError::io("reading", path)(e)),
     }
 }
 
@@ -39,7 +47,7 @@ pub fn marker_exists(root: &Path) -> bool {
     state_file(root, "marker").is_file()
 }
 
-pub fn write_marker(root: &Path) -> anyhow::Result<()> {
+pub fn write_marker(root: &Path) -> Result<()> {
     let id: u64 = rand::random();
     write_atomic(
         &state_file(root, "marker"),
@@ -86,11 +94,11 @@ impl SyncMetrics {
     }
 }
 
-pub fn write_status(root: &Path, s: &StatusFile) -> anyhow::Result<()> {
-    write_atomic(&state_file(root, "status.json"), &serde_json::to_vec_pretty(s)?)
+pub fn write_status(root: &Path, s: &StatusFile) -> Result<()> {
+    write_json(&state_file(root, "status.json"), s)
 }
 
-pub fn read_status(root: &Path) -> anyhow::Result<Option<StatusFile>> {
+pub fn read_status(root: &Path) -> Result<Option<StatusFile>> {
     read_json(&state_file(root, "status.json"))
 }
 
@@ -107,27 +115,27 @@ pub struct ConflictRecord {
     pub detected: String,
 }
 
-pub fn read_conflicts(root: &Path) -> anyhow::Result<Vec<ConflictRecord>> {
+pub fn read_conflicts(root: &Path) -> Result<Vec<ConflictRecord>> {
     Ok(read_json(&state_file(root, "conflicts.json"))?.unwrap_or_default())
 }
 
 /// Read-modify-write of the conflicts list under an exclusive file lock, so `volebarn conflicts
 /// resolve` and a running `volebarn watch` never lose each other's updates.
-pub fn update_conflicts(root: &Path, f: impl FnOnce(&mut Vec<ConflictRecord>)) -> anyhow::Result<()> {
+pub fn update_conflicts(root: &Path, f: impl FnOnce(&mut Vec<ConflictRecord>)) -> Result<()> {
     let dir = root.join(STATE_DIR);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(SyncError::io("creating", &dir))?;
+    let lock_path = dir.join("conflicts.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("conflicts.lock"))?;
-    lock.lock().context("locking the conflicts list")?;
-    let mut list = read_conflicts(root)?;
-    f(&mut list);
-    let r = write_atomic(
-        &state_file(root, "conflicts.json"),
-        &serde_json::to_vec_pretty(&list)?,
-    );
+        .open(&lock_path)
+        .map_err(SyncError::io("opening", &lock_path))?;
+    lock.lock().map_err(SyncError::io("locking", &lock_path))?;
+    let r = read_conflicts(root).and_then(|mut list| {
+        f(&mut list);
+        write_json(&state_file(root, "conflicts.json"), &list)
+    });
     let _ = lock.unlock();
     r
 }
@@ -160,13 +168,13 @@ fn answer_file(root: &Path, id: u64) -> PathBuf {
 }
 
 /// Leaves a request for the running watch.
-pub fn request_pass(root: &Path, dry_run: bool, force: bool) -> anyhow::Result<PassRequest> {
+pub fn request_pass(root: &Path, dry_run: bool, force: bool) -> Result<PassRequest> {
     let r = PassRequest {
         id: rand::random(),
         dry_run,
         force,
     };
-    write_atomic(&request_file(root, r.id), &serde_json::to_vec(&r)?)?;
+    write_json(&request_file(root, r.id), &r)?;
     Ok(r)
 }
 
@@ -216,21 +224,17 @@ pub fn withdraw(root: &Path, id: u64) -> bool {
     std::fs::remove_file(request_file(root, id)).is_ok()
 }
 
-/// Answers request `id` with the pass's report or the error that ended it.
-pub fn answer(
-    root: &Path,
-    id: u64,
-    result: &anyhow::Result<crate::engine::PassReport>,
-) -> anyhow::Result<()> {
+/// Answers request `id` with the pass's report or the error that ended it (on one line).
+pub fn answer(root: &Path, id: u64, result: Result<&crate::engine::PassReport, String>) -> Result<()> {
     let body = match result {
         Ok(report) => serde_json::json!({ "report": report, "error": null }),
-        Err(e) => serde_json::json!({ "report": null, "error": format!("{e:#}") }),
+        Err(e) => serde_json::json!({ "report": null, "error": e }),
     };
-    write_atomic(&answer_file(root, id), &serde_json::to_vec(&body)?)
+    write_json(&answer_file(root, id), &body)
 }
 
 /// The answer to request `id`, once there is one (taken: the file is removed).
-pub fn take_answer(root: &Path, id: u64) -> anyhow::Result<Option<PassAnswer>> {
+pub fn take_answer(root: &Path, id: u64) -> Result<Option<PassAnswer>> {
     let path = answer_file(root, id);
     let a = read_json(&path)?;
     if a.is_some() {

@@ -6,11 +6,11 @@
 
 use crate::index::{Entry, Stat};
 use crate::rules::{self, IGNORE_FILE};
+use crate::state::STATE_DIR;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use volebarn_client::{VPath, STATE_DIR};
-use volebarn_core::hash::Xxh3Hasher;
+use volebarn_client::VPath;
 
 /// Threads hashing changed files.
 const HASH_THREADS: usize = 4;
@@ -95,23 +95,15 @@ impl From<std::io::Error> for HashError {
 fn hash_settled(path: &Path, bytes: &AtomicU64) -> Result<Stat, HashError> {
     for _ in 0..SETTLE_ATTEMPTS {
         let before = std::fs::symlink_metadata(path)?;
-        let mut f = std::fs::File::open(path)?;
-        let mut h = Xxh3Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = std::io::Read::read(&mut f, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            bytes.fetch_add(n as u64, Ordering::Relaxed);
-            h.update(&buf[..n]);
-        }
+        let (xxh3, _) = volebarn_client::hash_file(path, |n| {
+            bytes.fetch_add(n, Ordering::Relaxed);
+        })?;
         let after = std::fs::symlink_metadata(path)?;
         let stat = Stat {
             size: after.len(),
             mtime: mtime_nanos(&after),
             inode: inode(&after),
-            xxh3: h.finish().0,
+            xxh3: xxh3.0,
         };
         if same_stat(&stat, &before) {
             return Ok(stat);

@@ -7,25 +7,26 @@
 //! "the user deleted everything"); deleting more than `max_delete` percent of the synced files
 //! in one pass is held until `--force`; paths that could not be read are left untouched.
 
+use crate::apply::{base_of, Executor, SyncResult};
+use crate::error::{Result, SyncError};
 use crate::index::{Base, Entry, FileIndex, Stat};
 use crate::scan::{self, local_path, Scan};
+use crate::state::STATE_DIR;
 use crate::state::{self, ConflictRecord, StatusFile};
-use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{
-    BaseEntry, Client, ClientError, ConflictStrategy, ErrorCode, LocalFile, SyncPlan, SyncResult,
-    TransferMetrics, TransferObserver, Xxh3, STATE_DIR,
+    Client, ClientError, ConflictStrategy, ErrorCode, SyncPlan, TransferMetrics, TransferObserver,
 };
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
 use volebarn_core::types::ChangeKind;
 
 /// The server's files as this client last learned them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct RemoteMirror {
     files: BTreeMap<String, RemoteState>,
     dirs: BTreeSet<String>,
@@ -37,6 +38,14 @@ struct RemoteMirror {
 pub struct PassOptions {
     pub dry_run: bool,
     pub force: bool,
+}
+
+impl PassOptions {
+    /// Plan and report, change nothing.
+    pub const DRY_RUN: PassOptions = PassOptions {
+        dry_run: true,
+        force: false,
+    };
 }
 
 /// What one pass did (or, with `dry_run`, would do).
@@ -79,8 +88,14 @@ pub struct Pending {
     pub downloads: Vec<String>,
     pub deletes_remote: Vec<String>,
     pub deletes_local: Vec<String>,
+    /// Renames done as server-side moves (a whole directory's as one move).
     pub moves: Vec<(String, String)>,
     pub conflicts: Vec<String>,
+    /// Directories deleted on one side, to be deleted on the other.
+    #[serde(default)]
+    pub dir_deletes_remote: Vec<String>,
+    #[serde(default)]
+    pub dir_deletes_local: Vec<String>,
 }
 
 impl Pending {
@@ -92,6 +107,8 @@ impl Pending {
             deletes_local: plan.client_delete.clone(),
             moves: moves.to_vec(),
             conflicts: plan.conflicts.iter().map(|c| c.path.clone()).collect(),
+            dir_deletes_remote: Vec::new(),
+            dir_deletes_local: Vec::new(),
         }
     }
 
@@ -102,6 +119,8 @@ impl Pending {
             + self.deletes_local.len()
             + self.moves.len()
             + self.conflicts.len()
+            + self.dir_deletes_remote.len()
+            + self.dir_deletes_local.len()
     }
 }
 
@@ -155,12 +174,12 @@ fn is_under(path: &str, dir: &str) -> bool {
 impl Engine {
     /// Opens the folder's state (`.volebarn/`, created on first use); fails clearly when the
     /// folder is missing or another engine has it open.
-    pub fn open(root: &Path, client: Client, config: EngineConfig) -> anyhow::Result<Engine> {
+    pub fn open(root: &Path, client: Client, config: EngineConfig) -> Result<Engine> {
         if !root.is_dir() {
-            anyhow::bail!("the folder {} does not exist", root.display());
+            return Err(SyncError::NoFolder(root.to_path_buf()));
         }
         let state = root.join(STATE_DIR);
-        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+        std::fs::create_dir_all(&state).map_err(SyncError::io("creating", &state))?;
         let index = FileIndex::open(&state.join("index"))?;
         if index.base_count() == 0 && !state::marker_exists(root) {
             state::write_marker(root)?;
@@ -184,7 +203,7 @@ impl Engine {
 
     /// The client to apply `plan` with: one reporting to a fresh progress observer when there
     /// is something to transfer and a progress factory is set.
-    fn transfer_client(&self, plan: &SyncPlan, local: &BTreeMap<String, LocalFile>) -> Client {
+    fn transfer_client(&self, plan: &SyncPlan, local: &BTreeMap<String, LocalState>) -> Client {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
@@ -221,7 +240,7 @@ impl Engine {
 
     /// Brings the mirror of the server up to date: the manifest the first time (or after the
     /// journal was trimmed past our cursor), then only the changes since.
-    async fn refresh_remote(&mut self) -> Result<(), ClientError> {
+    async fn refresh_remote(&mut self) -> std::result::Result<(), ClientError> {
         loop {
             let Some(cursor) = self.remote.cursor else {
                 let (manifest, rev) = self.client.get_manifest_at(None).await?;
@@ -283,7 +302,7 @@ impl Engine {
 
     /// One full pass. Errors on single paths are in the report; an `Err` means the pass could
     /// not run at all (e.g. the index could not be written).
-    pub async fn pass(&mut self, opts: PassOptions) -> anyhow::Result<PassReport> {
+    pub async fn pass(&mut self, opts: PassOptions) -> Result<PassReport> {
         self.pass_start = (std::time::Instant::now(), self.client.metrics());
         let mut report = PassReport::default();
         if !self.root.is_dir() {
@@ -320,16 +339,16 @@ impl Engine {
         let previous = self.index.entries.clone();
         let sc: Scan = tokio::task::spawn_blocking(move || scan::scan(&root, &previous))
             .await
-            .context("scan task")?;
+            .map_err(|e| SyncError::Scan(e.to_string()))?;
         report.hashed = sc.hashed;
         report.bytes_read = sc.bytes_read;
         report.problems.extend(sc.problems.iter().cloned());
 
-        let mut base: BTreeMap<String, BaseEntry> = self
+        let mut base: BTreeMap<String, BaseState> = self
             .index
             .entries
             .iter()
-            .filter_map(|(p, e)| e.base.map(|b| (p.clone(), BaseEntry::from(b))))
+            .filter_map(|(p, e)| e.base.map(|b| (p.clone(), BaseState::from(b))))
             .collect();
 
         // Renames: a synced path gone locally, and a new path with its exact content.
@@ -348,6 +367,30 @@ impl Engine {
             return Ok(report);
         }
 
+        // A dry run plans on the folder and mirror as the moves would leave them, so that it
+        // shows what a real pass does: the moves, not uploads and deletions of the same files.
+        let mut mirror_before_moves = None;
+        if opts.dry_run && !renames.is_empty() {
+            let moves = self.planned_moves(&renames, &base);
+            mirror_before_moves = Some(self.remote.clone());
+            for (from, to) in &moves {
+                move_keys(&mut base, from, to);
+                move_keys(&mut self.remote.files, from, to);
+                let dirs: Vec<String> = self
+                    .remote
+                    .dirs
+                    .iter()
+                    .filter(|d| *d == from || is_under(d, from))
+                    .cloned()
+                    .collect();
+                for d in dirs {
+                    self.remote.dirs.remove(&d);
+                    self.remote.dirs.insert(format!("{to}{}", &d[from.len()..]));
+                }
+                add_parents(&mut self.remote.dirs, to);
+            }
+            report.moved = moves;
+        }
         if !opts.dry_run && !renames.is_empty() {
             report.moved = self
                 .apply_renames(&renames, &mut base, &mut report.result.errors)
@@ -397,26 +440,23 @@ impl Engine {
         let mut plan = self.plan_with(&sc, &base, &held, &mut report.problems);
         let (dirs_remote, dirs_local) = self.dir_deletions(&sc, &mut plan);
         if opts.dry_run {
-            report.pending = Pending::of(&plan, &renames);
+            if let Some(mirror) = mirror_before_moves {
+                self.remote = mirror;
+            }
+            report.pending = Pending::of(&plan, &report.moved);
+            report.pending.dir_deletes_remote = dirs_remote;
+            report.pending.dir_deletes_local = dirs_local;
             report.plan = Some(plan);
             return Ok(report);
         }
-        let local: BTreeMap<String, LocalFile> = sc
+        let local: BTreeMap<String, LocalState> = sc
             .files
             .iter()
-            .map(|(p, s)| {
-                (
-                    p.clone(),
-                    LocalFile {
-                        xxhash3: Xxh3(s.xxh3),
-                        size: s.size,
-                        mtime: s.mtime,
-                    },
-                )
-            })
+            .map(|(p, s)| (p.clone(), s.local_state()))
             .collect();
         let mut result = std::mem::take(&mut report.result);
-        self.transfer_client(&plan, &local)
+        let client = self.transfer_client(&plan, &local);
+        Executor { client: &client }
             .apply_plan(&self.root, &plan, &local, &mut base, &mut result)
             .await;
         report.result = result;
@@ -432,7 +472,7 @@ impl Engine {
     fn plan_with(
         &self,
         sc: &Scan,
-        base: &BTreeMap<String, BaseEntry>,
+        base: &BTreeMap<String, BaseState>,
         held: &BTreeSet<String>,
         problems: &mut Vec<(String, String)>,
     ) -> SyncPlan {
@@ -441,16 +481,7 @@ impl Engine {
             .files
             .iter()
             .filter(|(p, _)| !untouched(p))
-            .map(|(p, s)| {
-                (
-                    p.clone(),
-                    LocalState {
-                        xxh3: Xxh3(s.xxh3),
-                        size: s.size,
-                        mtime: s.mtime,
-                    },
-                )
-            })
+            .map(|(p, s)| (p.clone(), s.local_state()))
             .collect();
         let remote: BTreeMap<String, RemoteState> = self
             .remote
@@ -462,17 +493,7 @@ impl Engine {
         let base_states: BTreeMap<String, BaseState> = base
             .iter()
             .filter(|(p, _)| !untouched(p))
-            .map(|(p, b)| {
-                (
-                    p.clone(),
-                    BaseState {
-                        xxh3: b.xxhash3,
-                        size: b.size,
-                        mtime: b.mtime,
-                        rev: b.rev,
-                    },
-                )
-            })
+            .map(|(p, b)| (p.clone(), *b))
             .collect();
         let remote_dirs: BTreeSet<String> = self
             .remote
@@ -612,18 +633,28 @@ impl Engine {
         }
     }
 
+    /// The server-side moves for detected renames: a directory's files as one move of the
+    /// directory, and none onto a path the server has (the plan settles those).
+    fn planned_moves(
+        &self,
+        renames: &[(String, String)],
+        base: &BTreeMap<String, BaseState>,
+    ) -> Vec<(String, String)> {
+        collapse_dir_moves(renames, &self.remote.dirs, base)
+            .into_iter()
+            .filter(|(_, to)| !self.remote.files.contains_key(to) && !self.remote.dirs.contains(to))
+            .collect()
+    }
+
     /// Performs detected renames as server-side moves; returns those that happened.
     async fn apply_renames(
         &mut self,
         renames: &[(String, String)],
-        base: &mut BTreeMap<String, BaseEntry>,
+        base: &mut BTreeMap<String, BaseState>,
         errors: &mut Vec<(String, String)>,
     ) -> Vec<(String, String)> {
         let mut done = Vec::new();
-        for (from, to) in collapse_dir_moves(renames, &self.remote.dirs, base) {
-            if self.remote.files.contains_key(&to) || self.remote.dirs.contains(&to) {
-                continue; // the target exists on the server: let the plan settle it
-            }
+        for (from, to) in self.planned_moves(renames, base) {
             match self.client.move_file(&from, &to).await {
                 Ok(m) => {
                     let moved: Vec<String> = base
@@ -634,8 +665,8 @@ impl Engine {
                     for old in moved {
                         if let Some(b) = base.remove(&old) {
                             let new = format!("{to}{}", &old[from.len()..]);
-                            let entry = if !m.is_directory && m.xxhash3 == b.xxhash3 {
-                                BaseEntry::of(&m)
+                            let entry = if !m.is_directory && m.xxhash3 == b.xxh3 {
+                                base_of(&m)
                             } else {
                                 b
                             };
@@ -658,7 +689,7 @@ impl Engine {
         done
     }
 
-    fn record_conflicts(&self, r: &SyncResult) -> anyhow::Result<Vec<String>> {
+    fn record_conflicts(&self, r: &SyncResult) -> Result<Vec<String>> {
         let mut new: Vec<ConflictRecord> = Vec::new();
         let mut manual = Vec::new();
         if self.config.strategy == ConflictStrategy::Manual {
@@ -702,10 +733,10 @@ impl Engine {
     fn persist(
         &mut self,
         sc: &Scan,
-        base: &BTreeMap<String, BaseEntry>,
+        base: &BTreeMap<String, BaseState>,
         held: &BTreeSet<String>,
         report: &PassReport,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let downloaded: BTreeSet<&String> = report.result.downloaded.iter().collect();
         let mut next: BTreeMap<String, Entry> = BTreeMap::new();
         for (p, s) in &sc.remember {
@@ -762,7 +793,7 @@ impl Engine {
                         size: b.size,
                         mtime: b.mtime,
                         inode: scan::inode(&m),
-                        xxh3: b.xxhash3.0,
+                        xxh3: b.xxh3.0,
                     });
             }
         }
@@ -805,6 +836,20 @@ impl Engine {
     }
 }
 
+/// Renames the keys `from` and those below it to the same place below `to`.
+fn move_keys<V>(map: &mut BTreeMap<String, V>, from: &str, to: &str) {
+    let moved: Vec<String> = map
+        .keys()
+        .filter(|k| *k == from || is_under(k, from))
+        .cloned()
+        .collect();
+    for old in moved {
+        if let Some(v) = map.remove(&old) {
+            map.insert(format!("{to}{}", &old[from.len()..]), v);
+        }
+    }
+}
+
 /// A file's parent directories exist implicitly ([docs/design.md](docs/design.md) §2).
 fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
     let mut end = path.len();
@@ -816,9 +861,9 @@ fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
     }
 }
 
-fn base_as_remote(b: &BaseEntry) -> RemoteState {
+fn base_as_remote(b: &BaseState) -> RemoteState {
     RemoteState {
-        xxh3: b.xxhash3,
+        xxh3: b.xxh3,
         size: b.size,
         mtime: b.mtime,
         rev: b.rev,
@@ -885,7 +930,7 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
 fn collapse_dir_moves(
     renames: &[(String, String)],
     remote_dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, BaseEntry>,
+    base: &BTreeMap<String, BaseState>,
 ) -> Vec<(String, String)> {
     let map: BTreeMap<&str, &str> = renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let mut dir_moves: BTreeMap<String, String> = BTreeMap::new();
@@ -934,10 +979,11 @@ fn collapse_dir_moves(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use volebarn_client::Xxh3;
 
-    fn be(h: u64) -> BaseEntry {
-        BaseEntry {
-            xxhash3: Xxh3(h),
+    fn be(h: u64) -> BaseState {
+        BaseState {
+            xxh3: Xxh3(h),
             size: 1,
             mtime: 0,
             rev: 1,
@@ -952,7 +998,7 @@ mod tests {
             ("x.txt".to_string(), "y.txt".to_string()),
         ];
         let dirs: BTreeSet<String> = ["docs", "docs/sub"].iter().map(|s| s.to_string()).collect();
-        let base: BTreeMap<String, BaseEntry> = [("docs/a.txt", 1), ("docs/sub/b.txt", 2), ("x.txt", 3)]
+        let base: BTreeMap<String, BaseState> = [("docs/a.txt", 1), ("docs/sub/b.txt", 2), ("x.txt", 3)]
             .iter()
             .map(|(p, h)| (p.to_string(), be(*h)))
             .collect();
@@ -970,7 +1016,7 @@ mod tests {
     fn a_partly_moved_directory_stays_file_moves() {
         let renames = vec![("docs/a.txt".to_string(), "papers/a.txt".to_string())];
         let dirs: BTreeSet<String> = ["docs"].iter().map(|s| s.to_string()).collect();
-        let base: BTreeMap<String, BaseEntry> = [("docs/a.txt", 1), ("docs/b.txt", 2)]
+        let base: BTreeMap<String, BaseState> = [("docs/a.txt", 1), ("docs/b.txt", 2)]
             .iter()
             .map(|(p, h)| (p.to_string(), be(*h)))
             .collect();

@@ -3,10 +3,11 @@
 //! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
 //! each pass writes only the entries that changed, in one synced batch.
 
-use anyhow::Context;
+use crate::error::{Result, SyncError};
 use std::collections::BTreeMap;
 use std::path::Path;
-use volebarn_client::{BaseEntry, Xxh3};
+use volebarn_client::Xxh3;
+use volebarn_core::sync::BaseState;
 
 /// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
@@ -15,6 +16,17 @@ pub struct Stat {
     pub mtime: i64,
     pub inode: u64,
     pub xxh3: u64,
+}
+
+impl Stat {
+    /// The file's state for the planner.
+    pub fn local_state(&self) -> volebarn_core::sync::LocalState {
+        volebarn_core::sync::LocalState {
+            xxh3: Xxh3(self.xxh3),
+            size: self.size,
+            mtime: self.mtime,
+        }
+    }
 }
 
 /// The agreed state at the last sync.
@@ -26,10 +38,10 @@ pub struct Base {
     pub rev: u64,
 }
 
-impl From<BaseEntry> for Base {
-    fn from(b: BaseEntry) -> Self {
+impl From<BaseState> for Base {
+    fn from(b: BaseState) -> Self {
         Base {
-            xxh3: b.xxhash3.0,
+            xxh3: b.xxh3.0,
             size: b.size,
             mtime: b.mtime,
             rev: b.rev,
@@ -37,10 +49,10 @@ impl From<BaseEntry> for Base {
     }
 }
 
-impl From<Base> for BaseEntry {
+impl From<Base> for BaseState {
     fn from(b: Base) -> Self {
-        BaseEntry {
-            xxhash3: Xxh3(b.xxh3),
+        BaseState {
+            xxh3: Xxh3(b.xxh3),
             size: b.size,
             mtime: b.mtime,
             rev: b.rev,
@@ -63,6 +75,7 @@ const META_PREFIX: u8 = b'm';
 
 pub struct FileIndex {
     db: rocksdb::DB,
+    dir: std::path::PathBuf,
     /// The persisted state, as last written.
     pub entries: BTreeMap<String, Entry>,
 }
@@ -74,57 +87,49 @@ fn key(prefix: u8, name: &str) -> Vec<u8> {
     k
 }
 
-/// Another process (a `volebarn watch`) holds the folder's index.
-#[derive(Debug)]
-pub struct InUse(pub std::path::PathBuf);
-
-impl std::fmt::Display for InUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the folder's index {} is in use: is `volebarn watch` running on this folder?",
-            self.0.display()
-        )
-    }
-}
-
-impl std::error::Error for InUse {}
-
-/// Whether `e` says another process holds the folder's index.
-pub fn is_in_use(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<InUse>().is_some()
-}
-
 impl FileIndex {
     /// Opens (or creates) the index in `dir`; fails clearly when another process holds it.
-    pub fn open(dir: &Path) -> anyhow::Result<FileIndex> {
+    pub fn open(dir: &Path) -> Result<FileIndex> {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
         opts.set_max_open_files(64);
         opts.set_keep_log_file_num(2);
         opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
+        let index_error = |source| SyncError::Index {
+            path: dir.to_path_buf(),
+            source,
+        };
         let db = rocksdb::DB::open(&opts, dir).map_err(|e| {
             if e.to_string().contains("lock") {
-                anyhow::Error::new(InUse(dir.to_path_buf()))
+                SyncError::InUse(dir.to_path_buf())
             } else {
-                anyhow::anyhow!("opening the folder's index {}: {e}", dir.display())
+                index_error(e)
             }
         })?;
+        let corrupt = |reason: String| SyncError::Corrupt {
+            path: dir.to_path_buf(),
+            reason,
+        };
         let mut entries = BTreeMap::new();
         for item in db.prefix_iterator([FILE_PREFIX]) {
-            let (k, v) = item.context("reading the folder's index")?;
+            let (k, v) = item.map_err(index_error)?;
             if k.first() != Some(&FILE_PREFIX) {
                 break;
             }
-            let path = String::from_utf8(k[1..].to_vec()).context("index key is not UTF-8")?;
-            let entry: Entry = bitcode::decode(&v).context("corrupt index entry")?;
+            let path =
+                String::from_utf8(k[1..].to_vec()).map_err(|_| corrupt("a key is not UTF-8".into()))?;
+            let entry: Entry = bitcode::decode(&v).map_err(|e| corrupt(format!("entry {path:?}: {e}")))?;
             entries.insert(path, entry);
         }
-        Ok(FileIndex { db, entries })
+        Ok(FileIndex {
+            db,
+            dir: dir.to_path_buf(),
+            entries,
+        })
     }
 
     /// Persists `next` as the new state, writing only what differs, in one synced batch.
-    pub fn commit(&mut self, next: BTreeMap<String, Entry>) -> anyhow::Result<usize> {
+    pub fn commit(&mut self, next: BTreeMap<String, Entry>) -> Result<usize> {
         let mut batch = rocksdb::WriteBatch::default();
         for (p, e) in &next {
             if self.entries.get(p) != Some(e) {
@@ -140,23 +145,29 @@ impl FileIndex {
         if n > 0 {
             let mut w = rocksdb::WriteOptions::default();
             w.set_sync(true);
-            self.db
-                .write_opt(batch, &w)
-                .context("writing the folder's index")?;
+            self.db.write_opt(batch, &w).map_err(|e| self.error(e))?;
         }
         self.entries = next;
         Ok(n)
     }
 
-    pub fn get_meta(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.db.get(key(META_PREFIX, name))?)
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.db.get(key(META_PREFIX, name)).map_err(|e| self.error(e))
     }
 
-    pub fn put_meta(&self, name: &str, value: &[u8]) -> anyhow::Result<()> {
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<()> {
         let mut w = rocksdb::WriteOptions::default();
         w.set_sync(true);
-        self.db.put_opt(key(META_PREFIX, name), value, &w)?;
-        Ok(())
+        self.db
+            .put_opt(key(META_PREFIX, name), value, &w)
+            .map_err(|e| self.error(e))
+    }
+
+    fn error(&self, source: rocksdb::Error) -> SyncError {
+        SyncError::Index {
+            path: self.dir.clone(),
+            source,
+        }
     }
 
     /// Paths with a base: what was in sync last time.

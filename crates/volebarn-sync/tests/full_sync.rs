@@ -1,10 +1,12 @@
-//! `full_sync`: two folders kept in line through one real server, three-way.
+//! `full_sync`: two folders kept in line through one real server, three-way, by the one engine
+//! (the seed's whole-folder call, formerly the client's own scan and executor).
 
 use std::path::Path;
 use volebarn_client::ConflictStrategy;
+use volebarn_sync::{full_sync, PassOptions, SyncResult};
 use volebarn_testkit::{pseudo_random, tree, write, TestServer};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn two_folders_converge_and_resync_is_a_no_op() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = TestServer::start().await;
@@ -17,11 +19,11 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     std::fs::create_dir_all(a.join("empty")).expect("mkdir");
     let strategy = ConflictStrategy::PreferNewer;
 
-    let r = c.full_sync(&a, strategy).await.expect("sync A");
-    assert_eq!(r.uploaded.len(), 3, "{r:?}");
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    let r = c.full_sync(&b, strategy).await.expect("sync B");
-    assert_eq!(r.downloaded.len(), 3, "{r:?}");
+    let r = full_sync(&c, &a, strategy).await.expect("sync A");
+    assert_eq!(r.result.uploaded.len(), 3, "{r:?}");
+    assert!(r.result.errors.is_empty(), "{:?}", r.result.errors);
+    let r = full_sync(&c, &b, strategy).await.expect("sync B");
+    assert_eq!(r.result.downloaded.len(), 3, "{r:?}");
     assert_eq!(tree(&a), tree(&b));
     assert!(b.join("empty").is_dir(), "empty directories travel too");
     let mtime = |p: &Path| std::fs::metadata(p).expect("meta").modified().expect("mtime");
@@ -30,50 +32,54 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
         mtime(&b.join("dir/deeper/c.bin")),
         "the author's mtime travels"
     );
-    assert!(
-        c.plan_folder(&a, strategy).await.expect("plan").is_empty(),
-        "A is in sync"
-    );
-    let plan = c.plan_folder(&b, strategy).await.expect("plan");
-    assert!(plan.is_empty(), "B is in sync: {plan:?}");
+    for side in [&a, &b] {
+        let r = full_sync(&c, side, strategy).await.expect("no-op");
+        assert!(!r.changed_anything(), "in sync: {r:?}");
+    }
 
-    // plan → apply in two steps does the same as full_sync.
+    // A dry run shows the plan and changes nothing; the next sync does what it showed.
     write(&a, "two-step.txt", b"planned");
-    let plan = c.plan_folder(&a, strategy).await.expect("plan");
-    assert_eq!(plan.client_upload, ["two-step.txt"]);
-    let r = c.apply_sync_plan(&a, &plan).await.expect("apply");
-    assert_eq!(r.uploaded, ["two-step.txt"]);
-    assert!(c.plan_folder(&a, strategy).await.expect("plan").is_empty());
-    c.full_sync(&b, strategy).await.expect("sync B");
+    let mut engine = srv.engine(&a, strategy);
+    let dry = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
+    drop(engine);
+    assert_eq!(dry.plan.expect("plan").client_upload, ["two-step.txt"]);
+    let not_there = c
+        .get_file_metadata("two-step.txt")
+        .await
+        .expect_err("a dry run uploads nothing");
+    assert_eq!(
+        not_there.error_code(),
+        Some(volebarn_client::ErrorCode::FileNotFound)
+    );
+    let r = full_sync(&c, &a, strategy).await.expect("sync A");
+    assert_eq!(r.result.uploaded, ["two-step.txt"]);
+    full_sync(&c, &b, strategy).await.expect("sync B");
 
     // B edits one file and deletes another; A follows.
     write(&b, "a.txt", b"alpha, edited in B");
     std::fs::remove_file(b.join("dir/b.txt")).expect("rm");
-    let r = c.full_sync(&b, strategy).await.expect("sync B");
+    let r = full_sync(&c, &b, strategy).await.expect("sync B");
     assert_eq!(
-        (r.uploaded.clone(), r.deleted_remote.clone()),
+        (r.result.uploaded.clone(), r.result.deleted_remote.clone()),
         (vec!["a.txt".to_string()], vec!["dir/b.txt".to_string()])
     );
-    let r = c.full_sync(&a, strategy).await.expect("sync A");
+    let r = full_sync(&c, &a, strategy).await.expect("sync A");
     assert_eq!(
-        (r.downloaded.clone(), r.deleted_local.clone()),
+        (r.result.downloaded.clone(), r.result.deleted_local.clone()),
         (vec!["a.txt".to_string()], vec!["dir/b.txt".to_string()])
     );
     assert_eq!(tree(&a), tree(&b));
     assert_eq!(tree(&a)["a.txt"], b"alpha, edited in B");
-    let r = c.full_sync(&a, strategy).await.expect("no-op");
-    assert_eq!(
-        r,
-        volebarn_client::SyncResult::default(),
-        "nothing to do the second time"
-    );
+    let r = full_sync(&c, &a, strategy).await.expect("no-op");
+    assert_eq!(r.result, SyncResult::default(), "nothing to do the second time");
+    assert!(!r.changed_anything(), "{r:?}");
     // The deletion is recoverable from the server's history.
     let versions = c.versions("dir/b.txt").await.expect("versions");
     assert!(versions.versions[0].deleted);
     srv.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_edits_keep_both_versions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = TestServer::start().await;
@@ -81,26 +87,16 @@ async fn concurrent_edits_keep_both_versions() {
     let (a, b) = (dir.path().join("A"), dir.path().join("B"));
     write(&a, "notes.txt", b"base");
     std::fs::create_dir_all(&b).expect("mkdir");
-    c.full_sync(&a, ConflictStrategy::PreferRemote)
-        .await
-        .expect("sync A");
-    c.full_sync(&b, ConflictStrategy::PreferRemote)
-        .await
-        .expect("sync B");
+    let remote = ConflictStrategy::PreferRemote;
+    full_sync(&c, &a, remote).await.expect("sync A");
+    full_sync(&c, &b, remote).await.expect("sync B");
 
     write(&a, "notes.txt", b"edit from A");
     write(&b, "notes.txt", b"edit from B");
-    c.full_sync(&a, ConflictStrategy::PreferRemote)
-        .await
-        .expect("A uploads first");
-    let r = c
-        .full_sync(&b, ConflictStrategy::PreferRemote)
-        .await
-        .expect("B meets the conflict");
-    assert_eq!(r.conflicts_resolved, ["notes.txt"], "{r:?}");
-    c.full_sync(&a, ConflictStrategy::PreferRemote)
-        .await
-        .expect("A picks up the copy");
+    full_sync(&c, &a, remote).await.expect("A uploads first");
+    let r = full_sync(&c, &b, remote).await.expect("B meets the conflict");
+    assert_eq!(r.result.conflicts_resolved, ["notes.txt"], "{r:?}");
+    full_sync(&c, &a, remote).await.expect("A picks up the copy");
 
     for side in [&a, &b] {
         let t = tree(side);
@@ -121,7 +117,7 @@ async fn concurrent_edits_keep_both_versions() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn an_emptied_folder_deletes_nothing_remotely() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = TestServer::start().await;
@@ -129,22 +125,16 @@ async fn an_emptied_folder_deletes_nothing_remotely() {
     let a = dir.path().join("A");
     write(&a, "keep1.txt", b"1");
     write(&a, "keep2.txt", b"2");
-    c.full_sync(&a, ConflictStrategy::PreferNewer)
-        .await
-        .expect("sync");
+    let strategy = ConflictStrategy::PreferNewer;
+    full_sync(&c, &a, strategy).await.expect("sync");
     std::fs::remove_file(a.join("keep1.txt")).expect("rm");
     std::fs::remove_file(a.join("keep2.txt")).expect("rm");
-    let r = c
-        .full_sync(&a, ConflictStrategy::PreferNewer)
-        .await
-        .expect("sync");
-    assert!(r.deleted_remote.is_empty());
+    let r = full_sync(&c, &a, strategy).await.expect("sync");
+    assert!(r.result.deleted_remote.is_empty(), "{r:?}");
+    assert_eq!(r.held_deletions, ["keep1.txt", "keep2.txt"], "{r:?}");
     assert!(
-        r.errors
-            .iter()
-            .any(|(_, e)| e.contains("remote deletions refused")),
-        "{:?}",
-        r.errors
+        r.held_reason.as_deref().is_some_and(|why| why.contains("empty")),
+        "{r:?}"
     );
     assert_eq!(
         c.get_manifest(None).await.expect("manifest").files.len(),
@@ -180,7 +170,7 @@ impl Counter {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn transfer_observer_hears_every_byte_and_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = TestServer::start().await;
@@ -200,22 +190,22 @@ async fn transfer_observer_hears_every_byte_and_file() {
         .to_vec();
 
     let strategy = ConflictStrategy::PreferNewer;
-    let r = c.full_sync(&a, strategy).await.expect("sync A");
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let r = full_sync(&c, &a, strategy).await.expect("sync A");
+    assert!(r.result.errors.is_empty(), "{:?}", r.result.errors);
     assert_eq!(counter.take(), (total, all.clone()), "uploads");
-    let r = c.full_sync(&b, strategy).await.expect("sync B");
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let r = full_sync(&c, &b, strategy).await.expect("sync B");
+    assert!(r.result.errors.is_empty(), "{:?}", r.result.errors);
     assert_eq!(counter.take(), (total, all), "downloads");
 
     // One byte changed in the chunked file: chunks the server holds count as sent.
     big[6_000_000] ^= 0xff;
     write(&a, "chunked.bin", &big);
-    c.full_sync(&a, strategy).await.expect("sync A");
+    full_sync(&c, &a, strategy).await.expect("sync A");
     assert_eq!(counter.take(), (12_000_000, vec!["chunked.bin".to_string()]));
     srv.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_file_vanishing_mid_sync_fails_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = TestServer::start().await;
@@ -225,25 +215,33 @@ async fn a_file_vanishing_mid_sync_fails_alone() {
     write(&a, "small-gone.txt", b"deleted after planning");
     write(&a, "big-gone.bin", &vec![5u8; 2_000_000]);
     let strategy = ConflictStrategy::PreferNewer;
-    let plan = c.plan_folder(&a, strategy).await.expect("plan");
-    assert_eq!(plan.client_upload.len(), 3, "{plan:?}");
 
-    // Deleted between the scan and the upload (by the user, an editor, a build tool).
-    std::fs::remove_file(a.join("small-gone.txt")).expect("rm");
-    std::fs::remove_file(a.join("big-gone.bin")).expect("rm");
-    let r = c.apply_sync_plan(&a, &plan).await.expect("apply");
-    assert_eq!(r.uploaded, ["stays.txt"], "{r:?}");
-    let mut failed: Vec<&str> = r.errors.iter().map(|(p, _)| p.as_str()).collect();
+    // Deleted between the scan and the upload (by the user, an editor, a build tool): the
+    // engine announces its transfers after planning and right before applying the plan.
+    let mut engine = srv.engine(&a, strategy);
+    let root = a.clone();
+    engine.set_progress(Box::new(move |_bytes, files| {
+        assert_eq!(files, 3, "the plan uploads all three");
+        let _ = std::fs::remove_file(root.join("small-gone.txt"));
+        let _ = std::fs::remove_file(root.join("big-gone.bin"));
+        std::sync::Arc::new(Counter::default())
+    }));
+    let r = engine.pass(PassOptions::default()).await.expect("pass");
+    drop(engine);
+    assert_eq!(r.result.uploaded, ["stays.txt"], "{r:?}");
+    let mut failed: Vec<&str> = r.result.errors.iter().map(|(p, _)| p.as_str()).collect();
     failed.sort();
     assert_eq!(failed, ["big-gone.bin", "small-gone.txt"], "{r:?}");
     assert!(
-        r.errors.iter().all(|(_, e)| e.contains("No such file")),
+        r.result.errors.iter().all(|(_, e)| e.contains("No such file")),
         "{:?}",
-        r.errors
+        r.result.errors
     );
 
     // The next sync sees nothing left to do, and the server has only what exists.
-    assert!(c.plan_folder(&a, strategy).await.expect("plan").is_empty());
+    let r = full_sync(&c, &a, strategy).await.expect("sync");
+    assert!(!r.changed_anything(), "{r:?}");
+    assert!(r.result.errors.is_empty(), "{r:?}");
     let m = c.get_manifest(None).await.expect("manifest");
     assert_eq!(m.files.keys().collect::<Vec<_>>(), ["stays.txt"]);
     srv.shutdown().await;
