@@ -11,17 +11,20 @@ ARGS ?=
 all: build
 
 # RocksDB's bindings need libclang; install it (and a C++ toolchain) when absent.
-deps:
-	@missing=""; \
-	dpkg -s libclang-dev >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
-	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
-	command -v make >/dev/null 2>&1 || missing="$$missing make"; \
-	if [ -n "$$missing" ]; then \
+# Installs the Debian packages listed in $$missing, if any (with sudo when not root).
+APT_INSTALL = if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+
+deps:
+	@missing=""; \
+	dpkg -s libclang-dev >/dev/null 2>&1 || missing="$$missing libclang-dev"; \
+	command -v g++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	command -v make >/dev/null 2>&1 || missing="$$missing make"; \
+	$(APT_INSTALL)
 	@command -v cargo-clippy >/dev/null 2>&1 || rustup component add clippy
 	@command -v rustfmt >/dev/null 2>&1 || rustup component add rustfmt
 
@@ -37,25 +40,12 @@ tools:
 		CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
 		$(CARGO) install --locked garage --no-default-features --features bundled-libs,sqlite; \
 	fi
-	@command -v curl >/dev/null 2>&1 || { \
-		echo "installing: curl (the tests check answers with a real curl)"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq curl; }
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-		echo "installing: postgresql"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; }
 	@missing=""; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v litmus >/dev/null 2>&1 || missing="$$missing litmus"; \
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing (WebDAV test clients):$$missing"; \
-		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
-	fi
+	$(APT_INSTALL)
 
 build: deps
 	$(CARGO) build --workspace
@@ -79,5 +69,5 @@ clean:
 
 # Benchmarks print their figures next to rsync's on the same run (release build).
 bench: deps tools
-	@command -v rsync >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq rsync; }
+	@missing=""; command -v rsync >/dev/null 2>&1 || missing=" rsync"; $(APT_INSTALL)
 	$(CARGO) run --release -p volebarn-bench -- $(BENCH_ARGS)

@@ -135,3 +135,54 @@ async fn the_client_honours_retry_after_and_finishes_under_a_rate_limit() {
         "no 429 was served:\n{metrics}"
     );
 }
+
+#[tokio::test]
+async fn webdav_passwords_count_against_the_same_guard_but_bare_requests_do_not() {
+    let t = TestServer::start().await;
+    let raw = t.raw();
+    let propfind = || reqwest::Method::from_bytes(b"PROPFIND").expect("method");
+    // WebDAV clients ask without credentials first, to be told how to log in: never counted.
+    for _ in 0..20 {
+        let resp = raw
+            .request(propfind(), t.url("/dav/"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401);
+    }
+    let right = raw
+        .request(propfind(), t.url("/dav/"))
+        .basic_auth("anyone", Some(t.token()))
+        .header("depth", "0")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(right.status(), 207, "bare requests did not block the address");
+    for i in 0..10 {
+        let resp = raw
+            .request(propfind(), t.url("/dav/"))
+            .basic_auth("anyone", Some(format!("guess-{i}")))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 401, "guess {i}");
+    }
+    // Blocked now, over WebDAV and REST alike.
+    let dav = raw
+        .request(propfind(), t.url("/dav/"))
+        .basic_auth("anyone", Some(t.token()))
+        .header("depth", "0")
+        .send()
+        .await
+        .expect("send");
+    let (status, retry_after, op) = refusal(dav).await;
+    assert_eq!((status, op.error_code), (429, ErrorCode::RateLimited));
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
+    let rest = raw
+        .get(t.url("/directories/"))
+        .bearer_auth(t.token())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(rest.status(), 429);
+}
