@@ -1,16 +1,8 @@
 //! Bad input gets a clear 4xx with the seed's `OperationError` body, and touches nothing.
 
 use bytes::Bytes;
-use volebarn_core::{ErrorCode, OperationError};
-use volebarn_testkit::TestServer;
-
-async fn error_of(resp: reqwest::Response) -> (u16, OperationError) {
-    let status = resp.status().as_u16();
-    let body = resp.text().await.expect("body");
-    let op: OperationError =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an OperationError ({e}): {body}"));
-    (status, op)
-}
+use volebarn_core::ErrorCode;
+use volebarn_testkit::{operation_error as error_of, TestServer};
 
 #[tokio::test]
 async fn every_bad_path_class_is_400_invalid_path() {

@@ -10,14 +10,12 @@ use volebarn_testkit::TestServer;
 
 /// Status, `Retry-After` and the `OperationError` body of a refused request.
 async fn refusal(resp: reqwest::Response) -> (u16, Option<u64>, OperationError) {
-    let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
-    let body = resp.text().await.expect("body");
-    let op = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an OperationError ({e}): {body}"));
+    let (status, op) = volebarn_testkit::operation_error(resp).await;
     (status, retry_after, op)
 }
 
@@ -140,42 +138,38 @@ async fn the_client_honours_retry_after_and_finishes_under_a_rate_limit() {
 async fn webdav_passwords_count_against_the_same_guard_but_bare_requests_do_not() {
     let t = TestServer::start().await;
     let raw = t.raw();
-    let propfind = || reqwest::Method::from_bytes(b"PROPFIND").expect("method");
+    // A depth-0 PROPFIND of the WebDAV root, with `password` as the Basic password if any.
+    let propfind = |password: Option<String>| {
+        let req = raw
+            .request(
+                reqwest::Method::from_bytes(b"PROPFIND").expect("method"),
+                t.url("/dav/"),
+            )
+            .header("depth", "0");
+        let req = match password {
+            Some(p) => req.basic_auth("anyone", Some(p)),
+            None => req,
+        };
+        async move { req.send().await.expect("send") }
+    };
     // WebDAV clients ask without credentials first, to be told how to log in: never counted.
     for _ in 0..20 {
-        let resp = raw
-            .request(propfind(), t.url("/dav/"))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), 401);
+        assert_eq!(propfind(None).await.status(), 401);
     }
-    let right = raw
-        .request(propfind(), t.url("/dav/"))
-        .basic_auth("anyone", Some(t.token()))
-        .header("depth", "0")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(right.status(), 207, "bare requests did not block the address");
+    assert_eq!(
+        propfind(Some(t.token().to_string())).await.status(),
+        207,
+        "bare requests did not block the address"
+    );
     for i in 0..10 {
-        let resp = raw
-            .request(propfind(), t.url("/dav/"))
-            .basic_auth("anyone", Some(format!("guess-{i}")))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), 401, "guess {i}");
+        assert_eq!(
+            propfind(Some(format!("guess-{i}"))).await.status(),
+            401,
+            "guess {i}"
+        );
     }
     // Blocked now, over WebDAV and REST alike.
-    let dav = raw
-        .request(propfind(), t.url("/dav/"))
-        .basic_auth("anyone", Some(t.token()))
-        .header("depth", "0")
-        .send()
-        .await
-        .expect("send");
-    let (status, retry_after, op) = refusal(dav).await;
+    let (status, retry_after, op) = refusal(propfind(Some(t.token().to_string())).await).await;
     assert_eq!((status, op.error_code), (429, ErrorCode::RateLimited));
     assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
     let rest = raw

@@ -33,6 +33,15 @@ pub use tree::{
     write_pseudo_random, write_tree, PseudoRandom,
 };
 
+/// The status and `OperationError` body of an error response; panics, showing the body, when
+/// the body is not an `OperationError`.
+pub async fn operation_error(resp: reqwest::Response) -> (u16, volebarn_core::OperationError) {
+    let status = resp.status().as_u16();
+    let body = resp.text().await.expect("body");
+    let op = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not an OperationError ({e}): {body}"));
+    (status, op)
+}
+
 /// Installs rustls's `ring` provider for this process (the one the server and client use);
 /// a second call is harmless.
 pub fn install_crypto() {

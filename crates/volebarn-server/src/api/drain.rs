@@ -16,6 +16,7 @@ use axum::http::Version;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -53,11 +54,10 @@ impl HttpBody for SharedBody {
 }
 
 /// Reads and discards what is left of `body`, within the limits; true when it ended.
-async fn drain(body: SharedBody) -> bool {
-    let mut body = body;
+async fn drain(mut body: SharedBody) -> bool {
     let mut read = 0u64;
     let reading = async {
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
                     read += f.data_ref().map_or(0, |d| d.len() as u64);
