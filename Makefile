@@ -5,6 +5,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DATA_DIR ?= ./volebarn-data
 ARGS ?=
+# A CI build is cold and built once: incremental state would only cost disk and time.
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL := 0
+endif
 
 .PHONY: all deps tools build run test fmt clippy unit bench clean
 
