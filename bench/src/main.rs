@@ -1,7 +1,7 @@
 //! `volebarn-bench`: measures Volebarn against rsync on the same machine and the same data,
 //! and prints the figures. Run with `make bench` (or `cargo run -p volebarn-bench --release`).
 //!
-//! Scenarios (`--scenario upload|console|large|concurrent|backends|all`, default all; `--files N`,
+//! Scenarios (`--scenario upload|console|large|concurrent|backends|webdav|all`, default all; `--files N`,
 //! default 10,000 files of 1–16 KiB; `--large-mib M`, default 1,024):
 //! - `upload` (`upload.rs`): the client library's per-file and bulk uploads to a fresh server;
 //! - `console` (`console.rs`): the console's sync engine, pass by pass, for docs/design.md §7's rows
@@ -12,7 +12,9 @@
 //!   the filesystem's own create-then-sync and fsync-per-file rates;
 //! - `backends` (`backends.rs`): the small-file tree and the large file against RocksDB +
 //!   filesystem, PostgreSQL + filesystem and PostgreSQL + S3 (a throwaway cluster and Garage
-//!   node), and 16 concurrent clients against one vs two replicas.
+//!   node), and 16 concurrent clients against one vs two replicas;
+//! - `webdav` (`webdav.rs`): `rclone sync` of the small-file tree to `/dav/`, again, and back,
+//!   beside the same against `rclone serve webdav`.
 //!
 //! Each prints rsync's figures to an rsync daemon on loopback (`rsync.rs`) on the same run.
 //!
@@ -32,11 +34,12 @@ mod rsync;
 mod server;
 mod tree;
 mod upload;
+mod webdav;
 
 use anyhow::{bail, Context};
 
 const USAGE: &str =
-    "usage: volebarn-bench [--scenario upload|console|large|concurrent|backends|all] [--files N] \
+    "usage: volebarn-bench [--scenario upload|console|large|concurrent|backends|webdav|all] [--files N] \
                      [--large-mib M] [--server-process] [--profile 'CMD with {pid} {step}'] \
                      [--work DIR]";
 
@@ -47,6 +50,7 @@ enum Scenario {
     Large,
     Concurrent,
     Backends,
+    Webdav,
     All,
 }
 
@@ -78,7 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--scenario" => {
                 args.scenario = match it
                     .next()
-                    .context("--scenario upload|console|large|concurrent|backends|all")?
+                    .context("--scenario upload|console|large|concurrent|backends|webdav|all")?
                     .as_str()
                 {
                     "upload" => Scenario::Upload,
@@ -86,6 +90,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     "large" => Scenario::Large,
                     "concurrent" => Scenario::Concurrent,
                     "backends" => Scenario::Backends,
+                    "webdav" => Scenario::Webdav,
                     "all" => Scenario::All,
                     other => bail!("unknown scenario {other} ({USAGE})"),
                 }
@@ -162,6 +167,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted(Scenario::Backends) {
         gap();
         backends::run(&work, args.files, args.large_mib).await?;
+    }
+    if wanted(Scenario::Webdav) {
+        gap();
+        webdav::run(&work, args.files).await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use volebarn_client::ConflictStrategy;
 use volebarn_console::watch::{self, WatchOptions};
-use volebarn_testkit::{fail_fast, server_tree, tree, wait_for, write, TestServer};
+use volebarn_testkit::{fail_fast, server_tree, tree, wait_for, wait_until, write, TestServer};
 
 /// Starts watching `root`; the watcher stops when the returned sender is dropped or fired.
 fn start(srv: &TestServer, root: &Path) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -242,4 +242,89 @@ async fn mass_delete_while_watching_is_held_until_sync_force() {
     );
     stop(wa).await;
     stop(wb).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webdav_and_a_watched_folder_see_each_others_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start().await;
+    let raw = srv.raw();
+    let a = dir.path().join("A");
+    std::fs::create_dir_all(&a).unwrap();
+    let wa = start(&srv, &a);
+
+    // A WebDAV client (as rclone, Finder or davfs2 would) makes a folder and saves a file.
+    let mkcol = raw
+        .request(
+            reqwest::Method::from_bytes(b"MKCOL").unwrap(),
+            srv.url("/dav/shared"),
+        )
+        .basic_auth("anyone", Some(srv.token()))
+        .send()
+        .await
+        .expect("MKCOL");
+    assert_eq!(mkcol.status(), 201);
+    let from_dav = volebarn_testkit::pseudo_random(70 * 1024, 3);
+    let put = raw
+        .put(srv.url("/dav/shared/from-dav.bin"))
+        .basic_auth("anyone", Some(srv.token()))
+        .body(from_dav.clone())
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), 201);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            std::fs::read(a.join("shared/from-dav.bin")).ok().as_deref() == Some(&from_dav[..])
+        })
+        .await,
+        "timed out waiting for: the watched folder receives the WebDAV write"
+    );
+
+    // A file saved in the watched folder reads back over WebDAV with the REST API's tags.
+    write(&a, "shared/from-folder.txt", b"saved in the watched folder");
+    let dav_get = || {
+        raw.get(srv.url("/dav/shared/from-folder.txt"))
+            .basic_auth("anyone", Some(srv.token()))
+            .send()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            dav_get().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "timed out waiting for: the folder's file is readable over WebDAV"
+    );
+    let dav = dav_get().await.expect("WebDAV GET");
+    let rest = raw
+        .get(srv.url("/files/shared/from-folder.txt"))
+        .bearer_auth(srv.token())
+        .send()
+        .await
+        .expect("REST GET");
+    for header in ["etag", "x-file-hash"] {
+        assert!(dav.headers().get(header).is_some(), "no {header} over WebDAV");
+        assert_eq!(dav.headers().get(header), rest.headers().get(header), "{header}");
+    }
+    assert_eq!(
+        dav.bytes().await.unwrap().as_ref(),
+        b"saved in the watched folder"
+    );
+
+    // A WebDAV delete reaches the folder too.
+    let del = raw
+        .delete(srv.url("/dav/shared/from-dav.bin"))
+        .basic_auth("anyone", Some(srv.token()))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(del.status(), 204);
+    assert!(
+        wait_for(Duration::from_secs(20), || !a
+            .join("shared/from-dav.bin")
+            .exists())
+        .await,
+        "timed out waiting for: the WebDAV delete reaches the folder"
+    );
+    stop(wa).await;
 }

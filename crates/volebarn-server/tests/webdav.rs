@@ -19,8 +19,13 @@ fn dav(t: &TestServer, m: &str, path: &str) -> reqwest::RequestBuilder {
         .basic_auth("anyone", Some(t.token()))
 }
 
+/// The status of a request, after reading the whole answer: dav-server applies a PROPPATCH
+/// while it streams the multistatus body, as every client that reads the answer sees.
 async fn status(rb: reqwest::RequestBuilder) -> StatusCode {
-    rb.send().await.expect("request").status()
+    let resp = rb.send().await.expect("request");
+    let status = resp.status();
+    resp.bytes().await.expect("body");
+    status
 }
 
 #[tokio::test]
@@ -240,6 +245,34 @@ async fn dead_properties_persist_and_follow_their_file() {
         .await
         .expect("upload");
     assert!(!colour(&t, "q.txt").await.contains("heron grey"));
+
+    // Those of files inside a directory go with the directory's WebDAV MOVE and COPY.
+    t.client
+        .upload_file("album/photos/p1.jpg", Bytes::from_static(b"jpeg"))
+        .await
+        .expect("upload");
+    assert_eq!(
+        status(dav(&t, "PROPPATCH", "album/photos/p1.jpg").body(patch)).await,
+        StatusCode::MULTI_STATUS
+    );
+    let to = |dest: &str| t.url(&format!("/dav/{dest}"));
+    assert_eq!(
+        status(dav(&t, "MOVE", "album/").header("destination", to("trip/"))).await,
+        StatusCode::CREATED
+    );
+    assert!(colour(&t, "trip/photos/p1.jpg").await.contains("heron grey"));
+    assert_eq!(
+        status(dav(&t, "COPY", "trip/").header("destination", to("trip-copy/"))).await,
+        StatusCode::CREATED
+    );
+    assert!(colour(&t, "trip-copy/photos/p1.jpg").await.contains("heron grey"));
+    assert!(colour(&t, "trip/photos/p1.jpg").await.contains("heron grey"));
+    // A new file where a moved one was starts clean.
+    t.client
+        .upload_file("album/photos/p1.jpg", Bytes::from_static(b"new"))
+        .await
+        .expect("upload");
+    assert!(!colour(&t, "album/photos/p1.jpg").await.contains("heron grey"));
 }
 
 #[tokio::test]

@@ -29,8 +29,8 @@ pub use postgres::{pg_cluster, PgCluster};
 pub use proxy::{Direction, Fault, FaultProxy};
 pub use server::{fail_fast, TestServer};
 pub use tree::{
-    age, file_hash, files_under, pseudo_random, server_tree, tree, tree_and_dirs, wait_for, write,
-    write_pseudo_random, write_tree, PseudoRandom,
+    age, file_hash, files_under, pseudo_random, server_tree, tree, tree_and_dirs, wait_for, wait_until,
+    write, write_pseudo_random, write_tree, PseudoRandom,
 };
 
 /// The status and `OperationError` body of an error response; panics, showing the body, when

@@ -204,6 +204,24 @@ pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
 }
 
+/// Like [`wait_for`], for a condition that must itself await (a request to a server, say).
+pub async fn wait_until<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,59 +142,65 @@ fn relocate(
     let rev = tx.rev();
     tx.ensure_parents(to, rev)?;
     let moved = |rec: &FileRecord| FileRecord { rev, ..rec.clone() };
-    let result =
-        match source {
-            Entry::File(f) => {
-                let rec = moved(&f);
-                tx.put_file(to.clone(), rec.clone(), copy);
-                if !copy {
-                    tx.remove_file(from.clone());
-                }
-                super::file_metadata(to, &rec)
+    // Where a path below `from` lands below `to`.
+    let rebase = |p: &VPath| {
+        VPath::parse(&format!("{}{}", to.as_str(), &p.as_str()[from.as_str().len()..])).map_err(|e| {
+            ServiceError::InvalidPath {
+                path: to.to_string(),
+                reason: format!("target path: {e}"),
             }
-            Entry::Dir(d) => {
-                let below = tx.descendants(from)?;
-                let dir = DirRecord { mtime: d.mtime, rev };
-                tx.put_dir(to.clone(), dir);
-                let prefix_len = from.as_str().len();
-                for (p, e) in below {
-                    let target = VPath::parse(&format!("{}{}", to.as_str(), &p.as_str()[prefix_len..]))
-                        .map_err(|e| ServiceError::InvalidPath {
-                            path: to.to_string(),
-                            reason: format!("target path: {e}"),
-                        })?;
-                    match e {
-                        Entry::File(f) => {
-                            tx.put_file(target, moved(&f), copy);
-                            if !copy {
-                                tx.remove_file(p);
-                            }
+        })
+    };
+    let result = match source {
+        Entry::File(f) => {
+            let rec = moved(&f);
+            tx.put_file(to.clone(), rec.clone(), copy);
+            if !copy {
+                tx.remove_file(from.clone());
+            }
+            super::file_metadata(to, &rec)
+        }
+        Entry::Dir(d) => {
+            let below = tx.descendants(from)?;
+            let dir = DirRecord { mtime: d.mtime, rev };
+            tx.put_dir(to.clone(), dir);
+            for (p, e) in below {
+                let target = rebase(&p)?;
+                match e {
+                    Entry::File(f) => {
+                        tx.put_file(target, moved(&f), copy);
+                        if !copy {
+                            tx.remove_file(p);
                         }
-                        Entry::Dir(sub) => {
-                            tx.put_dir(
-                                target,
-                                DirRecord {
-                                    mtime: sub.mtime,
-                                    rev,
-                                },
-                            );
-                            if !copy {
-                                tx.remove_dir(p);
-                            }
+                    }
+                    Entry::Dir(sub) => {
+                        tx.put_dir(
+                            target,
+                            DirRecord {
+                                mtime: sub.mtime,
+                                rev,
+                            },
+                        );
+                        if !copy {
+                            tx.remove_dir(p);
                         }
                     }
                 }
-                if !copy {
-                    tx.remove_dir(from.clone());
-                }
-                super::dir_metadata(to, &dir)
             }
-        };
-    // The source's WebDAV dead properties go with it (those of entries below a directory
-    // do not: docs/storage.md).
+            if !copy {
+                tx.remove_dir(from.clone());
+            }
+            super::dir_metadata(to, &dir)
+        }
+    };
+    // The WebDAV dead properties of the source, and of everything below a directory, go with
+    // it (the sources' own are removed with their entries on a move).
     let props = tx.committed_dead_props(from)?;
     if !props.props.is_empty() {
         tx.set_dead_props(to.clone(), props);
+    }
+    for (p, props) in tx.committed_dead_props_below(from)? {
+        tx.set_dead_props(rebase(&p)?, props);
     }
     let kind = if copy { ChangeKind::Copy } else { ChangeKind::Move };
     tx.journal(rev, kind, from, Some(to));

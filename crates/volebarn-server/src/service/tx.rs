@@ -288,6 +288,14 @@ impl<'a> Tx<'a> {
             .map_err(|e| ServiceError::storage(path.as_str(), e))
     }
 
+    /// The committed WebDAV dead properties of every path below `dir`.
+    pub fn committed_dead_props_below(&self, dir: &VPath) -> ServiceResult<Vec<(VPath, DeadProps)>> {
+        self.inner
+            .meta
+            .dead_props_below(dir)
+            .map_err(|e| ServiceError::storage(dir.as_str(), e))
+    }
+
     /// Replaces the WebDAV dead properties of `path` (none left: removes them).
     pub fn set_dead_props(&mut self, path: VPath, props: DeadProps) {
         let props = (!props.props.is_empty()).then_some(props);

@@ -502,4 +502,22 @@ fn dead_props<S: MetaStore>(s: Arc<S>) {
     assert_eq!(s.dead_props(&p("doc")).expect("read"), Some(props("blue")));
     commit(&*s, vec![MetaOp::SetDeadProps(p("doc"), None)]);
     assert_eq!(s.dead_props(&p("doc")).expect("read"), None);
+
+    // Below a directory: every path under it, in path order, and nothing beside it.
+    commit(
+        &*s,
+        vec![
+            MetaOp::SetDeadProps(p("tree"), Some(props("top"))),
+            MetaOp::SetDeadProps(p("tree/b/deep"), Some(props("deep"))),
+            MetaOp::SetDeadProps(p("tree/a"), Some(props("a"))),
+            MetaOp::SetDeadProps(p("tree-sibling"), Some(props("beside"))),
+            MetaOp::SetDeadProps(p("treetop"), Some(props("beside"))),
+        ],
+    );
+    assert_eq!(
+        s.dead_props_below(&p("tree")).expect("below"),
+        vec![(p("tree/a"), props("a")), (p("tree/b/deep"), props("deep"))]
+    );
+    assert_eq!(s.dead_props_below(&p("tree/b")).expect("below").len(), 1);
+    assert_eq!(s.dead_props_below(&VPath::root()).expect("below").len(), 5);
 }

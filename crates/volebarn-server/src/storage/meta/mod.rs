@@ -126,6 +126,8 @@ pub trait MetaStore: Send + Sync + 'static {
     fn has_claim(&self, key: &[u8; 32]) -> StorageResult<bool>;
     /// The WebDAV dead properties of `path`, if any were set.
     fn dead_props(&self, path: &VPath) -> StorageResult<Option<DeadProps>>;
+    /// The WebDAV dead properties of every path below `dir` (not `dir` itself), in path order.
+    fn dead_props_below(&self, dir: &VPath) -> StorageResult<Vec<(VPath, DeadProps)>>;
     /// Starts a write transaction; it waits while another one is open.
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>>;
     /// Sees the head revision after every commit — by any server sharing the store — so

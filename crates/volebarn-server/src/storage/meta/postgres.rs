@@ -598,6 +598,24 @@ impl MetaStore for PgMetaStore {
             .transpose()
     }
 
+    fn dead_props_below(&self, dir: &VPath) -> StorageResult<Vec<(VPath, DeadProps)>> {
+        let q = match subtree_range(dir) {
+            None => Query::new("SELECT key, rec FROM dead_props ORDER BY key"),
+            Some((lo, hi)) => {
+                Query::new("SELECT key, rec FROM dead_props WHERE key >= $1 AND key < $2 ORDER BY key")
+                    .bind(Arg::Bytes(lo))
+                    .bind(Arg::Bytes(hi))
+            }
+        };
+        self.fetch_all(q)?
+            .iter()
+            .map(|row| {
+                let key: Vec<u8> = row.try_get("key").map_err(db_err)?;
+                Ok((key_path(&key)?, decode_col(row, "rec")?))
+            })
+            .collect()
+    }
+
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>> {
         let guard = self
             .writer

@@ -279,6 +279,19 @@ impl MetaStore for RocksMetaStore {
         self.get_decoded(CF_DEAD_PROPS, &path_key(path))
     }
 
+    fn dead_props_below(&self, dir: &VPath) -> StorageResult<Vec<(VPath, DeadProps)>> {
+        let prefix = subtree_prefix(dir);
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(self.cf(CF_DEAD_PROPS), &prefix) {
+            let (k, v) = item.map_err(db_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push((key_path(&k)?, decode(&v)?));
+        }
+        Ok(out)
+    }
+
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>> {
         let guard = self
             .writer
