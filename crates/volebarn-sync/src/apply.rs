@@ -206,7 +206,10 @@ impl Executor<'_> {
                 }
                 Err(e) => result.errors.push((
                     m.from.clone(),
-                    format!("not moved to {} on the server ({e}); the next pass syncs it", m.to),
+                    format!(
+                        "not moved to {} on the server ({e}); the next pass syncs it",
+                        m.to
+                    ),
                 )),
             }
         }
@@ -335,9 +338,7 @@ impl Executor<'_> {
         let large: Vec<String> = large.into_iter().cloned().collect();
         let uploads: Vec<(String, Result<FileMetadata>)> = futures_util::stream::iter(large)
             .map(|p: String| async move {
-                let r = self
-                    .upload_conditional(&p, plan.if_match.get(&p).copied())
-                    .await;
+                let r = self.upload_conditional(&p, plan.if_match.get(&p).copied()).await;
                 (p, r)
             })
             .buffer_unordered(CONCURRENCY)

@@ -204,11 +204,7 @@ impl Engine {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
-        let up = plan
-            .uploads
-            .iter()
-            .filter_map(|p| local.get(p))
-            .map(|f| f.size);
+        let up = plan.uploads.iter().filter_map(|p| local.get(p)).map(|f| f.size);
         let down = plan
             .downloads
             .iter()

@@ -145,18 +145,19 @@ pub fn base_of_index(index: &BTreeMap<String, Entry>) -> BTreeMap<String, BaseSt
 /// Decides everything one pass does (see the module documentation).
 pub fn make_plan(i: &PlanInput) -> Plan {
     let sc = i.scan;
-    let mut base = base_of_index(i.index);
-    let renames = detect_renames(sc, i.index);
-    let moves = planned_moves(&renames, i.remote_files, i.remote_dirs, &base);
-
     // Plan the rest on the server and base as the moves leave them.
-    let mut remote_files = i.remote_files.clone();
-    let mut remote_dirs = i.remote_dirs.clone();
-    for m in &moves {
-        move_keys(&mut base, &m.from, &m.to);
-        move_keys(&mut remote_files, &m.from, &m.to);
-        move_dirs(&mut remote_dirs, &m.from, &m.to);
-    }
+    let mut after = Tree {
+        base: base_of_index(i.index),
+        files: i.remote_files.clone(),
+        dirs: i.remote_dirs.clone(),
+    };
+    let renames = detect_renames(sc, i.index);
+    let moves = planned_moves(&renames, &sc.dirs, &mut after);
+    let Tree {
+        mut base,
+        files: mut remote_files,
+        dirs: mut remote_dirs,
+    } = after;
 
     // Safety rail: mass deletions wait for --force.
     let deleted: Vec<String> = base
@@ -195,19 +196,19 @@ pub fn make_plan(i: &PlanInput) -> Plan {
         .filter(|(p, _)| !untouched(p))
         .map(|(p, s)| (p.clone(), s.local_state()))
         .collect();
+    let remote_now = (remote_files.clone(), remote_dirs.clone());
     remote_files.retain(|p, _| !untouched(p));
     base.retain(|p, _| !untouched(p));
-    let remote_dirs_now = remote_dirs.clone();
     remote_dirs.retain(|d| !untouched(d));
     let files = plan(&local, &remote_files, &base, &sc.dirs, &remote_dirs, i.strategy);
     let mut out = Plan::from_files(files);
     out.moves = moves;
     out.held_deletions = held.into_iter().collect();
-    out.held_reason = held_reason
-        .map(|r| format!("{r}; held until `volebarn sync --force` (or restore the files)"));
+    out.held_reason =
+        held_reason.map(|r| format!("{r}; held until `volebarn sync --force` (or restore the files)"));
     out.clashes = clashes(sc, &mut out);
     out.not_synced = sc.problems.clone();
-    dir_deletions(sc, i.index, &remote_dirs_now, &mut out);
+    dir_deletions(sc, i.index, &remote_now.0, &remote_now.1, &mut out);
     out
 }
 
@@ -258,7 +259,10 @@ pub(crate) fn move_dirs(dirs: &mut BTreeSet<String>, from: &str, to: &str) {
 }
 
 /// Pairs (gone, new) where the new local file has exactly the content the gone one had at the
-/// last sync. The same inode wins; otherwise a unique content match (empty files only by inode).
+/// last sync. The same inode wins; otherwise a unique content match (empty files only by
+/// inode). A path that held something else at the last sync is not "new": a chain of renames
+/// onto synced paths (`b → c`, then `a → b`) syncs as uploads and deletions instead (the
+/// server's revisions of moved paths would not match what the plan conditions on).
 fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, String)> {
     let gone: Vec<(&String, &Entry)> = index
         .iter()
@@ -294,7 +298,7 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
             let free: Vec<&&String> = candidates.iter().filter(|c| !used.contains(**c)).collect();
             (b.size > 0 && free.len() == 1).then(|| *free[0])
         });
-        if let Some(new) = pick {
+        if let Some(new) = pick.filter(|new| *new != old) {
             if used.insert(new.clone()) {
                 out.push((old.clone(), new.clone()));
             }
@@ -303,43 +307,75 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
     out
 }
 
-/// The server-side moves for detected renames: a directory's files as one move of the
-/// directory; a file only while the server still holds it as synced, and none onto a path the
-/// server has (the three-way plan settles those: nothing is lost either way).
-fn planned_moves(
-    renames: &[(String, String)],
-    remote_files: &BTreeMap<String, RemoteState>,
-    remote_dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, BaseState>,
-) -> Vec<Move> {
-    let mut out: Vec<Move> = Vec::new();
-    for (from, to) in collapse_dir_moves(renames, remote_dirs, base) {
-        let directory = remote_dirs.contains(&from);
+/// The base and the server's tree, as the moves planned so far leave them.
+struct Tree {
+    base: BTreeMap<String, BaseState>,
+    files: BTreeMap<String, RemoteState>,
+    dirs: BTreeSet<String>,
+}
+
+impl Tree {
+    /// Whether the server can move `from` to `to` now: the source is there (a directory, or a
+    /// file still as synced) and nothing is at the target or above it.
+    fn can_move(&self, from: &str, to: &str) -> Option<bool> {
+        let directory = self.dirs.contains(from);
         let source_there = directory
-            || match (remote_files.get(&from), base.get(&from)) {
+            || match (self.files.get(from), self.base.get(from)) {
                 (Some(r), Some(b)) => r.rev == b.rev || (r.xxh3, r.size) == (b.xxh3, b.size),
                 _ => false,
             };
-        let target_free = !remote_files.contains_key(&to)
-            && !remote_dirs.contains(&to)
-            && !remote_files.keys().any(|f| is_under(&to, f))
-            // An earlier move's target is not replaced nor put below this one.
-            && !out.iter().any(|m| at_or_under(&m.to, &to));
-        if source_there && target_free {
-            out.push(Move {
-                from,
-                to,
-                directory,
-            });
-        }
+        let target_free = !self.files.contains_key(to)
+            && !self.dirs.contains(to)
+            && !self.files.keys().any(|f| is_under(to, f));
+        (source_there && target_free).then_some(directory)
     }
-    out
+
+    fn apply(&mut self, m: &Move) {
+        move_keys(&mut self.base, &m.from, &m.to);
+        move_keys(&mut self.files, &m.from, &m.to);
+        move_dirs(&mut self.dirs, &m.from, &m.to);
+    }
+}
+
+/// The server-side moves for detected renames, in an order the server can do them: a
+/// directory's files as one move of the directory; a file only while the server still holds
+/// it as synced; none onto a path the server has (the three-way plan settles those: nothing is
+/// lost either way). `tree` ends as the moves leave it.
+fn planned_moves(renames: &[(String, String)], local_dirs: &BTreeSet<String>, tree: &mut Tree) -> Vec<Move> {
+    let mut waiting = collapse_dir_moves(renames, local_dirs, &tree.dirs, &tree.base);
+    waiting.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut out: Vec<Move> = Vec::new();
+    // A move may free the target of another, and nothing may be moved into a directory that
+    // is still to move away: take the next move that can go now, until none can (those left
+    // sync as uploads and deletions).
+    loop {
+        let next = (0..waiting.len()).find_map(|i| {
+            let (from, to) = &waiting[i];
+            let blocked = waiting
+                .iter()
+                .enumerate()
+                .any(|(j, (f, _))| j != i && at_or_under(to, f));
+            if blocked {
+                return None;
+            }
+            tree.can_move(from, to).map(|directory| (i, directory))
+        });
+        let Some((i, directory)) = next else {
+            return out;
+        };
+        let (from, to) = waiting.remove(i);
+        let m = Move { from, to, directory };
+        tree.apply(&m);
+        out.push(m);
+    }
 }
 
 /// Turns file renames that are really one directory rename into that directory's move: every
-/// synced file below the old directory went to the same place below the new one.
+/// synced file below the old directory went to the same place below the new one, and the old
+/// directory is gone here.
 fn collapse_dir_moves(
     renames: &[(String, String)],
+    local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,
     base: &BTreeMap<String, BaseState>,
 ) -> Vec<(String, String)> {
@@ -359,7 +395,10 @@ fn collapse_dir_moves(
             if od.is_empty() || nd.is_empty() || od == nd || is_under(&nd, &od) || is_under(&od, &nd) {
                 continue;
             }
-            if !remote_dirs.contains(&od) || remote_dirs.contains(&nd) {
+            if local_dirs.contains(&od) || !remote_dirs.contains(&od) || remote_dirs.contains(&nd) {
+                continue;
+            }
+            if dir_moves.iter().any(|(o, n)| *n == nd && *o != od) {
                 continue;
             }
             let all_moved = base.keys().filter(|p| is_under(p, &od)).all(|p| {
@@ -419,28 +458,34 @@ fn clashes(sc: &Scan, p: &mut Plan) -> Vec<Clash> {
 }
 
 /// Directories synced last time and gone from one side since: deleted there, so to be
-/// deleted on the other — unless the other side has new content inside (kept, re-created).
+/// deleted on the other — unless the other side has something new inside (a file the plan
+/// does not delete, a directory never synced, a move's target): then it is kept (re-created).
 /// Takes them out of the plan's directory creations.
 fn dir_deletions(
     sc: &Scan,
     index: &BTreeMap<String, Entry>,
+    remote_files: &BTreeMap<String, RemoteState>,
     remote_dirs: &BTreeSet<String>,
     plan: &mut Plan,
 ) {
-    let synced = index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p);
+    let synced = |d: &String| index.get(d).is_some_and(|e| e.dir);
+    let new_dir_below = |dirs: &BTreeSet<String>, d: &str| dirs.iter().any(|s| is_under(s, d) && !synced(s));
+    let moved_in = |d: &str| plan.moves.iter().any(|m| at_or_under(&m.to, d));
     let mut remote_del = Vec::new();
     let mut local_del = Vec::new();
-    for d in synced {
+    for d in index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p) {
         if sc.is_skipped(d) {
             continue;
         }
         let (here, there) = (sc.dirs.contains(d), remote_dirs.contains(d));
         if !here && there {
-            let busy = plan.downloads.iter().any(|p| at_or_under(p, d))
-                || sc.files.keys().any(|p| at_or_under(p, d))
-                || plan.conflicts.iter().any(|c| at_or_under(&c.path, d))
-                || plan.held_deletions.iter().any(|p| at_or_under(p, d))
-                || plan.moves.iter().any(|m| at_or_under(&m.to, d));
+            let busy = remote_files
+                .keys()
+                .any(|p| is_under(p, d) && !plan.deletes_remote.contains(p))
+                || sc.files.keys().any(|p| is_under(p, d))
+                || plan.held_deletions.iter().any(|p| is_under(p, d))
+                || new_dir_below(remote_dirs, d)
+                || moved_in(d);
             if !busy {
                 remote_del.push(d.clone());
             }
@@ -448,9 +493,10 @@ fn dir_deletions(
             let busy = sc
                 .files
                 .keys()
-                .any(|p| at_or_under(p, d) && !plan.deletes_local.contains(p))
-                || plan.downloads.iter().any(|p| at_or_under(p, d))
-                || plan.moves.iter().any(|m| at_or_under(&m.to, d));
+                .any(|p| is_under(p, d) && !plan.deletes_local.contains(p))
+                || plan.downloads.iter().any(|p| is_under(p, d))
+                || new_dir_below(&sc.dirs, d)
+                || moved_in(d);
             if !busy {
                 local_del.push(d.clone());
             }

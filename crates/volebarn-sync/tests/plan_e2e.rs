@@ -184,14 +184,22 @@ async fn one_seed(seed: u64) {
 
     let dry = engine.pass(DRY).await.expect("dry run");
     let plan = dry.plan.expect("plan");
-    assert_eq!(server_tree(&c).await, there, "seed {seed}: a dry run changes nothing");
+    assert_eq!(
+        server_tree(&c).await,
+        there,
+        "seed {seed}: a dry run changes nothing"
+    );
     assert_eq!(tree(&a), here, "seed {seed}: a dry run changes nothing");
 
     let real = engine.pass(REAL).await.expect("pass");
     let x = &real.result;
     let ctx = format!("seed {seed}: plan {plan:#?}\nreport {real:#?}");
     assert!(x.errors.is_empty(), "{ctx}");
-    let moves: Vec<(String, String)> = plan.moves.iter().map(|m| (m.from.clone(), m.to.clone())).collect();
+    let moves: Vec<(String, String)> = plan
+        .moves
+        .iter()
+        .map(|m| (m.from.clone(), m.to.clone()))
+        .collect();
     assert_eq!(real.moved, moves, "{ctx}");
     assert_eq!(sorted(x.uploaded.clone()), plan.uploads, "{ctx}");
     assert_eq!(sorted(x.downloaded.clone()), plan.downloads, "{ctx}");
@@ -205,14 +213,26 @@ async fn one_seed(seed: u64) {
             "{d} not deleted on the server: {ctx}"
         );
     }
-    assert_eq!(sorted(real.dirs_deleted_local.clone()), plan.dir_deletes_local, "{ctx}");
+    assert_eq!(
+        sorted(real.dirs_deleted_local.clone()),
+        plan.dir_deletes_local,
+        "{ctx}"
+    );
 
     let again = engine.pass(DRY).await.expect("dry run");
     let next = again.plan.expect("plan");
     assert!(next.is_empty(), "seed {seed}: left to do {next:#?}\nafter {ctx}");
     let (files, dirs) = tree_and_dirs(&a);
-    assert_eq!(files, server_tree(&c).await, "seed {seed}: converged files: {ctx}");
-    assert_eq!(dirs, server_dirs(&c).await, "seed {seed}: converged directories: {ctx}");
+    assert_eq!(
+        files,
+        server_tree(&c).await,
+        "seed {seed}: converged files: {ctx}"
+    );
+    assert_eq!(
+        dirs,
+        server_dirs(&c).await,
+        "seed {seed}: converged directories: {ctx}"
+    );
 
     // Nothing lost: each content is in the folder (current or a conflict copy) or a version.
     let mut versions: BTreeSet<Xxh3> = BTreeSet::new();
