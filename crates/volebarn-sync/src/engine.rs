@@ -273,8 +273,14 @@ impl Engine {
                             add_parents(&mut self.remote.dirs, &c.path);
                             self.remote.files.insert(c.path.clone(), remote_state(m));
                         }
-                        // Superseded by a later change in the journal.
-                        None => {}
+                        // Superseded by a later change in the journal, which comes after and
+                        // settles the entry; the parents the server made for it stay.
+                        None => {
+                            add_parents(&mut self.remote.dirs, &c.path);
+                            if matches!(c.kind, ChangeKind::Mkdir) {
+                                self.remote.dirs.insert(c.path.clone());
+                            }
+                        }
                     },
                     ChangeKind::Delete | ChangeKind::Rmdir => {
                         let p = c.path.as_str();

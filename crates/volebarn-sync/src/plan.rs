@@ -337,13 +337,13 @@ impl Tree {
     }
 }
 
-/// The server-side moves for detected renames, in an order the server can do them: a
+/// The server-side moves for detected renames (directories first), in an order the server can
+/// do them: a
 /// directory's files as one move of the directory; a file only while the server still holds
 /// it as synced; none onto a path the server has (the three-way plan settles those: nothing is
 /// lost either way). `tree` ends as the moves leave it.
 fn planned_moves(renames: &[(String, String)], local_dirs: &BTreeSet<String>, tree: &mut Tree) -> Vec<Move> {
     let mut waiting = collapse_dir_moves(renames, local_dirs, &tree.dirs, &tree.base);
-    waiting.sort_by(|a, b| a.1.cmp(&b.1));
     let mut out: Vec<Move> = Vec::new();
     // A move may free the target of another, and nothing may be moved into a directory that
     // is still to move away: take the next move that can go now, until none can (those left

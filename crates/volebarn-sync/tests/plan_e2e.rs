@@ -77,7 +77,7 @@ fn edit_local(rng: &mut StdRng, root: &Path, n: &mut u64) {
             let to = file_path(rng);
             if let Some(f) = pick(rng, &files) {
                 let target = root.join(&to);
-                if !target.exists() && !dirs.iter().any(|d| *d == to) {
+                if !target.exists() && !dirs.contains(&to) {
                     std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
                     std::fs::rename(root.join(f), target).expect("rename");
                 }
