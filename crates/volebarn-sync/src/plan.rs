@@ -351,10 +351,12 @@ fn planned_moves(renames: &[(String, String)], local_dirs: &BTreeSet<String>, tr
     loop {
         let next = (0..waiting.len()).find_map(|i| {
             let (from, to) = &waiting[i];
+            // Into a directory still to move away, or below another move's target (that
+            // move makes the directory).
             let blocked = waiting
                 .iter()
                 .enumerate()
-                .any(|(j, (f, _))| j != i && at_or_under(to, f));
+                .any(|(j, (f, t))| j != i && (at_or_under(to, f) || is_under(to, t)));
             if blocked {
                 return None;
             }

@@ -172,15 +172,18 @@ async fn one_seed(seed: u64) {
     engine.pass(REAL).await.expect("first pass");
     assert_eq!(server_tree(&c).await, tree(&a), "seed {seed}: first sync");
 
+    // Every path a content was ever at, to look for it in the server's versions at the end.
+    let mut seen: BTreeSet<String> = tree(&a).into_keys().collect();
     for _ in 0..4 {
         edit_local(&mut rng, &a, &mut n);
+        seen.extend(tree(&a).into_keys());
     }
     for _ in 0..3 {
         edit_remote(&mut rng, &c, &mut n).await;
+        seen.extend(server_tree(&c).await.into_keys());
     }
     let (here, there) = (tree(&a), server_tree(&c).await);
     let held: BTreeSet<Vec<u8>> = here.values().chain(there.values()).cloned().collect();
-    let paths: BTreeSet<String> = here.keys().chain(there.keys()).cloned().collect();
 
     let dry = engine.pass(DRY).await.expect("dry run");
     let plan = dry.plan.expect("plan");
@@ -236,7 +239,7 @@ async fn one_seed(seed: u64) {
 
     // Nothing lost: each content is in the folder (current or a conflict copy) or a version.
     let mut versions: BTreeSet<Xxh3> = BTreeSet::new();
-    for p in paths.iter().chain(files.keys()) {
+    for p in seen.iter().chain(files.keys()) {
         if let Ok(v) = c.versions(p).await {
             versions.extend(v.versions.iter().map(|v| v.xxhash3));
         }
