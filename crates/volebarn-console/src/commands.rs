@@ -127,7 +127,17 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
         if p.total() == 0 {
             s.push_str("in sync: nothing to do\n");
         }
-        let moves: Vec<String> = p.moves.iter().map(|(a, b)| format!("{a} → {b}")).collect();
+        let moves: Vec<String> = match &r.plan {
+            Some(plan) => plan
+                .moves
+                .iter()
+                .map(|m| {
+                    let dir = if m.directory { " (directory)" } else { "" };
+                    format!("{} → {}{dir}", m.from, m.to)
+                })
+                .collect(),
+            None => p.moves.iter().map(|(a, b)| format!("{a} → {b}")).collect(),
+        };
         lines(&mut s, "would move on the server", &moves);
         lines(&mut s, "would upload", &p.uploads);
         lines(&mut s, "would download", &p.downloads);
@@ -139,7 +149,11 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
             &p.dir_deletes_remote,
         );
         lines(&mut s, "would delete directories here", &p.dir_deletes_local);
-        lines(&mut s, "conflicts", &p.conflicts);
+        let conflicts: Vec<String> = match &r.plan {
+            Some(plan) => plan.conflicts.iter().map(planned_conflict).collect(),
+            None => p.conflicts.clone(),
+        };
+        lines(&mut s, "conflicts", &conflicts);
     } else if r.offline.is_none() {
         let x = &r.result;
         s.push_str(&format!(
@@ -182,6 +196,24 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
     s
 }
 
+/// What a pass will do about one conflict, for a person.
+fn planned_conflict(c: &volebarn_core::sync::SyncConflict) -> String {
+    use volebarn_core::sync::{ConflictKind, ConflictResolution};
+    let what = match (c.kind, c.resolution) {
+        (ConflictKind::FileDirectory, _) => {
+            "a file on one side, a directory on the other: left for you (see `volebarn conflicts`)"
+        }
+        (_, ConflictResolution::UseLocal) => {
+            "the local version wins; the server's is kept as a conflict copy"
+        }
+        (_, ConflictResolution::Manual) => {
+            "both versions kept (the local one as a conflict copy) for you to settle"
+        }
+        (_, _) => "the server's version wins; the local one is kept as a conflict copy",
+    };
+    format!("{}: {what}", c.path)
+}
+
 fn needs_attention(r: &PassReport) -> bool {
     r.refused.is_some()
         || r.offline.is_some()
@@ -206,7 +238,13 @@ pub async fn sync(
         Err(e) if is_in_use(&e) => sync_through_watch(ctx, strategy, opts).await?,
         Err(e) => return Err(e),
     };
-    ctx.out.emit(&report, || describe(&report, dry_run));
+    // `--dry-run --json`: the plan itself (the README documents its shape).
+    match &report.plan {
+        Some(plan) if dry_run && report.refused.is_none() && report.offline.is_none() => {
+            ctx.out.emit(plan, || describe(&report, dry_run))
+        }
+        _ => ctx.out.emit(&report, || describe(&report, dry_run)),
+    }
     if report.refused.is_some() {
         bail!("{}", report.refused.as_deref().unwrap_or_default());
     }

@@ -275,3 +275,112 @@ async fn a_write_failing_on_one_path_is_reported_and_the_rest_syncs() {
     assert!(r.stdout.starts_with("uploaded 0, downloaded 1"), "{r:?}");
     assert_eq!(std::fs::read(b.join("big.bin")).unwrap(), big);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_json_lists_a_move_a_held_deletion_and_a_conflict_and_the_pass_does_exactly_that() {
+    let env = Env::start().await;
+    let a = env.path("A");
+    env.init(None, &a).ok();
+    write(&a, "m.txt", b"a file to rename");
+    write(&a, "c.txt", b"both sides edit this");
+    for i in 1..=4 {
+        write(&a, &format!("d/x{i}.txt"), format!("file {i}").as_bytes());
+    }
+    age(&a);
+    env.run(None, &["sync"]).ok();
+    let c = env.client();
+
+    // A rename, 4 of 6 files deleted (more than max_delete: held), and a conflict.
+    std::fs::rename(a.join("m.txt"), a.join("n.txt")).unwrap();
+    for i in 1..=4 {
+        std::fs::remove_file(a.join(format!("d/x{i}.txt"))).unwrap();
+    }
+    write(&a, "c.txt", b"edited here");
+    c.update_file("c.txt", bytes::Bytes::from_static(b"edited on the server"))
+        .await
+        .expect("remote edit");
+    let before = server_tree(&c).await;
+
+    let held = ["d/x1.txt", "d/x2.txt", "d/x3.txt", "d/x4.txt"];
+    let r = env.run(
+        None,
+        &["sync", "--dry-run", "--json", "--strategy", "prefer-local"],
+    );
+    assert_eq!(r.code, 2, "held deletions need the user: {r:?}");
+    let plan = r.json();
+    assert_eq!(
+        plan["moves"],
+        serde_json::json!([{ "from": "m.txt", "to": "n.txt", "directory": false }]),
+        "{plan}"
+    );
+    assert_eq!(strings(&plan["held_deletions"]), held, "{plan}");
+    assert!(
+        plan["held_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("4 of 6 synced files")),
+        "{plan}"
+    );
+    let conflicts = plan["conflicts"].as_array().expect("conflicts");
+    assert_eq!(conflicts.len(), 1, "{plan}");
+    assert_eq!(conflicts[0]["path"], "c.txt", "{plan}");
+    assert_eq!(conflicts[0]["resolution"], "use_local", "{plan}");
+    assert_eq!(conflicts[0]["kind"], "content", "{plan}");
+    for list in [
+        "uploads",
+        "downloads",
+        "deletes_remote",
+        "deletes_local",
+        "dir_deletes_remote",
+        "dir_deletes_local",
+    ] {
+        assert_eq!(strings(&plan[list]), Vec::<String>::new(), "{list}: {plan}");
+    }
+    assert_eq!(server_tree(&c).await, before, "a dry run changes nothing");
+
+    // The real pass does exactly that: one move, the conflict settled, deletions held.
+    let r = env.run(None, &["sync", "--json", "--strategy", "prefer-local"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let done = r.json();
+    assert_eq!(done["moved"], serde_json::json!([["m.txt", "n.txt"]]), "{done}");
+    assert_eq!(strings(&done["held_deletions"]), held, "{done}");
+    let x = &done["result"];
+    assert_eq!(strings(&x["conflicts_resolved"]), ["c.txt"], "{done}");
+    for list in ["uploaded", "downloaded", "deleted_local", "deleted_remote"] {
+        assert_eq!(strings(&x[list]), Vec::<String>::new(), "{list}: {done}");
+    }
+    let copy = x["conflict_copies"][0]["copy"]
+        .as_str()
+        .expect("copy")
+        .to_string();
+    assert!(copy.starts_with("c (conflict "), "{copy}");
+
+    // What the user sees: the folder and the server agree, held files stay on the server,
+    // both versions of c.txt are kept, and the moved file has its versions.
+    let here = tree(&a);
+    assert_eq!(here["n.txt"], b"a file to rename");
+    assert_eq!(here["c.txt"], b"edited here");
+    assert_eq!(here[&copy], b"edited on the server");
+    let there = server_tree(&c).await;
+    assert!(!there.contains_key("m.txt"), "{there:?}");
+    for p in held {
+        assert!(there.contains_key(p), "held: {p} still on the server");
+        assert!(!here.contains_key(p));
+    }
+    let synced: std::collections::BTreeMap<_, _> =
+        there.iter().filter(|(p, _)| !p.starts_with("d/")).collect();
+    assert_eq!(synced, here.iter().collect(), "the folder and the server agree");
+    let history = c.versions("n.txt").await.expect("versions");
+    assert!(!history.versions.is_empty(), "{history:?}");
+
+    // Nothing left to do but the held deletions.
+    let plan = env
+        .run(
+            None,
+            &["sync", "--dry-run", "--json", "--strategy", "prefer-local"],
+        )
+        .json();
+    for list in ["moves", "uploads", "downloads", "conflicts"] {
+        assert_eq!(plan[list], serde_json::json!([]), "{list}: {plan}");
+    }
+    assert_eq!(strings(&plan["held_deletions"]), held, "{plan}");
+}

@@ -1,10 +1,14 @@
-//! Applying a [`SyncPlan`] to a folder and the server: directories first, then uploads (small
-//! files in bulk requests of up to 1,000 files or 32 MiB, larger ones streamed or chunked, 8 at
-//! a time, each conditional on the revision the plan saw), verified downloads (bulk, then one
-//! by one for whatever a bulk request could not deliver), deletions on both sides (a local file
-//! only if it still holds what the base says), adoptions, and conflicts (the losing side kept as
-//! a conflict copy on both sides). A failing path is reported and never stops the rest.
+//! Executing a [`Plan`] on the folder and the server, in the plan's order: server-side moves
+//! (the base follows them), directories, uploads (small files in bulk requests of up to 1,000
+//! files or 32 MiB, larger ones streamed or chunked, 8 at a time, each conditional on the
+//! revision the plan saw), verified downloads (bulk, then one by one for whatever a bulk request
+//! could not deliver), deletions on both sides (a local file only if it still holds what the
+//! base says), adoptions, conflicts (the losing side kept as a conflict copy on both sides), and
+//! directory deletions (only when nothing is left below). A failing path is reported and never
+//! stops the rest.
 
+use crate::engine::PassReport;
+use crate::plan::{is_under, move_keys, Move, Plan};
 use crate::scan::{local_path, mtime_nanos};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -12,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use volebarn_client::{
     BulkUploadResponse, Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, OperationError,
-    Result, SyncPlan, UploadCondition,
+    Result, UploadCondition,
 };
 use volebarn_core::sync::{conflict_copy_name, BaseState, ConflictKind, ConflictResolution, LocalState};
 use volebarn_core::timefmt::now_nanos;
@@ -72,42 +76,45 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
     }
 }
 
-/// Applies plans with `client` (whose transfer observer hears every file).
+/// Executes plans with `client` (whose transfer observer hears every file) on the folder at
+/// `root`. It decides nothing: every operation is in the [`Plan`]; what it checks at the last
+/// moment (a local file still holds what the plan saw, a directory to delete is still empty,
+/// every server write is conditional on the revision the plan saw) only ever keeps data.
 pub(crate) struct Executor<'a> {
     pub client: &'a Client,
+    pub root: &'a Path,
 }
 
 impl Executor<'_> {
-    /// Performs `plan` on the folder at `root` with bounded concurrency, updating `base`;
+    /// Performs `plan` with bounded concurrency, updating `base` (keyed as before the moves);
     /// `local` is what the scan behind the plan saw. A failing path is reported in
-    /// `result.errors`.
-    pub async fn apply_plan(
+    /// `report.result.errors` and never stops the rest.
+    pub async fn apply(
         &self,
-        root: &Path,
-        plan: &SyncPlan,
+        plan: &Plan,
         local: &BTreeMap<String, LocalState>,
         base: &mut BTreeMap<String, BaseState>,
-        result: &mut SyncResult,
+        report: &mut PassReport,
     ) {
-        for d in &plan.client_create_dirs {
-            match std::fs::create_dir_all(local_path(root, d)) {
+        report.moved = self.apply_moves(&plan.moves, base, &mut report.result).await;
+        let result = &mut report.result;
+        for d in &plan.create_dirs_local {
+            match std::fs::create_dir_all(local_path(self.root, d)) {
                 Ok(()) => result.created_dirs.push(d.clone()),
                 Err(e) => result.errors.push((d.clone(), e.to_string())),
             }
         }
-        for d in &plan.server_create_dirs {
-            match self.client.create_directory(d).await {
-                Ok(_) => {}
-                Err(e) if e.error_code() == Some(volebarn_core::ErrorCode::AlreadyExists) => {}
-                Err(e) => result.errors.push((d.clone(), e.to_string())),
+        for d in &plan.create_dirs_remote {
+            let r = self.client.create_directory(d).await.map(|_| ());
+            if let Err(e) = tolerate(r, ErrorCode::AlreadyExists) {
+                result.errors.push((d.clone(), e.to_string()));
             }
         }
-        self.upload_planned(root, plan, local, base, result).await;
-        self.download_planned(root, &plan.client_download, base, result)
-            .await;
-        for p in &plan.client_delete {
+        self.upload_planned(plan, local, base, result).await;
+        self.download_planned(&plan.downloads, base, result).await;
+        for p in &plan.deletes_local {
             // Delete only what the plan saw: an edit made since then is kept.
-            let target = local_path(root, p);
+            let target = local_path(self.root, p);
             let unchanged = volebarn_client::hash_file(&target, |_| {}).ok().map(|(h, _)| h)
                 == base.get(p).map(|b| b.xxh3);
             if !unchanged {
@@ -124,7 +131,7 @@ impl Executor<'_> {
                 Err(e) => result.errors.push((p.clone(), e.to_string())),
             }
         }
-        for p in &plan.server_delete {
+        for p in &plan.deletes_remote {
             let r = match plan.if_match.get(p) {
                 Some(rev) => self.client.delete_file_if(p, *rev).await,
                 None => self.client.delete_file(p).await,
@@ -134,7 +141,7 @@ impl Executor<'_> {
                     base.remove(p);
                     result.deleted_remote.push(p.clone());
                 }
-                Err(e) if e.error_code() == Some(volebarn_core::ErrorCode::FileNotFound) => {
+                Err(e) if e.error_code() == Some(ErrorCode::FileNotFound) => {
                     base.remove(p);
                 }
                 Err(e) => result.errors.push((p.clone(), e.to_string())),
@@ -158,7 +165,7 @@ impl Executor<'_> {
                 continue;
             }
             match self
-                .resolve_conflict(root, &c.path, c.resolution, c.remote_rev, base)
+                .resolve_conflict(&c.path, c.resolution, c.remote_rev, base)
                 .await
             {
                 Ok(copy) => {
@@ -173,20 +180,106 @@ impl Executor<'_> {
                 Err(e) => result.errors.push((c.path.clone(), e.to_string())),
             }
         }
+        self.delete_dirs(plan, report).await;
+    }
+
+    /// Performs the plan's moves on the server; returns those that happened. The base follows
+    /// each move; a move that fails is reported and the next pass, planning afresh, syncs the
+    /// renamed paths some other way.
+    async fn apply_moves(
+        &self,
+        moves: &[Move],
+        base: &mut BTreeMap<String, BaseState>,
+        result: &mut SyncResult,
+    ) -> Vec<(String, String)> {
+        let mut done = Vec::new();
+        for m in moves {
+            match self.client.move_file(&m.from, &m.to).await {
+                Ok(meta) => {
+                    move_keys(base, &m.from, &m.to);
+                    if m.directory {
+                        self.rebase_below(&m.to, base).await;
+                    } else if base.get(&m.to).is_some_and(|b| b.xxh3 == meta.xxhash3) {
+                        base.insert(m.to.clone(), base_of(&meta));
+                    }
+                    done.push((m.from.clone(), m.to.clone()));
+                }
+                Err(e) => result.errors.push((
+                    m.from.clone(),
+                    format!(
+                        "not moved to {} on the server ({e}); the next pass syncs it",
+                        m.to
+                    ),
+                )),
+            }
+        }
+        done
+    }
+
+    /// After a directory move: the moved files' base takes the revisions the server gave them
+    /// (same content), so the next pass has nothing to adopt.
+    async fn rebase_below(&self, dir: &str, base: &mut BTreeMap<String, BaseState>) {
+        let Ok(m) = self.client.get_manifest(Some(dir)).await else {
+            return; // the next pass adopts them
+        };
+        for (p, f) in m.files.iter().filter(|(_, f)| !f.is_directory) {
+            if let Some(b) = base.get_mut(p) {
+                if (b.xxh3, b.size) == (f.xxhash3, f.size) {
+                    *b = base_of(f);
+                }
+            }
+        }
+    }
+
+    /// Deletes the plan's directories: on the server only when no file is left below (files
+    /// are deleted one by one, conditionally, before), here only when empty.
+    async fn delete_dirs(&self, plan: &Plan, report: &mut PassReport) {
+        // Outermost first on the server (one call covers the subtree); deepest first here.
+        let mut remote = plan.dir_deletes_remote.clone();
+        remote.sort();
+        let mut done: Vec<String> = Vec::new();
+        for d in remote {
+            if done.iter().any(|o| is_under(&d, o)) {
+                continue;
+            }
+            let r = match self.client.get_manifest(Some(&d)).await {
+                Ok(m) if m.files.values().all(|f| f.is_directory) => {
+                    tolerate(self.client.delete_directory(&d).await, ErrorCode::FileNotFound).map(|()| true)
+                }
+                Ok(_) => Ok(false), // new files arrived there meanwhile: keep it
+                Err(e) => tolerate(Err(e), ErrorCode::FileNotFound).map(|()| true),
+            };
+            match r {
+                Ok(true) => done.push(d),
+                Ok(false) => {}
+                Err(e) => report.result.errors.push((d, e.to_string())),
+            }
+        }
+        report.dirs_deleted_remote = done;
+        let mut local = plan.dir_deletes_local.clone();
+        local.sort_by(|a, b| b.cmp(a));
+        for d in local {
+            match std::fs::remove_dir(local_path(self.root, &d)) {
+                Ok(()) => report.dirs_deleted_local.push(d),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.dirs_deleted_local.push(d),
+                // Not empty (something new, or ignored files): keep it.
+                Err(_) => {}
+            }
+        }
     }
 
     /// Uploads the plan's files: small ones in bulk requests (a few MiB each), large ones
     /// streamed or chunked, 8 at a time; every upload conditional on what the plan saw.
     async fn upload_planned(
         &self,
-        root: &Path,
-        plan: &SyncPlan,
+        plan: &Plan,
         local: &BTreeMap<String, LocalState>,
         base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
+        let root = self.root;
         let (small, large): (Vec<&String>, Vec<&String>) = plan
-            .client_upload
+            .uploads
             .iter()
             .partition(|p| local.get(*p).is_some_and(|f| f.size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
@@ -245,21 +338,18 @@ impl Executor<'_> {
         let large: Vec<String> = large.into_iter().cloned().collect();
         let uploads: Vec<(String, Result<FileMetadata>)> = futures_util::stream::iter(large)
             .map(|p: String| async move {
-                let r = self
-                    .upload_conditional(root, &p, plan.if_match.get(&p).copied())
-                    .await;
+                let r = self.upload_conditional(&p, plan.if_match.get(&p).copied()).await;
                 (p, r)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        record(
-            self.client,
-            uploads,
-            base,
-            &mut result.uploaded,
-            &mut result.errors,
-        );
+        for (p, r) in uploads {
+            match r {
+                Ok(m) => self.landed(&m, base, &mut result.uploaded),
+                Err(e) => result.errors.push((p, e.to_string())),
+            }
+        }
     }
 
     /// Records one bulk upload's outcome: stored files become the new base; a refusal that is
@@ -275,9 +365,7 @@ impl Executor<'_> {
         match sent {
             Ok(resp) => {
                 for m in resp.files {
-                    self.client.report_file_done(&m.path);
-                    base.insert(m.path.clone(), base_of(&m));
-                    result.uploaded.push(m.path);
+                    self.landed(&m, base, &mut result.uploaded);
                 }
                 for f in resp.failed {
                     // A retried request may meet its own first attempt: same content is done.
@@ -291,11 +379,7 @@ impl Executor<'_> {
                         _ => None,
                     };
                     match landed {
-                        Some(m) => {
-                            self.client.report_file_done(&m.path);
-                            base.insert(m.path.clone(), base_of(&m));
-                            result.uploaded.push(m.path);
-                        }
+                        Some(m) => self.landed(&m, base, &mut result.uploaded),
                         None => result.errors.push((f.path, f.error)),
                     }
                 }
@@ -310,19 +394,16 @@ impl Executor<'_> {
     /// disk; whatever a bulk request could not deliver is fetched one by one (with retries).
     async fn download_planned(
         &self,
-        root: &Path,
         paths: &[String],
         base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
         let mut leftover: Vec<String> = Vec::new();
         for batch in paths.chunks(BATCH_FILES) {
-            match self.client.bulk_download_into(root, batch).await {
+            match self.client.bulk_download_into(self.root, batch).await {
                 Ok((written, failed)) => {
                     for m in written {
-                        self.client.report_file_done(&m.path);
-                        base.insert(m.path.clone(), base_of(&m));
-                        result.downloaded.push(m.path);
+                        self.landed(&m, base, &mut result.downloaded);
                     }
                     leftover.extend(failed.into_iter().map(|f| f.path));
                 }
@@ -335,30 +416,32 @@ impl Executor<'_> {
         }
         let singles: Vec<(String, Result<FileMetadata>)> = futures_util::stream::iter(leftover)
             .map(|p| async move {
-                let r = self.download_into(root, &p).await;
+                let r = self.download_into(&p).await;
                 (p, r)
             })
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        record(
-            self.client,
-            singles,
-            base,
-            &mut result.downloaded,
-            &mut result.errors,
-        );
+        for (p, r) in singles {
+            match r {
+                Ok(m) => self.landed(&m, base, &mut result.downloaded),
+                Err(e) => result.errors.push((p, e.to_string())),
+            }
+        }
+    }
+
+    /// A file that reached its destination: the observer hears of it, it becomes the new base
+    /// and is listed in `done`.
+    fn landed(&self, m: &FileMetadata, base: &mut BTreeMap<String, BaseState>, done: &mut Vec<String>) {
+        self.client.report_file_done(&m.path);
+        base.insert(m.path.clone(), base_of(m));
+        done.push(m.path.clone());
     }
 
     /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev;
     /// the client streams it, or sends it as chunks above its large-file threshold.
-    async fn upload_conditional(
-        &self,
-        root: &Path,
-        rel: &str,
-        if_match: Option<u64>,
-    ) -> Result<FileMetadata> {
-        let path = local_path(root, rel);
+    async fn upload_conditional(&self, rel: &str, if_match: Option<u64>) -> Result<FileMetadata> {
+        let path = local_path(self.root, rel);
         match if_match {
             Some(rev) => self.client.upload_path_if(rel, &path, rev).await,
             None => self.client.upload_path(rel, &path, false).await,
@@ -366,8 +449,8 @@ impl Executor<'_> {
     }
 
     /// Downloads `rel` into the folder (parents created, verified, atomic).
-    async fn download_into(&self, root: &Path, rel: &str) -> Result<FileMetadata> {
-        let target = local_path(root, rel);
+    async fn download_into(&self, rel: &str) -> Result<FileMetadata> {
+        let target = local_path(self.root, rel);
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io(parent))?;
         }
@@ -377,57 +460,31 @@ impl Executor<'_> {
     /// Settles a content conflict; the losing side is kept as a conflict copy on both sides.
     async fn resolve_conflict(
         &self,
-        root: &Path,
         rel: &str,
         resolution: ConflictResolution,
         remote_rev: Option<u64>,
         base: &mut BTreeMap<String, BaseState>,
     ) -> Result<String> {
-        let copy = free_copy_name(root, rel);
-        match resolution {
-            ConflictResolution::UseLocal => {
-                // Keep the remote version as the copy (locally and on the server), then put
-                // ours in place, conditional on the remote rev we saw.
-                self.client
-                    .download_to_meta(rel, &local_path(root, &copy))
-                    .await?;
-                let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy.clone(), base_of(&uploaded_copy));
-                let ours = self.upload_conditional(root, rel, remote_rev).await?;
-                base.insert(rel.to_string(), base_of(&ours));
-            }
-            ConflictResolution::UseRemote | ConflictResolution::UseNewer | ConflictResolution::Manual => {
-                // Move ours aside as the copy, take theirs, and share our copy.
-                let from = local_path(root, rel);
-                let to = local_path(root, &copy);
-                std::fs::rename(&from, &to).map_err(io(&from))?;
-                let uploaded_copy = self.upload_conditional(root, &copy, None).await?;
-                base.insert(copy.clone(), base_of(&uploaded_copy));
-                let theirs = self.download_into(root, rel).await?;
-                base.insert(rel.to_string(), base_of(&theirs));
-            }
+        let copy = free_copy_name(self.root, rel);
+        let (copy_path, rel_path) = (local_path(self.root, &copy), local_path(self.root, rel));
+        let use_local = resolution == ConflictResolution::UseLocal;
+        if use_local {
+            // Keep the remote version as the copy (locally and on the server), then put ours
+            // in place, conditional on the remote rev we saw.
+            self.client.download_to_meta(rel, &copy_path).await?;
+        } else {
+            // Move ours aside as the copy, take theirs, and share our copy.
+            std::fs::rename(&rel_path, &copy_path).map_err(io(&rel_path))?;
         }
+        let uploaded_copy = self.upload_conditional(&copy, None).await?;
+        base.insert(copy.clone(), base_of(&uploaded_copy));
+        let winner = if use_local {
+            self.upload_conditional(rel, remote_rev).await?
+        } else {
+            self.download_into(rel).await?
+        };
+        base.insert(rel.to_string(), base_of(&winner));
         Ok(copy)
-    }
-}
-
-/// Records transfer outcomes: what arrived becomes the new base and is listed in `done`.
-fn record(
-    client: &Client,
-    outcomes: Vec<(String, Result<FileMetadata>)>,
-    base: &mut BTreeMap<String, BaseState>,
-    done: &mut Vec<String>,
-    errors: &mut Vec<(String, String)>,
-) {
-    for (p, r) in outcomes {
-        match r {
-            Ok(m) => {
-                client.report_file_done(&p);
-                base.insert(p.clone(), base_of(&m));
-                done.push(p);
-            }
-            Err(e) => errors.push((p, e.to_string())),
-        }
     }
 }
 
@@ -465,4 +522,12 @@ fn read_batch(
         }
     }
     (uploads, unreadable)
+}
+
+/// `r`, with the error `code` counted as success (already done, or nothing left to do).
+fn tolerate(r: Result<()>, code: ErrorCode) -> Result<()> {
+    match r {
+        Err(e) if e.error_code() == Some(code) => Ok(()),
+        r => r,
+    }
 }

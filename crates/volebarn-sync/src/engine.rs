@@ -1,15 +1,18 @@
 //! The sync engine: one pass = refresh the remote mirror (manifest once, then `/changes`), scan
-//! the folder against the index, turn renames into server-side moves, apply the safety rails,
-//! plan three-way ([docs/design.md](docs/design.md) §6) locally, apply, and persist the index.
+//! the folder against the index, make the [`Plan`] (renames as server-side moves, safety rails,
+//! the three-way plan of [docs/design.md](docs/design.md) §6, name clashes, directory
+//! deletions: see [`crate::plan`]), then — unless it is a dry run — execute it and persist the
+//! index. A dry run returns the very plan a real pass would execute.
 //!
 //! Safety rails: without the root marker (`.volebarn/marker`) while the index remembers synced
 //! files, nothing is done at all (an unmounted disk or a recreated folder must not look like
 //! "the user deleted everything"); deleting more than `max_delete` percent of the synced files
 //! in one pass is held until `--force`; paths that could not be read are left untouched.
 
-use crate::apply::{base_of, Executor, SyncResult};
+use crate::apply::{Executor, SyncResult};
 use crate::error::{Result, SyncError};
 use crate::index::{Base, Entry, FileIndex, Stat};
+use crate::plan::{add_parents, base_of_index, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
 use crate::state::{self, ConflictRecord, StatusFile};
@@ -17,11 +20,8 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use unicode_normalization::UnicodeNormalization;
-use volebarn_client::{
-    Client, ClientError, ConflictStrategy, ErrorCode, SyncPlan, TransferMetrics, TransferObserver,
-};
-use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState};
+use volebarn_client::{Client, ClientError, ConflictStrategy, ErrorCode, TransferMetrics, TransferObserver};
+use volebarn_core::sync::{BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
 use volebarn_core::types::ChangeKind;
 
@@ -56,7 +56,7 @@ pub struct PassReport {
     /// Set when the server could not be reached; local changes stay pending.
     pub offline: Option<String>,
     pub result: SyncResult,
-    /// Renames done as server-side moves: (from, to).
+    /// Renames done as server-side moves: (from, to) (with `dry_run`: to be done).
     pub moved: Vec<(String, String)>,
     /// Directories deleted on one side and so removed on the other.
     pub dirs_deleted_remote: Vec<String>,
@@ -74,9 +74,10 @@ pub struct PassReport {
     pub problems: Vec<(String, String)>,
     /// Local changes not yet on the server (while offline), as planned operations.
     pub pending: Pending,
-    /// The plan (dry run only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan: Option<SyncPlan>,
+    /// Every decision of the pass (dry run, or offline: what is pending); a real pass executes
+    /// exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
     /// Files whose content the scan read, and how many bytes.
     pub hashed: u64,
     pub bytes_read: u64,
@@ -99,16 +100,21 @@ pub struct Pending {
 }
 
 impl Pending {
-    fn of(plan: &SyncPlan, moves: &[(String, String)]) -> Pending {
+    /// The plan's operations a person cares about (no bookkeeping, no directory creations).
+    pub fn of(plan: &Plan) -> Pending {
         Pending {
-            uploads: plan.client_upload.clone(),
-            downloads: plan.client_download.clone(),
-            deletes_remote: plan.server_delete.clone(),
-            deletes_local: plan.client_delete.clone(),
-            moves: moves.to_vec(),
+            uploads: plan.uploads.clone(),
+            downloads: plan.downloads.clone(),
+            deletes_remote: plan.deletes_remote.clone(),
+            deletes_local: plan.deletes_local.clone(),
+            moves: plan
+                .moves
+                .iter()
+                .map(|m| (m.from.clone(), m.to.clone()))
+                .collect(),
             conflicts: plan.conflicts.iter().map(|c| c.path.clone()).collect(),
-            dir_deletes_remote: Vec::new(),
-            dir_deletes_local: Vec::new(),
+            dir_deletes_remote: plan.dir_deletes_remote.clone(),
+            dir_deletes_local: plan.dir_deletes_local.clone(),
         }
     }
 
@@ -162,15 +168,6 @@ pub struct Engine {
     status: StatusFile,
 }
 
-/// `name` folded as a case-insensitive, normalizing filesystem would see it.
-fn fold(path: &str) -> String {
-    path.nfc().collect::<String>().to_lowercase()
-}
-
-fn is_under(path: &str, dir: &str) -> bool {
-    path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
-}
-
 impl Engine {
     /// Opens the folder's state (`.volebarn/`, created on first use); fails clearly when the
     /// folder is missing or another engine has it open.
@@ -203,17 +200,13 @@ impl Engine {
 
     /// The client to apply `plan` with: one reporting to a fresh progress observer when there
     /// is something to transfer and a progress factory is set.
-    fn transfer_client(&self, plan: &SyncPlan, local: &BTreeMap<String, LocalState>) -> Client {
+    fn transfer_client(&self, plan: &Plan, local: &BTreeMap<String, LocalState>) -> Client {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
-        let up = plan
-            .client_upload
-            .iter()
-            .filter_map(|p| local.get(p))
-            .map(|f| f.size);
+        let up = plan.uploads.iter().filter_map(|p| local.get(p)).map(|f| f.size);
         let down = plan
-            .client_download
+            .downloads
             .iter()
             .filter_map(|p| self.remote.files.get(p))
             .map(|r| r.size);
@@ -280,8 +273,14 @@ impl Engine {
                             add_parents(&mut self.remote.dirs, &c.path);
                             self.remote.files.insert(c.path.clone(), remote_state(m));
                         }
-                        // Superseded by a later change in the journal.
-                        None => {}
+                        // Superseded by a later change in the journal, which comes after and
+                        // settles the entry; the parents the server made for it stay.
+                        None => {
+                            add_parents(&mut self.remote.dirs, &c.path);
+                            if matches!(c.kind, ChangeKind::Mkdir) {
+                                self.remote.dirs.insert(c.path.clone());
+                            }
+                        }
                     },
                     ChangeKind::Delete | ChangeKind::Rmdir => {
                         let p = c.path.as_str();
@@ -344,349 +343,85 @@ impl Engine {
         report.bytes_read = sc.bytes_read;
         report.problems.extend(sc.problems.iter().cloned());
 
-        let mut base: BTreeMap<String, BaseState> = self
-            .index
-            .entries
-            .iter()
-            .filter_map(|(p, e)| e.base.map(|b| (p.clone(), BaseState::from(b))))
-            .collect();
-
-        // Renames: a synced path gone locally, and a new path with its exact content.
-        let renames = detect_renames(&sc, &self.index.entries);
-
         if let Err(e) = online {
             report.offline = Some(format!("server unreachable: {e}"));
             // What would go up if the server still held the base: the local changes alone.
-            let mirror = std::mem::take(&mut self.remote);
-            self.remote.files = base.iter().map(|(p, b)| (p.clone(), base_as_remote(b))).collect();
-            self.remote.dirs = mirror.dirs.clone();
-            let p = self.plan_with(&sc, &base, &BTreeSet::new(), &mut Vec::new());
-            self.remote = mirror;
-            report.pending = Pending::of(&p, &renames);
+            let base = base_of_index(&self.index.entries);
+            let as_remote: BTreeMap<String, RemoteState> =
+                base.iter().map(|(p, b)| (p.clone(), base_as_remote(b))).collect();
+            let plan = self.plan(&sc, &as_remote, &self.remote.dirs, opts);
+            report.pending = Pending::of(&plan);
+            report.plan = Some(plan);
             self.persist(&sc, &base, &BTreeSet::new(), &report)?;
             return Ok(report);
         }
 
-        // A dry run plans on the folder and mirror as the moves would leave them, so that it
-        // shows what a real pass does: the moves, not uploads and deletions of the same files.
-        let mut mirror_before_moves = None;
-        if opts.dry_run && !renames.is_empty() {
-            let moves = self.planned_moves(&renames, &base);
-            mirror_before_moves = Some(self.remote.clone());
-            for (from, to) in &moves {
-                move_keys(&mut base, from, to);
-                move_keys(&mut self.remote.files, from, to);
-                let dirs: Vec<String> = self
-                    .remote
-                    .dirs
-                    .iter()
-                    .filter(|d| *d == from || is_under(d, from))
-                    .cloned()
-                    .collect();
-                for d in dirs {
-                    self.remote.dirs.remove(&d);
-                    self.remote.dirs.insert(format!("{to}{}", &d[from.len()..]));
-                }
-                add_parents(&mut self.remote.dirs, to);
-            }
-            report.moved = moves;
-        }
-        if !opts.dry_run && !renames.is_empty() {
-            report.moved = self
-                .apply_renames(&renames, &mut base, &mut report.result.errors)
-                .await;
-            if !report.moved.is_empty() {
-                self.remote.cursor = None;
-                if let Err(e) = self.refresh_remote().await {
-                    report.offline = Some(format!("server unreachable: {e}"));
-                    self.persist(&sc, &base, &BTreeSet::new(), &report)?;
-                    return Ok(report);
-                }
-            }
-        }
-
-        // Safety rail: mass deletions wait for --force.
-        let deleted: Vec<String> = base
-            .keys()
-            .filter(|p| !sc.files.contains_key(*p) && !sc.is_skipped(p))
-            .cloned()
-            .collect();
-        let mut held = BTreeSet::new();
-        if !opts.force && !deleted.is_empty() {
-            let total = base.len();
-            let limit = total * usize::from(self.config.max_delete_percent) / 100;
-            let reason = if sc.files.is_empty() {
-                Some(format!(
-                    "the folder is empty but {total} files were synced: not deleting them on the server"
-                ))
-            } else if deleted.len() > 1 && deleted.len() > limit {
-                Some(format!(
-                    "{} of {total} synced files were deleted locally, more than max_delete ({}%)",
-                    deleted.len(),
-                    self.config.max_delete_percent
-                ))
-            } else {
-                None
-            };
-            if let Some(r) = reason {
-                report.held_reason = Some(format!(
-                    "{r}; held until `volebarn sync --force` (or restore the files)"
-                ));
-                held.extend(deleted);
-                report.held_deletions = held.iter().cloned().collect();
-            }
-        }
-
-        let mut plan = self.plan_with(&sc, &base, &held, &mut report.problems);
-        let (dirs_remote, dirs_local) = self.dir_deletions(&sc, &mut plan);
+        let plan = self.plan(&sc, &self.remote.files, &self.remote.dirs, opts);
+        report.held_deletions = plan.held_deletions.clone();
+        report.held_reason = plan.held_reason.clone();
+        report.problems.extend(plan.clashes.iter().map(|c| {
+            (
+                c.path.clone(),
+                format!(
+                    "name clashes with {:?} on case-insensitive or normalizing filesystems: \
+                     not downloaded (rename one of them)",
+                    c.clashes_with
+                ),
+            )
+        }));
+        report.pending = Pending::of(&plan);
         if opts.dry_run {
-            if let Some(mirror) = mirror_before_moves {
-                self.remote = mirror;
-            }
-            report.pending = Pending::of(&plan, &report.moved);
-            report.pending.dir_deletes_remote = dirs_remote;
-            report.pending.dir_deletes_local = dirs_local;
+            report.moved = report.pending.moves.clone();
             report.plan = Some(plan);
             return Ok(report);
         }
+
         let local: BTreeMap<String, LocalState> = sc
             .files
             .iter()
             .map(|(p, s)| (p.clone(), s.local_state()))
             .collect();
-        let mut result = std::mem::take(&mut report.result);
+        let mut base = base_of_index(&self.index.entries);
         let client = self.transfer_client(&plan, &local);
-        Executor { client: &client }
-            .apply_plan(&self.root, &plan, &local, &mut base, &mut result)
-            .await;
-        report.result = result;
-        report.created_remote_dirs = plan.server_create_dirs.clone();
-        self.delete_dirs(dirs_remote, dirs_local, &mut report).await;
+        Executor {
+            client: &client,
+            root: &self.root,
+        }
+        .apply(&plan, &local, &mut base, &mut report)
+        .await;
+        // The mirror follows what this pass did to the server's tree.
+        for (from, to) in &report.moved {
+            move_keys(&mut self.remote.files, from, to);
+            move_dirs(&mut self.remote.dirs, from, to);
+        }
+        for d in &report.dirs_deleted_remote {
+            self.remote.dirs.retain(|k| k != d && !is_under(k, d));
+        }
+        report.created_remote_dirs = plan.create_dirs_remote.clone();
         report.manual_conflicts = self.record_conflicts(&report.result)?;
+        let held: BTreeSet<String> = plan.held_deletions.into_iter().collect();
         self.persist(&sc, &base, &held, &report)?;
         Ok(report)
     }
 
-    /// The three-way plan for this scan, leaving out held and unreadable paths, and downloads
-    /// whose names would clash with another file on a case-insensitive filesystem.
-    fn plan_with(
+    /// Every decision of this pass ([`make_plan`]), against the server's files and directories
+    /// as given.
+    fn plan(
         &self,
         sc: &Scan,
-        base: &BTreeMap<String, BaseState>,
-        held: &BTreeSet<String>,
-        problems: &mut Vec<(String, String)>,
-    ) -> SyncPlan {
-        let untouched = |p: &str| held.contains(p) || sc.is_skipped(p);
-        let local: BTreeMap<String, LocalState> = sc
-            .files
-            .iter()
-            .filter(|(p, _)| !untouched(p))
-            .map(|(p, s)| (p.clone(), s.local_state()))
-            .collect();
-        let remote: BTreeMap<String, RemoteState> = self
-            .remote
-            .files
-            .iter()
-            .filter(|(p, _)| !untouched(p))
-            .map(|(p, r)| (p.clone(), *r))
-            .collect();
-        let base_states: BTreeMap<String, BaseState> = base
-            .iter()
-            .filter(|(p, _)| !untouched(p))
-            .map(|(p, b)| (p.clone(), *b))
-            .collect();
-        let remote_dirs: BTreeSet<String> = self
-            .remote
-            .dirs
-            .iter()
-            .filter(|d| !untouched(d))
-            .cloned()
-            .collect();
-        let mut p = plan(
-            &local,
-            &remote,
-            &base_states,
-            &sc.dirs,
-            &remote_dirs,
-            self.config.strategy,
-        );
-
-        // Case/normalization clashes: a download must not land on another name's file.
-        let mut taken: BTreeMap<String, String> = sc
-            .files
-            .keys()
-            .chain(sc.dirs.iter())
-            .map(|p| (fold(p), p.clone()))
-            .collect();
-        let mut clashing = BTreeSet::new();
-        for d in p.client_download.iter().chain(p.client_create_dirs.iter()) {
-            let f = fold(d);
-            match taken.get(&f) {
-                Some(other) if other != d => {
-                    problems.push((
-                        d.clone(),
-                        format!(
-                            "name clashes with {other:?} on case-insensitive or normalizing filesystems: \
-                             not downloaded (rename one of them)"
-                        ),
-                    ));
-                    clashing.insert(d.clone());
-                }
-                Some(_) => {}
-                None => {
-                    taken.insert(f, d.clone());
-                }
-            }
-        }
-        if !clashing.is_empty() {
-            p.client_download.retain(|d| !clashing.contains(d));
-            p.client_create_dirs.retain(|d| !clashing.contains(d));
-        }
-        p
-    }
-
-    /// Directories synced last time and gone from one side since: deleted there, so to be
-    /// deleted on the other — unless the other side has new content inside (kept, re-created).
-    /// Takes them out of the plan's directory creations; returns (delete remotely, locally).
-    fn dir_deletions(&self, sc: &Scan, plan: &mut SyncPlan) -> (Vec<String>, Vec<String>) {
-        let synced: Vec<&String> = self
-            .index
-            .entries
-            .iter()
-            .filter(|(_, e)| e.dir)
-            .map(|(p, _)| p)
-            .collect();
-        let under = |p: &str, d: &str| p == d || is_under(p, d);
-        let mut remote_del = Vec::new();
-        let mut local_del = Vec::new();
-        for d in synced {
-            if sc.is_skipped(d) {
-                continue;
-            }
-            let (here, there) = (sc.dirs.contains(d), self.remote.dirs.contains(d));
-            if !here && there {
-                let busy = plan.client_download.iter().any(|p| under(p, d))
-                    || sc.files.keys().any(|p| under(p, d))
-                    || plan.conflicts.iter().any(|c| under(&c.path, d));
-                if !busy {
-                    remote_del.push(d.clone());
-                }
-            } else if here && !there {
-                let busy = sc
-                    .files
-                    .keys()
-                    .any(|p| under(p, d) && !plan.client_delete.contains(p))
-                    || plan.client_download.iter().any(|p| under(p, d));
-                if !busy {
-                    local_del.push(d.clone());
-                }
-            }
-        }
-        plan.client_create_dirs
-            .retain(|c| !remote_del.iter().any(|d| under(c, d)));
-        plan.server_create_dirs
-            .retain(|c| !local_del.iter().any(|d| under(c, d)));
-        (remote_del, local_del)
-    }
-
-    /// Deletes directories found deleted on the other side: on the server only when no file is
-    /// left below (files are deleted one by one, conditionally, by the plan), locally only when
-    /// empty.
-    async fn delete_dirs(
-        &mut self,
-        mut remote: Vec<String>,
-        mut local: Vec<String>,
-        report: &mut PassReport,
-    ) {
-        // Outermost first on the server (one call covers the subtree); deepest first here.
-        remote.sort();
-        let mut done: Vec<String> = Vec::new();
-        for d in remote {
-            if done.iter().any(|o| is_under(&d, o)) {
-                continue;
-            }
-            match self.client.get_manifest(Some(&d)).await {
-                Ok(m) if m.files.values().all(|f| f.is_directory) => {
-                    match self.client.delete_directory(&d).await {
-                        Ok(()) => done.push(d),
-                        Err(e) if e.error_code() == Some(ErrorCode::FileNotFound) => done.push(d),
-                        Err(e) => report.result.errors.push((d, e.to_string())),
-                    }
-                }
-                Ok(_) => {} // new files arrived there meanwhile: keep it
-                Err(e) if e.error_code() == Some(ErrorCode::FileNotFound) => done.push(d),
-                Err(e) => report.result.errors.push((d, e.to_string())),
-            }
-        }
-        for d in &done {
-            self.remote.dirs.retain(|k| k != d && !is_under(k, d));
-        }
-        report.dirs_deleted_remote = done;
-        local.sort_by(|a, b| b.cmp(a));
-        for d in local {
-            match std::fs::remove_dir(local_path(&self.root, &d)) {
-                Ok(()) => report.dirs_deleted_local.push(d),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.dirs_deleted_local.push(d),
-                // Not empty (something new, or ignored files): keep it.
-                Err(_) => {}
-            }
-        }
-    }
-
-    /// The server-side moves for detected renames: a directory's files as one move of the
-    /// directory, and none onto a path the server has (the plan settles those).
-    fn planned_moves(
-        &self,
-        renames: &[(String, String)],
-        base: &BTreeMap<String, BaseState>,
-    ) -> Vec<(String, String)> {
-        collapse_dir_moves(renames, &self.remote.dirs, base)
-            .into_iter()
-            .filter(|(_, to)| !self.remote.files.contains_key(to) && !self.remote.dirs.contains(to))
-            .collect()
-    }
-
-    /// Performs detected renames as server-side moves; returns those that happened.
-    async fn apply_renames(
-        &mut self,
-        renames: &[(String, String)],
-        base: &mut BTreeMap<String, BaseState>,
-        errors: &mut Vec<(String, String)>,
-    ) -> Vec<(String, String)> {
-        let mut done = Vec::new();
-        for (from, to) in self.planned_moves(renames, base) {
-            match self.client.move_file(&from, &to).await {
-                Ok(m) => {
-                    let moved: Vec<String> = base
-                        .keys()
-                        .filter(|p| *p == &from || is_under(p, &from))
-                        .cloned()
-                        .collect();
-                    for old in moved {
-                        if let Some(b) = base.remove(&old) {
-                            let new = format!("{to}{}", &old[from.len()..]);
-                            let entry = if !m.is_directory && m.xxhash3 == b.xxh3 {
-                                base_of(&m)
-                            } else {
-                                b
-                            };
-                            base.insert(new, entry);
-                        }
-                    }
-                    done.push((from, to));
-                }
-                Err(e)
-                    if matches!(
-                        e.error_code(),
-                        Some(ErrorCode::FileNotFound | ErrorCode::AlreadyExists)
-                    ) =>
-                {
-                    tracing::info!(%from, %to, error = %e, "rename not done as a move; syncing as upload + delete");
-                }
-                Err(e) => errors.push((from, e.to_string())),
-            }
-        }
-        done
+        remote_files: &BTreeMap<String, RemoteState>,
+        remote_dirs: &BTreeSet<String>,
+        opts: PassOptions,
+    ) -> Plan {
+        make_plan(&PlanInput {
+            scan: sc,
+            index: &self.index.entries,
+            remote_files,
+            remote_dirs,
+            strategy: self.config.strategy,
+            max_delete_percent: self.config.max_delete_percent,
+            force: opts.force,
+        })
     }
 
     fn record_conflicts(&self, r: &SyncResult) -> Result<Vec<String>> {
@@ -836,31 +571,6 @@ impl Engine {
     }
 }
 
-/// Renames the keys `from` and those below it to the same place below `to`.
-fn move_keys<V>(map: &mut BTreeMap<String, V>, from: &str, to: &str) {
-    let moved: Vec<String> = map
-        .keys()
-        .filter(|k| *k == from || is_under(k, from))
-        .cloned()
-        .collect();
-    for old in moved {
-        if let Some(v) = map.remove(&old) {
-            map.insert(format!("{to}{}", &old[from.len()..]), v);
-        }
-    }
-}
-
-/// A file's parent directories exist implicitly ([docs/design.md](docs/design.md) §2).
-fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
-    let mut end = path.len();
-    while let Some(i) = path[..end].rfind('/') {
-        if !dirs.insert(path[..i].to_string()) {
-            break;
-        }
-        end = i;
-    }
-}
-
 fn base_as_remote(b: &BaseState) -> RemoteState {
     RemoteState {
         xxh3: b.xxh3,
@@ -876,157 +586,5 @@ fn remote_state(m: &volebarn_client::FileMetadata) -> RemoteState {
         size: m.size,
         mtime: m.modified,
         rev: m.rev,
-    }
-}
-
-/// Pairs (gone, new) where the new local file has exactly the content the gone one had at the
-/// last sync. The same inode wins; otherwise a unique content match (empty files only by inode).
-fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, String)> {
-    let gone: Vec<(&String, &Entry)> = index
-        .iter()
-        .filter(|(p, e)| e.base.is_some() && !sc.files.contains_key(*p) && !sc.is_skipped(p))
-        .collect();
-    if gone.is_empty() {
-        return Vec::new();
-    }
-    let mut by_content: BTreeMap<(u64, u64), Vec<&String>> = BTreeMap::new();
-    let mut by_inode: BTreeMap<u64, &String> = BTreeMap::new();
-    for (p, s) in &sc.files {
-        if index.get(p).is_some_and(|e| e.base.is_some()) {
-            continue;
-        }
-        by_content.entry((s.xxh3, s.size)).or_default().push(p);
-        if s.inode != 0 {
-            by_inode.insert(s.inode, p);
-        }
-    }
-    let mut used = BTreeSet::new();
-    let mut out = Vec::new();
-    for (old, e) in gone {
-        let Some(b) = e.base else { continue };
-        let Some(candidates) = by_content.get(&(b.xxh3, b.size)) else {
-            continue;
-        };
-        let by_ino = e
-            .local
-            .and_then(|l| by_inode.get(&l.inode))
-            .filter(|p| candidates.contains(p))
-            .copied();
-        let pick = by_ino.or_else(|| {
-            let free: Vec<&&String> = candidates.iter().filter(|c| !used.contains(**c)).collect();
-            (b.size > 0 && free.len() == 1).then(|| *free[0])
-        });
-        if let Some(new) = pick {
-            if used.insert(new.clone()) {
-                out.push((old.clone(), new.clone()));
-            }
-        }
-    }
-    out
-}
-
-/// Turns file renames that are really one directory rename into that directory's move: every
-/// synced file below the old directory went to the same place below the new one.
-fn collapse_dir_moves(
-    renames: &[(String, String)],
-    remote_dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, BaseState>,
-) -> Vec<(String, String)> {
-    let map: BTreeMap<&str, &str> = renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let mut dir_moves: BTreeMap<String, String> = BTreeMap::new();
-    for (from, to) in renames {
-        let (fp, tp): (Vec<&str>, Vec<&str>) = (from.split('/').collect(), to.split('/').collect());
-        let common = fp
-            .iter()
-            .rev()
-            .zip(tp.iter().rev())
-            .take_while(|(a, b)| a == b)
-            .count();
-        // The deepest directory pair with the same contents below it, if any.
-        for k in (1..=common).rev() {
-            let (od, nd) = (fp[..fp.len() - k].join("/"), tp[..tp.len() - k].join("/"));
-            if od.is_empty() || nd.is_empty() || od == nd || is_under(&nd, &od) || is_under(&od, &nd) {
-                continue;
-            }
-            if !remote_dirs.contains(&od) || remote_dirs.contains(&nd) {
-                continue;
-            }
-            let all_moved = base.keys().filter(|p| is_under(p, &od)).all(|p| {
-                map.get(p.as_str())
-                    .is_some_and(|t| *t == format!("{nd}{}", &p[od.len()..]))
-            });
-            if all_moved {
-                dir_moves.insert(od, nd);
-                break;
-            }
-        }
-    }
-    // Keep the outermost directory moves only.
-    let outer: Vec<(String, String)> = dir_moves
-        .iter()
-        .filter(|(od, _)| !dir_moves.keys().any(|o| is_under(od, o)))
-        .map(|(a, b)| (a.clone(), b.clone()))
-        .collect();
-    let mut out = outer.clone();
-    for (from, to) in renames {
-        if !outer.iter().any(|(od, _)| is_under(from, od)) {
-            out.push((from.clone(), to.clone()));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use volebarn_client::Xxh3;
-
-    fn be(h: u64) -> BaseState {
-        BaseState {
-            xxh3: Xxh3(h),
-            size: 1,
-            mtime: 0,
-            rev: 1,
-        }
-    }
-
-    #[test]
-    fn a_renamed_directory_becomes_one_move() {
-        let renames = vec![
-            ("docs/a.txt".to_string(), "papers/a.txt".to_string()),
-            ("docs/sub/b.txt".to_string(), "papers/sub/b.txt".to_string()),
-            ("x.txt".to_string(), "y.txt".to_string()),
-        ];
-        let dirs: BTreeSet<String> = ["docs", "docs/sub"].iter().map(|s| s.to_string()).collect();
-        let base: BTreeMap<String, BaseState> = [("docs/a.txt", 1), ("docs/sub/b.txt", 2), ("x.txt", 3)]
-            .iter()
-            .map(|(p, h)| (p.to_string(), be(*h)))
-            .collect();
-        let moves = collapse_dir_moves(&renames, &dirs, &base);
-        assert_eq!(
-            moves,
-            vec![
-                ("docs".to_string(), "papers".to_string()),
-                ("x.txt".to_string(), "y.txt".to_string())
-            ]
-        );
-    }
-
-    #[test]
-    fn a_partly_moved_directory_stays_file_moves() {
-        let renames = vec![("docs/a.txt".to_string(), "papers/a.txt".to_string())];
-        let dirs: BTreeSet<String> = ["docs"].iter().map(|s| s.to_string()).collect();
-        let base: BTreeMap<String, BaseState> = [("docs/a.txt", 1), ("docs/b.txt", 2)]
-            .iter()
-            .map(|(p, h)| (p.to_string(), be(*h)))
-            .collect();
-        assert_eq!(collapse_dir_moves(&renames, &dirs, &base), renames);
-    }
-
-    #[test]
-    fn folding_matches_case_and_unicode_normalization() {
-        assert_eq!(fold("Docs/README.md"), fold("docs/readme.md"));
-        assert_eq!(fold("caf\u{e9}.txt"), fold("cafe\u{301}.txt"));
-        assert_ne!(fold("a.txt"), fold("b.txt"));
     }
 }

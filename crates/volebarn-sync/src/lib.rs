@@ -1,7 +1,7 @@
 //! `volebarn-sync`: the one folder-sync engine. It owns the local scan with the persisted
 //! RocksDB index (`<folder>/.volebarn/index`), the ignore rules, the three-way plan
 //! (docs/design.md §6) with rename and directory-move detection and the
-//! safety rails, applying the plan, and the folder's status and conflict state.
+//! safety rails — every decision of a pass in one [`Plan`] — executing the plan, and the folder's status and conflict state.
 //!
 //! It talks to the server only through `volebarn-client` and knows nothing of command lines,
 //! configuration files, terminals or file watching: front ends (the `volebarn` console app,
@@ -12,6 +12,7 @@ mod apply;
 pub mod engine;
 mod error;
 pub mod index;
+pub mod plan;
 pub mod rules;
 pub mod scan;
 pub mod state;
@@ -19,6 +20,7 @@ pub mod state;
 pub use apply::{ConflictCopy, SyncResult};
 pub use engine::{Engine, EngineConfig, PassOptions, PassReport};
 pub use error::{Result, SyncError};
+pub use plan::{Clash, Move, Plan};
 pub use state::STATE_DIR;
 
 use std::path::Path;

@@ -42,6 +42,18 @@ async fn a_dry_run_shows_moves_and_directory_deletions_as_the_pass_does_them() {
     assert_eq!(p.deletes_remote, ["gone/three.txt"], "{dry:?}");
     assert_eq!(p.dir_deletes_remote, ["gone"], "{dry:?}");
     assert!(dry.held_deletions.is_empty(), "{dry:?}");
+    let plan = dry.plan.as_ref().expect("a dry run returns its plan");
+    let moves: Vec<(&str, &str, bool)> = plan
+        .moves
+        .iter()
+        .map(|m| (m.from.as_str(), m.to.as_str(), m.directory))
+        .collect();
+    assert_eq!(
+        moves,
+        [("old", "new", true), ("moved.txt", "renamed.txt", false)],
+        "{plan:?}"
+    );
+    assert!(plan.downloads.is_empty() && plan.conflicts.is_empty(), "{plan:?}");
     assert_eq!(server_tree(&c).await, synced, "a dry run changes nothing");
 
     let real = engine.pass(PassOptions::default()).await.expect("pass");

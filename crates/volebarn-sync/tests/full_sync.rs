@@ -42,7 +42,7 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     let mut engine = srv.engine(&a, strategy);
     let dry = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
     drop(engine);
-    assert_eq!(dry.plan.expect("plan").client_upload, ["two-step.txt"]);
+    assert_eq!(dry.plan.expect("plan").uploads, ["two-step.txt"]);
     let not_there = c
         .get_file_metadata("two-step.txt")
         .await
