@@ -34,9 +34,14 @@ deps:
 
 # Servers and clients the tests run against, installed when missing: Garage (S3) into
 # ~/.cargo/bin, PostgreSQL (the package only: the tests start a throwaway cluster of their own
-# with initdb and pg_ctl as the postgres user), and the WebDAV test suite litmus and rclone. A test server needs no speed, so Garage is built without
+# with initdb and pg_ctl as the postgres user), the WebDAV test suite litmus and rclone, and
+# schemathesis. A test server needs no speed, so Garage is built without
 # LTO at opt-level 1 and only with its SQLite metadata engine: ~14 min of CPU (about 8 min on
 # 2 idle cores), once per machine.
+# schemathesis (PyPI) checks /openapi.json against the real server (tests/schemathesis.rs),
+# pinned, in a venv of its own.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_VENV := $(HOME)/.cache/volebarn-venv
 tools:
 	@if command -v garage >/dev/null 2>&1 || test -x ~/.cargo/bin/garage; then :; else \
 		echo "installing garage (S3 server for the tests) into ~/.cargo/bin"; \
@@ -49,7 +54,14 @@ tools:
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v litmus >/dev/null 2>&1 || missing="$$missing litmus"; \
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	$(APT_INSTALL)
+	@if $(SCHEMATHESIS_VENV)/bin/st --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then :; else \
+		echo "installing schemathesis $(SCHEMATHESIS_VERSION) into $(SCHEMATHESIS_VENV)"; \
+		python3 -m venv $(SCHEMATHESIS_VENV) && \
+		$(SCHEMATHESIS_VENV)/bin/pip install -q "schemathesis==$(SCHEMATHESIS_VERSION)"; \
+	fi
 
 build: deps
 	$(CARGO) build --workspace

@@ -90,7 +90,7 @@ impl Client {
     pub(crate) async fn changes_once(&self, since: u64, wait_secs: u64) -> Result<ChangesResponse> {
         let resp = self
             .request(Method::GET, format!("{}/changes", self.base))
-            .query(&[("since", since), ("wait", wait_secs)])
+            .query(&[("since", since), ("wait", wait_secs.min(60))])
             .send()
             .await?;
         Ok(check(resp, "").await?.json().await?)

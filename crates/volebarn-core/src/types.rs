@@ -48,6 +48,7 @@ pub struct VersionInfo {
         skip_serializing_if = "Option::is_none",
         with = "crate::timefmt::rfc3339_nanos_opt"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub archived: Option<UnixNanos>,
 }
 

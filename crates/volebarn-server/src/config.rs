@@ -50,6 +50,10 @@ pub struct Cli {
     /// the server answers 429 with Retry-After [default: no limit].
     #[arg(long, env = "VOLEBARN_RATE_LIMIT", value_name = "N")]
     pub rate_limit: Option<u32>,
+    /// Largest accepted request body as a whole, e.g. a `/bulk/upload` with all its parts:
+    /// 4GiB, 500MB or a byte count; over it the server answers 413 [default: 4GiB].
+    #[arg(long, env = "VOLEBARN_MAX_REQUEST_SIZE", value_name = "SIZE")]
+    pub max_request_size: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +85,8 @@ pub struct LimitsSection {
     pub requests_per_second: Option<u32>,
     /// Failed authentications per address per minute before it gets 429s (default 10).
     pub auth_failures_per_minute: Option<u32>,
+    /// Largest request body as a whole (`"4GiB"` or bytes; default 4 GiB).
+    pub max_request_size: Option<SizeValue>,
 }
 
 /// `[storage]`: where metadata and chunks live (the same values as `--meta` / `--chunks`).
@@ -209,6 +215,16 @@ pub enum SizeValue {
     Text(String),
 }
 
+/// A size from the command line (or environment), else from the config file.
+fn size_setting(flag: Option<String>, file: Option<SizeValue>) -> Result<Option<u64>, String> {
+    match (flag, file) {
+        (Some(s), _) => parse_size(&s).map(Some),
+        (None, Some(SizeValue::Bytes(n))) => Ok(Some(n)),
+        (None, Some(SizeValue::Text(s))) => parse_size(&s).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 /// Parses `100MB`, `1GiB`, `512 KiB` or a plain byte count.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -297,12 +313,14 @@ impl ServerConfig {
         if let Some(p) = cli.port.or(file.server.port) {
             cfg.port = p;
         }
-        cfg.max_file_size = match (cli.max_file_size, file.server.max_file_size) {
-            (Some(s), _) => parse_size(&s)?,
-            (None, Some(SizeValue::Bytes(n))) => n,
-            (None, Some(SizeValue::Text(s))) => parse_size(&s)?,
-            (None, None) => DEFAULT_MAX_FILE_SIZE,
-        };
+        cfg.max_file_size =
+            size_setting(cli.max_file_size, file.server.max_file_size)?.unwrap_or(DEFAULT_MAX_FILE_SIZE);
+        if let Some(n) = size_setting(cli.max_request_size, file.limits.max_request_size)? {
+            if n == 0 {
+                return Err("the maximum request size must be greater than zero".into());
+            }
+            cfg.limits.max_request_size = n;
+        }
         cfg.token = cli.token.or(file.server.token).filter(|t| !t.is_empty());
         cfg.allow_insecure = cli.allow_insecure || file.server.allow_insecure.unwrap_or(false);
         if let Some(k) = file.versions.keep {
@@ -380,7 +398,7 @@ mod tests {
             "[server]\nhost = \"0.0.0.0\"\nport = 4000\nmax_file_size = \"1GiB\"\n\
              [tls]\nenabled = true\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n[versions]\nkeep = 3\nmax_age = \"7d\"\n\
              [chunks]\norphan_grace = \"2h\"\n[journal]\nkeep = 500\n[gc]\ninterval = \"10m\"\n\
-             [limits]\nrequests_per_second = 50\nauth_failures_per_minute = 5\n",
+             [limits]\nrequests_per_second = 50\nauth_failures_per_minute = 5\nmax_request_size = \"2GiB\"\n",
         )
         .expect("write");
         let cli = Cli {
@@ -402,6 +420,7 @@ mod tests {
         assert_eq!(cfg.gc_interval, std::time::Duration::from_secs(600));
         assert_eq!(cfg.limits.requests_per_second, std::num::NonZeroU32::new(50));
         assert_eq!(cfg.limits.auth_failures, 5);
+        assert_eq!(cfg.limits.max_request_size, 2 << 30);
         assert_eq!(
             cfg.tls,
             TlsMode::Files {
@@ -417,6 +436,13 @@ mod tests {
         assert_eq!(ServerConfig::resolve(cli).expect("resolve").tls, TlsMode::Off);
         let cfg = ServerConfig::resolve(Cli::default()).expect("defaults");
         assert_eq!((cfg.port, cfg.max_file_size), (3000, DEFAULT_MAX_FILE_SIZE));
+        assert_eq!(cfg.limits.max_request_size, 4 << 30);
+        let cfg = ServerConfig::resolve(Cli {
+            max_request_size: Some("64MiB".into()),
+            ..Cli::default()
+        })
+        .expect("flag");
+        assert_eq!(cfg.limits.max_request_size, 64 << 20);
         assert_eq!(cfg.data_dir, PathBuf::from("./volebarn-data"));
     }
 

@@ -30,6 +30,8 @@ pub enum ServiceError {
     },
     #[error("file is larger than the limit of {limit} bytes")]
     TooLarge { path: String, limit: u64 },
+    #[error("the request body is larger than the limit of {limit} bytes; nothing of it was kept")]
+    RequestTooLarge { limit: u64 },
     #[error("invalid path: {reason}")]
     InvalidPath { path: String, reason: String },
     #[error("{message}")]
@@ -93,6 +95,7 @@ impl ServiceError {
             ServiceError::Unauthorized
             | ServiceError::Internal(_)
             | ServiceError::Gone { .. }
+            | ServiceError::RequestTooLarge { .. }
             | ServiceError::RateLimited { .. } => "",
         }
     }
@@ -107,7 +110,9 @@ impl ServiceError {
                 (StatusCode::PRECONDITION_FAILED, ErrorCode::PreconditionFailed)
             }
             ServiceError::HashMismatch { .. } => (StatusCode::BAD_REQUEST, ErrorCode::HashMismatch),
-            ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            ServiceError::TooLarge { .. } | ServiceError::RequestTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+            }
             ServiceError::InvalidPath { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidPath),
             ServiceError::BadRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             ServiceError::Gone { .. } => (StatusCode::GONE, ErrorCode::Gone),

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use std::num::NonZeroU32;
 use std::time::Instant;
 use volebarn_core::{ErrorCode, OperationError};
-use volebarn_testkit::TestServer;
+use volebarn_testkit::{pseudo_random, TestServer};
 
 /// Status, `Retry-After` and the `OperationError` body of a refused request.
 async fn refusal(resp: reqwest::Response) -> (u16, Option<u64>, OperationError) {
@@ -179,4 +179,122 @@ async fn webdav_passwords_count_against_the_same_guard_but_bare_requests_do_not(
         .await
         .expect("send");
     assert_eq!(rest.status(), 429);
+}
+
+/// A `multipart/form-data` body with one part per `(path, bytes)`, and its boundary.
+fn bulk_body(files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "volebarn-test-boundary-7d1c".to_string();
+    let mut body = Vec::new();
+    for (path, data) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (boundary, body)
+}
+
+/// Posts `body` to `/bulk/upload`, with a `Content-Length` or (`chunked`) as a stream of
+/// 8 KiB pieces of unknown length.
+async fn post_bulk(
+    t: &TestServer,
+    client: &reqwest::Client,
+    boundary: &str,
+    body: Vec<u8>,
+    chunked: bool,
+) -> reqwest::Response {
+    let body = if chunked {
+        let pieces: Vec<Result<Bytes, std::io::Error>> =
+            body.chunks(8192).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        reqwest::Body::wrap_stream(futures_util::stream::iter(pieces))
+    } else {
+        reqwest::Body::from(body)
+    };
+    client
+        .post(t.url("/bulk/upload"))
+        .bearer_auth(t.token())
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+#[tokio::test]
+async fn a_bulk_request_over_max_request_size_is_refused_whole_with_413() {
+    const LIMIT: u64 = 256 * 1024;
+    let t = TestServer::start_with(|c| c.limits.max_request_size = LIMIT).await;
+    let h2 = t.raw();
+    let h1 = {
+        volebarn_testkit::install_crypto();
+        let pem = std::fs::read(t.ca_cert()).expect("ca");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .http1_only()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("pem"))
+            .build()
+            .expect("client")
+    };
+    let cases = [
+        ("h2-length", &h2, false),
+        ("h2-stream", &h2, true),
+        ("h1-length", &h1, false),
+        ("h1-chunked", &h1, true),
+    ];
+    for (name, client, chunked) in cases {
+        // Each part is far below --max-file-size; together they are over the request limit,
+        // and the first parts arrive (and are stored) before the limit is passed.
+        let over: Vec<(String, Vec<u8>)> = (0..5)
+            .map(|i| (format!("{name}/over-{i}.bin"), pseudo_random(100 * 1024, i)))
+            .collect();
+        let (boundary, body) = bulk_body(&over);
+        assert!(body.len() as u64 > LIMIT);
+        let resp = post_bulk(&t, client, &boundary, body, chunked).await;
+        let (status, op) = volebarn_testkit::operation_error(resp).await;
+        assert_eq!(
+            (status, op.error_code),
+            (413, ErrorCode::PayloadTooLarge),
+            "{name}: {}",
+            op.error
+        );
+        assert!(op.error.contains(&LIMIT.to_string()), "{name}: {}", op.error);
+        for (path, _) in &over {
+            let err = t.client.get_file_metadata(path).await.unwrap_err();
+            assert_eq!(err.status(), Some(404), "{name}: {path} was kept");
+        }
+        // Under the limit: every part lands.
+        let under: Vec<(String, Vec<u8>)> = (0..2)
+            .map(|i| (format!("{name}/under-{i}.bin"), pseudo_random(100 * 1024, 10 + i)))
+            .collect();
+        let (boundary, body) = bulk_body(&under);
+        assert!((body.len() as u64) < LIMIT);
+        let resp = post_bulk(&t, client, &boundary, body, chunked).await;
+        assert_eq!(resp.status(), 200, "{name}");
+        let done: volebarn_client::BulkUploadResponse = resp.json().await.expect("json");
+        assert!(done.failed.is_empty(), "{name}: {:?}", done.failed);
+        for (path, data) in &under {
+            let got = t.client.download_file(path).await.expect("download");
+            assert_eq!(got.as_ref(), data.as_slice(), "{name}: {path}");
+        }
+    }
+    assert!(t.tmp_files().is_empty(), "refused requests leave no temp files");
+    // A refused request leaves no chunks behind either.
+    let chunks_before = t.chunk_files().len();
+    let (boundary, body) = bulk_body(&[("late/x.bin".into(), pseudo_random(300 * 1024, 99))]);
+    let resp = post_bulk(&t, &h2, &boundary, body, true).await;
+    assert_eq!(resp.status(), 413);
+    assert_eq!(
+        t.chunk_files().len(),
+        chunks_before,
+        "a refused part's chunks stay"
+    );
 }

@@ -1,16 +1,18 @@
 //! `/bulk/*`: multipart upload, multipart/mixed download, delete, manifest, sync.
 
-use super::{json_body, parse_api_path, query_map, AppState, MAX_JSON_BODY};
+use super::{json_body, parse_api_path, query_map, AppState};
 use crate::error::{ServiceError, ServiceResult};
 use crate::service::{BulkItem, IfMatch, StagedContent, WriteMode};
 use axum::body::Body;
-use axum::extract::{Multipart, State};
+use axum::extract::multipart::MultipartError;
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use volebarn_core::sync::SyncPlan;
@@ -94,10 +96,58 @@ impl Pending {
 /// `multipart/form-data`, one part per file named by its filename (or by a `path` field
 /// sent just before it). Parts are streamed to storage one by one; a bad part fails alone.
 /// Existing files are replaced (a part may carry `If-Match` to make that conditional).
-pub async fn upload(
-    State(st): State<AppState>,
-    mut form: Multipart,
-) -> ServiceResult<Json<BulkUploadResponse>> {
+///
+/// The request as a whole is bounded by `--max-request-size`: a `Content-Length` over it is
+/// refused before any byte is read, a chunked body as soon as it passes it. Either way the
+/// answer is 413 `payload_too_large` and nothing of the request is kept: parts are committed
+/// together once the whole body has been read.
+pub async fn upload(State(st): State<AppState>, req: Request) -> ServiceResult<Json<BulkUploadResponse>> {
+    let limit = st.limits.max_request_size();
+    if declared_length(req.headers()).is_some_and(|n| n > limit) {
+        return Err(ServiceError::RequestTooLarge { limit });
+    }
+    let (parts, body) = req.into_parts();
+    let over = Arc::new(AtomicBool::new(false));
+    let body = limited(body, limit, over.clone());
+    let mut form = Multipart::from_request(Request::from_parts(parts, body), &st)
+        .await
+        .map_err(|e| ServiceError::BadRequest {
+            path: String::new(),
+            message: format!("not a multipart/form-data request: {}", e.body_text()),
+        })?;
+    upload_parts(&st, &mut form).await.map_err(|e| {
+        // The one place a body cut off at the limit becomes a 413, wherever the parts were
+        // being read when it happened.
+        if over.load(Ordering::SeqCst) {
+            ServiceError::RequestTooLarge { limit }
+        } else {
+            e
+        }
+    })
+}
+
+/// The `Content-Length` a request declares, if any.
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// `body`, failing (and setting `over`) as soon as more than `limit` bytes have arrived.
+fn limited(body: Body, limit: u64, over: Arc<AtomicBool>) -> Body {
+    let mut seen = 0u64;
+    Body::from_stream(body.into_data_stream().map(move |piece| {
+        let piece = piece?;
+        seen = seen.saturating_add(piece.len() as u64);
+        if seen > limit {
+            over.store(true, Ordering::SeqCst);
+            return Err(axum::Error::new(std::io::Error::other(format!(
+                "the request body is larger than {limit} bytes"
+            ))));
+        }
+        Ok(piece)
+    }))
+}
+
+async fn upload_parts(st: &AppState, form: &mut Multipart) -> ServiceResult<Json<BulkUploadResponse>> {
     let mut pending: Vec<Pending> = Vec::new();
     let permits = Arc::new(Semaphore::new(STAGING_IN_FLIGHT));
     let mut progress = Progress {
@@ -105,9 +155,9 @@ pub async fn upload(
         flushed: 0,
         inline_budget: BULK_IN_MEMORY,
     };
-    let outcome = read_parts(&st, &mut form, &mut pending, &permits, &mut progress).await;
+    let outcome = read_parts(st, form, &mut pending, &permits, &mut progress).await;
     let finished = match outcome {
-        Ok(()) => flush(&mut pending, &st, &mut progress).await,
+        Ok(()) => flush(&mut pending, st, &mut progress).await,
         Err(e) => Err(e),
     };
     if let Err(e) = finished {
@@ -208,18 +258,10 @@ async fn read_parts(
         let field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => {
-                return Err(ServiceError::BadRequest {
-                    path: String::new(),
-                    message: format!("malformed multipart body: {}", error_chain(&e)),
-                })
-            }
+            Err(e) => return Err(multipart_error("", &e)),
         };
         if field.file_name().is_none() && field.name() == Some("path") {
-            let text = field.text().await.map_err(|e| ServiceError::BadRequest {
-                path: String::new(),
-                message: format!("reading the path field failed: {e}"),
-            })?;
+            let text = field.text().await.map_err(|e| multipart_error("", &e))?;
             pending_path = Some(text);
             continue;
         }
@@ -262,12 +304,7 @@ async fn read_parts(
                     ended = true;
                     break;
                 }
-                Err(e) => {
-                    return Err(ServiceError::BadRequest {
-                        path: path.to_string(),
-                        message: format!("reading the request body failed: {}", error_chain(&e)),
-                    })
-                }
+                Err(e) => return Err(multipart_error(path.as_str(), &e)),
             }
         }
         if ended {
@@ -330,7 +367,7 @@ fn encode_header_path(p: &str) -> String {
 /// `X-File-Hash`, `ETag` and `Content-Length`; paths that could not be sent are listed in a
 /// final `application/json` part `{ "missing": [OperationError] }`.
 pub async fn download(State(st): State<AppState>, body: Body) -> ServiceResult<Response> {
-    let req: PathList = json_body(body, MAX_JSON_BODY).await?;
+    let req: PathList = json_body(body, st.json_limit()).await?;
     let boundary = format!("volebarn-{:032x}", rand::random::<u128>());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let service = st.service.clone();
@@ -387,7 +424,7 @@ pub async fn download(State(st): State<AppState>, body: Body) -> ServiceResult<R
 }
 
 pub async fn delete(State(st): State<AppState>, body: Body) -> ServiceResult<Json<BulkDeleteResponse>> {
-    let req: PathList = json_body(body, MAX_JSON_BODY).await?;
+    let req: PathList = json_body(body, st.json_limit()).await?;
     Ok(Json(st.service.bulk_delete(req.paths).await?))
 }
 
@@ -461,8 +498,17 @@ pub async fn manifest(State(st): State<AppState>, uri: Uri) -> ServiceResult<Res
 }
 
 pub async fn sync(State(st): State<AppState>, body: Body) -> ServiceResult<Json<SyncPlan>> {
-    let req: SyncRequest = json_body(body, MAX_JSON_BODY).await?;
+    let req: SyncRequest = json_body(body, st.json_limit()).await?;
     Ok(Json(st.service.sync_plan(req).await?))
+}
+
+/// A multipart body that could not be read: 400 `bad_request` naming what went wrong (the
+/// request's own size limit turns it into a 413 in [`upload`]).
+fn multipart_error(path: &str, e: &MultipartError) -> ServiceError {
+    ServiceError::BadRequest {
+        path: path.to_string(),
+        message: format!("malformed multipart body: {}", error_chain(e)),
+    }
 }
 
 /// `e: cause: cause…`, so a multipart failure says what actually went wrong.

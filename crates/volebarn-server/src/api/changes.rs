@@ -30,14 +30,26 @@ pub async fn changes(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json
     let number = |key: &str| -> ServiceResult<u64> {
         match q.get(key) {
             None => Ok(0),
-            Some(v) => v.parse().map_err(|_| ServiceError::BadRequest {
-                path: String::new(),
-                message: format!("{key} must be a non-negative integer, not {v:?}"),
-            }),
+            // Documented as a (non-negative) int64: larger numbers are refused, not wrapped.
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| ServiceError::BadRequest {
+                    path: String::new(),
+                    message: format!("{key} must be an integer from 0 to 2^63-1, not {v:?}"),
+                }),
         }
     };
     let since = number("since")?;
-    let wait = Duration::from_secs(number("wait")?.min(MAX_WAIT));
+    let wait = number("wait")?;
+    if wait > MAX_WAIT {
+        return Err(ServiceError::BadRequest {
+            path: String::new(),
+            message: format!("wait is at most {MAX_WAIT} seconds, not {wait}"),
+        });
+    }
+    let wait = Duration::from_secs(wait);
     let (changes, next) = st.service.changes(since, wait, MAX_CHANGES).await?;
     let changes = changes
         .into_iter()

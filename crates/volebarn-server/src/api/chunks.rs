@@ -11,7 +11,7 @@ use volebarn_core::types::{ChunkIds, MissingChunks};
 use volebarn_core::ChunkId;
 
 pub async fn missing(State(st): State<AppState>, body: Body) -> ServiceResult<Json<MissingChunks>> {
-    let req: ChunkIds = json_body(body, super::MAX_JSON_BODY).await?;
+    let req: ChunkIds = json_body(body, st.json_limit()).await?;
     Ok(Json(MissingChunks {
         missing: st.service.missing_chunks(req.ids).await?,
     }))

@@ -63,7 +63,7 @@ async fn write(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(';').next().map(str::trim) == Some(CHUNKS_CONTENT_TYPE));
     let meta = if chunked {
-        let commit: ChunkedCommit = super::json_body(req.into_body(), super::MAX_JSON_BODY).await?;
+        let commit: ChunkedCommit = super::json_body(req.into_body(), st.json_limit()).await?;
         st.service.commit_chunks(&path, mode, commit, opts.mtime).await?
     } else {
         let body = req.into_body().into_data_stream();

@@ -27,7 +27,13 @@ pub struct LimitsConfig {
     /// Failed authentications per address within `auth_window` before it is refused.
     pub auth_failures: u32,
     pub auth_window: Duration,
+    /// Largest request body as a whole (`--max-request-size`): a `/bulk/upload` with all
+    /// its parts, or a JSON body. Over it: 413 `payload_too_large`.
+    pub max_request_size: u64,
 }
+
+/// `--max-request-size` when not set: 4 GiB.
+pub const DEFAULT_MAX_REQUEST_SIZE: u64 = 4 << 30;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -35,6 +41,7 @@ impl Default for LimitsConfig {
             requests_per_second: None,
             auth_failures: 10,
             auth_window: Duration::from_secs(60),
+            max_request_size: DEFAULT_MAX_REQUEST_SIZE,
         }
     }
 }
@@ -71,6 +78,11 @@ impl Limits {
             failures: Mutex::new(HashMap::new()),
             rate,
         }
+    }
+
+    /// Largest request body as a whole, in bytes.
+    pub fn max_request_size(&self) -> u64 {
+        self.config.max_request_size
     }
 
     /// Seconds `ip` must wait when it is over its request rate (one request counted).
@@ -116,6 +128,7 @@ mod tests {
             requests_per_second: None,
             auth_failures: failures,
             auth_window: Duration::from_secs(window),
+            ..LimitsConfig::default()
         })
     }
 

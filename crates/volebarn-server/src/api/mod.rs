@@ -54,6 +54,11 @@ impl AppState {
             limits: Arc::new(limits::Limits::new(limits)),
         }
     }
+
+    /// Largest JSON request body: [`MAX_JSON_BODY`], or less under `--max-request-size`.
+    pub(crate) fn json_limit(&self) -> usize {
+        usize::try_from(self.limits.max_request_size()).map_or(MAX_JSON_BODY, |n| n.min(MAX_JSON_BODY))
+    }
 }
 
 /// Declares the routes once: expands to `add_routes` (the router) and `routes()` (the table
@@ -250,10 +255,7 @@ pub(crate) const MAX_JSON_BODY: usize = 256 * 1024 * 1024;
 pub(crate) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ServiceError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            ServiceError::TooLarge {
-                path: String::new(),
-                limit: limit as u64,
-            }
+            ServiceError::RequestTooLarge { limit: limit as u64 }
         } else {
             ServiceError::BadRequest {
                 path: String::new(),

@@ -43,47 +43,85 @@ impl Modify for BearerAuth {
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
         }
-        // What every route but /health can answer before its handler runs: a missing or
-        // wrong token, and the per-address limits (README, "Limits").
+        // The answers routes share, added here so no route forgets one (README, "Error codes"):
+        // what every route but /health can answer before its handler runs (a missing or wrong
+        // token, the per-address limits), a server failure, a path that is not one, a body
+        // that cannot be read, and a full disk on every write.
         for (path, item) in openapi.paths.paths.iter_mut() {
             if path == "/health" {
                 continue;
             }
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.options,
-                &mut item.trace,
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
+                ("head", &mut item.head),
+                ("patch", &mut item.patch),
+                ("options", &mut item.options),
+                ("trace", &mut item.trace),
             ];
-            for op in operations.into_iter().flatten() {
-                op.responses.responses.entry("401".into()).or_insert_with(|| {
-                    error_response("Missing or wrong bearer token (`unauthorized`)", false).into()
-                });
-                op.responses.responses.entry("429".into()).or_insert_with(|| {
-                    error_response(
-                        "Too many requests, or too many failed authentications, from this address (`rate_limited`)",
-                        true,
-                    )
-                    .into()
-                });
+            for (method, op) in operations {
+                let Some(op) = op else { continue };
+                let head = method == "head";
+                let named_path = op.parameters.iter().flatten().any(|p| p.name == "path");
+                let has_body = op.request_body.is_some();
+                let writes = method != "get" && method != "head";
+                let mut add = |status: &str, description: &str, retry: bool| {
+                    op.responses
+                        .responses
+                        .entry(status.into())
+                        .or_insert_with(|| error_response(description, retry, head).into());
+                };
+                add("401", "Missing or wrong bearer token (`unauthorized`)", false);
+                add(
+                    "429",
+                    "Too many requests, or too many failed authentications, from this address (`rate_limited`)",
+                    true,
+                );
+                add(
+                    "500",
+                    "The server failed (`server_error`); details are in its log",
+                    false,
+                );
+                match (named_path, has_body) {
+                    (true, true) => add(
+                        "400",
+                        "`invalid_path`: not a valid path; `bad_request`: a body or header that cannot be read",
+                        false,
+                    ),
+                    (true, false) => add("400", "`invalid_path`: not a valid path", false),
+                    (false, true) => add("400", "`bad_request`: a body that cannot be read", false),
+                    (false, false) => {}
+                }
+                if has_body {
+                    add(
+                        "413",
+                        "`payload_too_large`: over --max-file-size, or the request over --max-request-size",
+                        false,
+                    );
+                }
+                if writes && path != "/chunks/missing" && path != "/bulk/download" && path != "/bulk/sync" {
+                    add("507", "`insufficient_storage`: the server's disk is full", false);
+                }
             }
         }
     }
 }
 
-/// A response whose body is an `OperationError` (with `Retry-After` when `retry`).
-fn error_response(description: &str, retry: bool) -> utoipa::openapi::Response {
+/// A response whose body is an `OperationError` (with `Retry-After` when `retry`; without
+/// a body for `HEAD`).
+fn error_response(description: &str, retry: bool, head: bool) -> utoipa::openapi::Response {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-    let mut b = ResponseBuilder::new().description(description).content(
-        "application/json",
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("OperationError")))
-            .build(),
-    );
+    let mut b = ResponseBuilder::new().description(description);
+    if !head {
+        b = b.content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("OperationError")))
+                .build(),
+        );
+    }
     if retry {
         b = b.header(
             "Retry-After",
@@ -126,6 +164,8 @@ fn upload_file() {}
            ("X-File-Hash" = Option<String>, Header), ("X-Modified-Time" = Option<String>, Header)),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = FileMetadata), (status = 404, body = OperationError),
+              (status = 400, body = OperationError, description = "invalid_path, hash_mismatch, bad_request"),
+              (status = 409, body = OperationError, description = "is_a_directory, not_a_directory"),
               (status = 412, body = OperationError, description = "precondition_failed"),
               (status = 413, body = OperationError)))]
 fn update_file() {}
@@ -139,12 +179,14 @@ fn download_file() {}
 #[utoipa::path(head, path = "/files/{path}", params(("path" = String, Path, description = "File path")),
     responses((status = 200, description = "Metadata only",
                headers(("X-File-Size" = u64), ("X-File-Hash" = String), ("X-Modified-Time" = String), ("ETag" = String))),
-              (status = 404, description = "No such file")))]
+              (status = 404, description = "No such file"),
+              (status = 409, description = "is_a_directory")))]
 fn head_file() {}
 
 #[utoipa::path(delete, path = "/files/{path}",
     params(("path" = String, Path, description = "File path"), ("If-Match" = Option<String>, Header)),
     responses((status = 204, description = "Deleted (kept as a version)"), (status = 404, body = OperationError),
+              (status = 409, body = OperationError, description = "is_a_directory"),
               (status = 412, body = OperationError)))]
 fn delete_file() {}
 
@@ -152,15 +194,16 @@ fn delete_file() {}
 fn list_root() {}
 
 #[utoipa::path(post, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
-    responses((status = 201, body = FileMetadata), (status = 409, body = OperationError)))]
+    responses((status = 201, body = FileMetadata), (status = 409, body = OperationError, description = "already_exists, not_a_directory")))]
 fn create_directory() {}
 
 #[utoipa::path(get, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
-    responses((status = 200, body = DirectoryListing), (status = 404, body = OperationError)))]
+    responses((status = 200, body = DirectoryListing), (status = 404, body = OperationError), (status = 409, body = OperationError, description = "not_a_directory")))]
 fn list_directory() {}
 
 #[utoipa::path(delete, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
-    responses((status = 204, description = "Deleted recursively (files kept as versions)"), (status = 404, body = OperationError)))]
+    responses((status = 204, description = "Deleted recursively (files kept as versions)"), (status = 404, body = OperationError),
+              (status = 409, body = OperationError, description = "not_a_directory")))]
 fn delete_directory() {}
 
 #[utoipa::path(post, path = "/bulk/upload",
@@ -176,7 +219,7 @@ fn bulk_download() {}
 fn bulk_delete() {}
 
 #[utoipa::path(get, path = "/bulk/manifest", params(("path" = Option<String>, Query, description = "Directory (default: root)")),
-    responses((status = 200, body = FileManifest), (status = 404, body = OperationError)))]
+    responses((status = 200, body = FileManifest), (status = 404, body = OperationError), (status = 409, body = OperationError, description = "not_a_directory")))]
 fn bulk_manifest() {}
 
 #[utoipa::path(post, path = "/bulk/sync", request_body = SyncRequest, responses((status = 200, body = SyncPlan)))]
@@ -201,16 +244,17 @@ fn search() {}
 
 #[utoipa::path(get, path = "/changes",
     params(("since" = Option<u64>, Query, description = "Last revision seen (default 0)"),
-           ("wait" = Option<u64>, Query, description = "Seconds to wait for a change, at most 60")),
-    responses((status = 200, body = ChangesResponse), (status = 410, body = OperationError, description = "gone: re-read the manifest")))]
+           ("wait" = Option<u64>, Query, maximum = 60, description = "Seconds to wait for a change, at most 60")),
+    responses((status = 200, body = ChangesResponse), (status = 400, body = OperationError, description = "bad_request: since or wait is not a number, or wait is over 60"), (status = 410, body = OperationError, description = "gone: re-read the manifest")))]
 fn changes() {}
 
 #[utoipa::path(get, path = "/versions/{path}", params(("path" = String, Path, description = "File path")),
-    responses((status = 200, body = VersionList), (status = 404, body = OperationError)))]
+    responses((status = 200, body = VersionList), (status = 404, body = OperationError), (status = 409, body = OperationError, description = "is_a_directory")))]
 fn versions() {}
 
 #[utoipa::path(post, path = "/versions/{path}/restore", params(("path" = String, Path, description = "File path")),
-    request_body = RestoreRequest, responses((status = 200, body = FileMetadata), (status = 404, body = OperationError)))]
+    request_body = RestoreRequest, responses((status = 200, body = FileMetadata), (status = 404, body = OperationError),
+              (status = 409, body = OperationError, description = "is_a_directory, not_a_directory")))]
 fn restore_version() {}
 
 #[utoipa::path(post, path = "/chunks/missing", request_body = ChunkIds, responses((status = 200, body = MissingChunks)))]
