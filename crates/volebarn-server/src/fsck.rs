@@ -111,15 +111,24 @@ fn state_line(id: &ChunkId, s: &Seen) -> (&'static str, String) {
     match s.state {
         State::Unchecked => (
             "missing",
-            format!("missing chunk {id} ({} bytes): in neither the metadata store nor the chunk store", s.len),
+            format!(
+                "missing chunk {id} ({} bytes): in neither the metadata store nor the chunk store",
+                s.len
+            ),
         ),
         State::Corrupt => (
             "corrupt",
-            format!("corrupt chunk {id} ({} bytes): its stored bytes do not hash to its id", s.len),
+            format!(
+                "corrupt chunk {id} ({} bytes): its stored bytes do not hash to its id",
+                s.len
+            ),
         ),
         State::WrongLength(n) => (
             "length",
-            format!("length chunk {id}: files say {} bytes, {n} bytes are stored", s.len),
+            format!(
+                "length chunk {id}: files say {} bytes, {n} bytes are stored",
+                s.len
+            ),
         ),
         State::Unreadable => ("unreadable", format!("unreadable chunk {id} ({} bytes)", s.len)),
         State::Good => ("", String::new()),
@@ -167,7 +176,11 @@ pub fn check(
         }
         if rec.chunks.is_empty() && rec.size == 0 && rec.xxh3 != volebarn_core::Xxh3::of(b"").0 {
             report.count("hash");
-            writeln!(out, "hash {}: empty, but its hash is not that of no bytes", usage(path, version))?;
+            writeln!(
+                out,
+                "hash {}: empty, but its hash is not that of no bytes",
+                usage(path, version)
+            )?;
         }
         for c in &rec.chunks {
             let s = seen.entry(c.chunk_id()).or_insert(Seen {
@@ -193,7 +206,11 @@ pub fn check(
                     s.recorded = true;
                     if info.size != s.len {
                         report.count("length");
-                        writeln!(out, "length chunk {id}: its record says {} bytes, files say {}", info.size, s.len)?;
+                        writeln!(
+                            out,
+                            "length chunk {id}: its record says {} bytes, files say {}",
+                            info.size, s.len
+                        )?;
                     }
                     s.refs
                 }
@@ -201,8 +218,16 @@ pub fn check(
             };
             if info.refs != counted {
                 report.count("refcount");
-                let what = if counted == 0 { " (an orphan: nothing uses it)" } else { "" };
-                writeln!(out, "refcount chunk {id}: recorded {}, counted {counted}{what}", info.refs)?;
+                let what = if counted == 0 {
+                    " (an orphan: nothing uses it)"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "refcount chunk {id}: recorded {}, counted {counted}{what}",
+                    info.refs
+                )?;
                 fixes.push((id, info.size, counted));
             }
         }
@@ -257,7 +282,9 @@ pub fn check(
     // 4. The chunk store: re-hash what is referenced (and not already read inline, where the
     // server reads small chunks first); list what nothing references.
     let stored: Vec<StoredChunk> = rt.block_on(chunks.list())?;
-    let grace_start = opts.now.saturating_sub(opts.orphan_grace.as_nanos().min(i64::MAX as u128) as i64);
+    let grace_start = opts
+        .now
+        .saturating_sub(opts.orphan_grace.as_nanos().min(i64::MAX as u128) as i64);
     let mut store_orphans = Vec::new();
     let mut to_read = Vec::new();
     for c in &stored {

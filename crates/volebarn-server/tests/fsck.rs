@@ -12,6 +12,14 @@ use volebarn_server::storage::meta::rocks::RocksMetaStore;
 use volebarn_server::storage::{MetaBatch, MetaOp, MetaStore};
 use volebarn_testkit::{pseudo_random, TestServer};
 
+/// The server binary: Cargo's, unless `VOLEBARN_SERVER_BIN` names another (when several
+/// checkouts share one target directory, the uplifted binary may be another checkout's).
+fn server_bin() -> std::path::PathBuf {
+    std::env::var_os("VOLEBARN_SERVER_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_volebarn-server").into())
+}
+
 struct Run {
     code: i32,
     lines: Vec<String>,
@@ -26,13 +34,18 @@ impl Run {
     /// The one line starting with `prefix`.
     fn line(&self, prefix: &str) -> &str {
         let found: Vec<&String> = self.lines.iter().filter(|l| l.starts_with(prefix)).collect();
-        assert_eq!(found.len(), 1, "one line starting {prefix:?} in {:#?}", self.lines);
+        assert_eq!(
+            found.len(),
+            1,
+            "one line starting {prefix:?} in {:#?}",
+            self.lines
+        );
         found[0]
     }
 }
 
 fn fsck(data: &Path, extra: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_volebarn-server"))
+    let out = Command::new(server_bin())
         .arg("fsck")
         .arg("--data-dir")
         .arg(data)
@@ -50,7 +63,12 @@ fn fsck(data: &Path, extra: &[&str]) -> Run {
             .collect(),
         stderr: String::from_utf8(out.stderr).expect("utf-8"),
     };
-    eprintln!("fsck {extra:?} → {}\n{}\n{}", run.code, run.lines.join("\n"), run.stderr);
+    eprintln!(
+        "fsck {extra:?} → {}\n{}\n{}",
+        run.code,
+        run.lines.join("\n"),
+        run.stderr
+    );
     run
 }
 
@@ -76,7 +94,9 @@ async fn damaged_chunks_are_named_with_every_file_and_version_using_them() {
     // 200 KiB is below FastCDC's minimum: one chunk, in the chunk store (above 64 KiB).
     let shared = Bytes::from(pseudo_random(200 * 1024, 1));
     let id = ChunkId::of(&shared);
-    c.upload_file("small.txt", Bytes::from_static(b"hello")).await.expect("small");
+    c.upload_file("small.txt", Bytes::from_static(b"hello"))
+        .await
+        .expect("small");
     c.upload_file("big/one.bin", shared.clone()).await.expect("one");
     c.upload_file("third.bin", shared.clone()).await.expect("third");
     let old = c.upload_file("copy.bin", shared.clone()).await.expect("copy");
@@ -93,7 +113,13 @@ async fn damaged_chunks_are_named_with_every_file_and_version_using_them() {
     let clean = fsck(&data, &[]);
     assert_eq!(clean.code, 0, "a clean store");
     assert_eq!(clean.lines.len(), 1, "only the summary: {:?}", clean.lines);
-    assert!(clean.summary().starts_with("summary: 0 problems; checked 5 files, 1 versions"), "{}", clean.summary());
+    assert!(
+        clean
+            .summary()
+            .starts_with("summary: 0 problems; checked 5 files, 1 versions"),
+        "{}",
+        clean.summary()
+    );
 
     // Bit rot: one byte flipped in the chunk file.
     let path = chunk_file(&data, &id);
@@ -105,18 +131,32 @@ async fn damaged_chunks_are_named_with_every_file_and_version_using_them() {
     assert_eq!(run.code, 1);
     let line = run.line("corrupt chunk ");
     assert!(line.contains(&id.to_hex()), "{line}");
-    for user in ["\"big/one.bin\"", "\"third.bin\"", &format!("version {} of \"copy.bin\"", old.rev)] {
+    for user in [
+        "\"big/one.bin\"",
+        "\"third.bin\"",
+        &format!("version {} of \"copy.bin\"", old.rev),
+    ] {
         assert!(line.contains(user), "{user} in {line}");
     }
-    assert!(!line.contains("\"copy.bin\","), "the current copy.bin does not use it: {line}");
-    assert!(run.summary().starts_with("summary: 1 problem (1 corrupt)"), "{}", run.summary());
+    assert!(
+        !line.contains("\"copy.bin\","),
+        "the current copy.bin does not use it: {line}"
+    );
+    assert!(
+        run.summary().starts_with("summary: 1 problem (1 corrupt)"),
+        "{}",
+        run.summary()
+    );
 
     // Reading a damaged file through the API fails instead of returning wrong bytes.
     ts.restart().await;
     let c = ts.client_with(volebarn_testkit::fail_fast);
     let err = c.download_file("big/one.bin").await.expect_err("damaged file");
     eprintln!("download of a damaged file: {err}");
-    assert_eq!(c.download_file("small.txt").await.expect("intact").as_ref(), b"hello");
+    assert_eq!(
+        c.download_file("small.txt").await.expect("intact").as_ref(),
+        b"hello"
+    );
     stop(&mut ts).await;
 
     // --repair fixes nothing here and deletes no record.
@@ -129,7 +169,10 @@ async fn damaged_chunks_are_named_with_every_file_and_version_using_them() {
     let run = fsck(&data, &[]);
     assert_eq!(run.code, 1);
     let line = run.line("missing chunk ");
-    assert!(line.contains(&id.to_hex()) && line.contains("\"big/one.bin\"") && line.contains("\"third.bin\""), "{line}");
+    assert!(
+        line.contains(&id.to_hex()) && line.contains("\"big/one.bin\"") && line.contains("\"third.bin\""),
+        "{line}"
+    );
 
     std::fs::write(&path, &good).expect("put the chunk back");
     assert_eq!(fsck(&data, &[]).code, 0, "clean again");
@@ -142,7 +185,9 @@ async fn wrong_refcounts_and_orphans_are_reported_and_repaired() {
     let content = Bytes::from(pseudo_random(100 * 1024, 7));
     let id = ChunkId::of(&content);
     c.upload_file("a.bin", content.clone()).await.expect("a");
-    c.upload_file("b.txt", Bytes::from_static(b"small and inline")).await.expect("b");
+    c.upload_file("b.txt", Bytes::from_static(b"small and inline"))
+        .await
+        .expect("b");
     stop(&mut ts).await;
     let data = ts.data();
 
@@ -178,13 +223,32 @@ async fn wrong_refcounts_and_orphans_are_reported_and_repaired() {
 
     let run = fsck(&data, &[]);
     assert_eq!(run.code, 1);
-    assert!(run.line(&format!("refcount chunk {id}")).contains("recorded 3, counted 1"));
-    assert!(run.line(&format!("refcount chunk {stray_id}")).contains("counted 0"));
-    assert!(run.line(&format!("orphan inline chunk {inline_id}")).contains("nothing uses it"));
+    assert!(run
+        .line(&format!("refcount chunk {id}"))
+        .contains("recorded 3, counted 1"));
+    assert!(run
+        .line(&format!("refcount chunk {stray_id}"))
+        .contains("counted 0"));
+    assert!(run
+        .line(&format!("orphan inline chunk {inline_id}"))
+        .contains("nothing uses it"));
     // The orphan file is younger than the default 24 h grace: left for GC, not a problem.
-    assert!(!run.lines.iter().any(|l| l.contains(&orphan_id.to_hex())), "{:?}", run.lines);
-    assert!(run.summary().starts_with("summary: 3 problems"), "{}", run.summary());
-    assert!(run.summary().contains("1 unreferenced chunks within the orphan grace"), "{}", run.summary());
+    assert!(
+        !run.lines.iter().any(|l| l.contains(&orphan_id.to_hex())),
+        "{:?}",
+        run.lines
+    );
+    assert!(
+        run.summary().starts_with("summary: 3 problems"),
+        "{}",
+        run.summary()
+    );
+    assert!(
+        run.summary()
+            .contains("1 unreferenced chunks within the orphan grace"),
+        "{}",
+        run.summary()
+    );
 
     // The server's config file works for fsck too: with no grace the orphan file is garbage.
     let config = ts.dir.path().join("server.toml");
@@ -192,8 +256,14 @@ async fn wrong_refcounts_and_orphans_are_reported_and_repaired() {
     let config = config.to_str().expect("utf-8 path");
     let run = fsck(&data, &["--config", config]);
     assert_eq!(run.code, 1);
-    assert!(run.line(&format!("orphan chunk {orphan_id}")).contains("orphan grace"));
-    assert!(run.summary().starts_with("summary: 4 problems"), "{}", run.summary());
+    assert!(run
+        .line(&format!("orphan chunk {orphan_id}"))
+        .contains("orphan grace"));
+    assert!(
+        run.summary().starts_with("summary: 4 problems"),
+        "{}",
+        run.summary()
+    );
 
     let run = fsck(&data, &["--config", config, "--repair"]);
     assert_eq!(run.code, 1, "problems were found (and fixed)");
@@ -212,7 +282,10 @@ async fn wrong_refcounts_and_orphans_are_reported_and_repaired() {
     ts.restart().await;
     let c = ts.client();
     assert_eq!(c.download_file("a.bin").await.expect("a"), content);
-    assert_eq!(c.download_file("b.txt").await.expect("b").as_ref(), b"small and inline");
+    assert_eq!(
+        c.download_file("b.txt").await.expect("b").as_ref(),
+        b"small and inline"
+    );
     stop(&mut ts).await;
 }
 
@@ -226,7 +299,11 @@ async fn fsck_cannot_run_beside_a_running_server_or_without_a_store() {
     let run = fsck(&ts.data(), &[]);
     assert_eq!(run.code, 2);
     assert!(run.lines.is_empty(), "nothing checked: {:?}", run.lines);
-    assert!(run.stderr.contains("is volebarn-server running?"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is volebarn-server running?"),
+        "{}",
+        run.stderr
+    );
 
     let run = fsck(&ts.dir.path().join("nowhere"), &[]);
     assert_eq!(run.code, 2);

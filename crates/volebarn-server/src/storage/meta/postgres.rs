@@ -646,10 +646,12 @@ impl MetaStore for PgMetaStore {
     ) -> StorageResult<Vec<(VPath, u64, VersionRecord)>> {
         // Every stored key is non-empty, so `('', -1)` is before the first row.
         let (key, rev) = after.map_or((Vec::new(), -1), |(p, r)| (path_key(p), i(*r)));
-        let q = Query::new("SELECT key, rev, rec FROM versions WHERE (key, rev) > ($1, $2) ORDER BY key, rev LIMIT $3")
-            .bind(Arg::Bytes(key))
-            .bind(Arg::I64(rev))
-            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        let q = Query::new(
+            "SELECT key, rev, rec FROM versions WHERE (key, rev) > ($1, $2) ORDER BY key, rev LIMIT $3",
+        )
+        .bind(Arg::Bytes(key))
+        .bind(Arg::I64(rev))
+        .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
         self.fetch_all(q)?
             .iter()
             .map(|row| {

@@ -241,7 +241,12 @@ impl RocksMetaStore {
     }
 
     /// Raw values of a column family keyed by chunk id, after `after`, at most `limit`.
-    fn id_page(&self, cf: &str, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, Vec<u8>)>> {
+    fn id_page(
+        &self,
+        cf: &str,
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> StorageResult<Vec<(ChunkId, Vec<u8>)>> {
         let mut it = self.db.raw_iterator_cf(self.cf(cf));
         match after {
             Some(id) => it.seek(id.0),
