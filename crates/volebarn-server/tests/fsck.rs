@@ -1,8 +1,8 @@
 //! `volebarn-server fsck`, the real binary on a real RocksDB + filesystem data directory
 //! written by a real server: clean → 0; a flipped byte or a deleted chunk file → 1 with a line
-//! naming the chunk and every file and version using it (and reading the file fails); wrong
-//! refcounts and orphans → 1, `--repair` fixes them, the next run is clean; a running server
-//! → 2.
+//! naming the chunk and every file and version using it, and reading the file is a 500 that says
+//! the content is damaged; wrong refcounts and orphans → 1, `--repair` fixes them, the next run
+//! is clean; a running server → 2.
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -153,6 +153,21 @@ async fn damaged_chunks_are_named_with_every_file_and_version_using_them() {
     let c = ts.client_with(volebarn_testkit::fail_fast);
     let err = c.download_file("big/one.bin").await.expect_err("damaged file");
     eprintln!("download of a damaged file: {err}");
+    let resp = ts
+        .raw()
+        .get(ts.url("/files/big/one.bin"))
+        .bearer_auth(ts.token())
+        .send()
+        .await
+        .expect("GET");
+    let (status, body) = volebarn_testkit::operation_error(resp).await;
+    assert_eq!(status, 500, "an error response, not a 200 cut short");
+    assert_eq!(body.error_code, volebarn_core::ErrorCode::ServerError);
+    assert!(
+        body.error.contains("damaged") && body.error.contains("fsck"),
+        "{}",
+        body.error
+    );
     assert_eq!(
         c.download_file("small.txt").await.expect("intact").as_ref(),
         b"hello"
