@@ -467,11 +467,11 @@ pub fn check(
     Ok(report)
 }
 
+/// What [`for_each_record`] calls: a path, `Some(rev)` for a kept version, the record.
+type RecordVisitor<'a> = dyn FnMut(&VPath, Option<u64>, &FileRecord) -> anyhow::Result<()> + 'a;
+
 /// Calls `f` on every current file (version `None`) and kept version (`Some(rev)`), in pages.
-fn for_each_record(
-    meta: &dyn MetaStore,
-    f: &mut dyn FnMut(&VPath, Option<u64>, &FileRecord) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+fn for_each_record(meta: &dyn MetaStore, f: &mut RecordVisitor<'_>) -> anyhow::Result<()> {
     let root = VPath::root();
     let mut after: Option<VPath> = None;
     loop {
