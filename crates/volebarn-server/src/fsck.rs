@@ -307,22 +307,26 @@ pub fn check(
     }
     drop(stored);
     for batch in to_read.chunks(64) {
-        let results: Vec<(ChunkId, Result<bytes::Bytes, StorageError>)> = rt.block_on(
+        // Each read keeps only the length and xxh3: at most READ_CONCURRENCY chunks in memory.
+        let results: Vec<(ChunkId, Result<(u64, u64), StorageError>)> = rt.block_on(
             futures_util::stream::iter(batch.iter().copied())
-                .map(|id| async move { (id, chunks.get(&id).await) })
+                .map(|id| async move {
+                    let got = chunks.get(&id).await;
+                    (id, got.map(|d| (d.len() as u64, volebarn_core::Xxh3::of(&d).0)))
+                })
                 .buffer_unordered(READ_CONCURRENCY)
                 .collect(),
         );
         for (id, got) in results {
             let Some(s) = seen.get_mut(&id) else { continue };
             match got {
-                Ok(data) => {
+                Ok((len, xxh3)) => {
                     report.chunks_checked += 1;
-                    report.bytes_checked += data.len() as u64;
-                    s.state = if data.len() as u64 != u64::from(s.len) {
-                        State::WrongLength(data.len() as u64)
+                    report.bytes_checked += len;
+                    s.state = if len != u64::from(s.len) {
+                        State::WrongLength(len)
                     } else {
-                        s.xxh3 = volebarn_core::Xxh3::of(&data).0;
+                        s.xxh3 = xxh3;
                         State::Good
                     };
                 }
