@@ -308,7 +308,7 @@ pub fn check(
     drop(stored);
     for batch in to_read.chunks(64) {
         // Each read keeps only the length and xxh3: at most READ_CONCURRENCY chunks in memory.
-        let results: Vec<(ChunkId, Result<(u64, u64), StorageError>)> = rt.block_on(
+        let results: Vec<(ChunkId, ReadResult)> = rt.block_on(
             futures_util::stream::iter(batch.iter().copied())
                 .map(|id| async move {
                     let got = chunks.get(&id).await;
@@ -470,6 +470,9 @@ pub fn check(
     out.flush()?;
     Ok(report)
 }
+
+/// A chunk read back: its length and xxh3, or why it could not be.
+type ReadResult = Result<(u64, u64), StorageError>;
 
 /// What [`for_each_record`] calls: a path, `Some(rev)` for a kept version, the record.
 type RecordVisitor<'a> = dyn FnMut(&VPath, Option<u64>, &FileRecord) -> anyhow::Result<()> + 'a;
