@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 #[command(name = "volebarn-server", version, about = "Volebarn file-sync server")]
 pub struct Cli {
     /// TOML config file (sections [server], [tls], [versions]).
-    #[arg(long, env = "VOLEBARN_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "VOLEBARN_CONFIG", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Where metadata, chunks, the generated certificate and token live.
-    #[arg(long, env = "VOLEBARN_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "VOLEBARN_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1].
     #[arg(long, env = "VOLEBARN_HOST")]
@@ -40,11 +40,11 @@ pub struct Cli {
     pub max_file_size: Option<String>,
     /// Metadata store: `postgres://USER@HOST:PORT/DB` (shared by replicas) or a directory for
     /// the embedded RocksDB [default: DATA/meta].
-    #[arg(long, env = "VOLEBARN_META", value_name = "URL")]
+    #[arg(long, env = "VOLEBARN_META", value_name = "URL", global = true)]
     pub meta: Option<String>,
     /// Chunk store: `s3://BUCKET/PREFIX` (credentials and endpoint from the AWS_* environment)
     /// or a directory [default: DATA/chunks].
-    #[arg(long, env = "VOLEBARN_CHUNKS", value_name = "URL")]
+    #[arg(long, env = "VOLEBARN_CHUNKS", value_name = "URL", global = true)]
     pub chunks: Option<String>,
     /// Requests per second allowed per client address, in bursts of twice as many; over it
     /// the server answers 429 with Retry-After [default: no limit].
@@ -54,6 +54,22 @@ pub struct Cli {
     /// 4GiB, 500MB or a byte count; over it the server answers 413 [default: 4GiB].
     #[arg(long, env = "VOLEBARN_MAX_REQUEST_SIZE", value_name = "SIZE")]
     pub max_request_size: Option<String>,
+    /// Without a subcommand the server starts.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `volebarn-server` does instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Check the stores offline: re-hash every chunk, check every file's chunks and size,
+    /// recount references, list orphans. Stop the server first. Exit status: 0 clean,
+    /// 1 problems found, 2 could not run.
+    Fsck {
+        /// Fix reference counts and remove orphans (never deletes a file record).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]

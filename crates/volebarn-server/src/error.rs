@@ -132,7 +132,16 @@ impl ServiceError {
     pub fn to_operation_error(&self) -> OperationError {
         let (status, code) = self.status_and_code();
         // 5xx bodies never leak internals; the detail goes to the log instead.
-        let message = if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+        let message = if let ServiceError::Storage {
+            source: StorageError::Corrupt(_) | StorageError::MissingChunk(_),
+            ..
+        } = self
+        {
+            // Damage at rest: say so (no internals: the log names the chunk).
+            "the stored content is damaged (a chunk is missing or does not match its hash); \
+             `volebarn-server fsck` lists what is affected"
+                .to_string()
+        } else if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
             "internal server error".to_string()
         } else {
             self.to_string()

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod fsck;
 pub mod service;
 pub mod storage;
 pub mod tls;
@@ -80,7 +81,7 @@ pub struct Prepared {
 }
 
 /// Opens the configured metadata store: the embedded RocksDB in `DATA/meta` by default.
-async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
+pub(crate) async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
     let backend = cfg
         .meta
         .clone()
@@ -102,7 +103,7 @@ async fn open_meta(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn MetaStore>> {
 }
 
 /// Opens the configured chunk store: the filesystem store in `DATA/chunks` by default.
-async fn open_chunks(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn ChunkStore>> {
+pub(crate) async fn open_chunks(cfg: &ServerConfig) -> anyhow::Result<Arc<dyn ChunkStore>> {
     Ok(match &cfg.chunks {
         None => Arc::new(
             FsChunkStore::open(&cfg.data_dir.join("chunks"), &cfg.data_dir.join("tmp"))

@@ -1,7 +1,7 @@
 //! `volebarn-server` binary: parse flags, then hand over to the library.
 
 use clap::Parser;
-use volebarn_server::config::{Cli, ServerConfig};
+use volebarn_server::config::{Cli, Command, ServerConfig};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -12,13 +12,18 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match ServerConfig::resolve(Cli::parse()) {
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    let cfg = match ServerConfig::resolve(cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("volebarn-server: {e}");
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::Fsck { repair }) = command {
+        return std::process::ExitCode::from(volebarn_server::fsck::run(&cfg, repair).await);
+    }
     match volebarn_server::run(cfg).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -116,7 +116,11 @@ fn content_headers(rec: &FileRecord) -> HeaderMap {
 pub async fn download(State(st): State<AppState>, uri: Uri) -> ServiceResult<Response> {
     let path = path_from_uri(&uri, PREFIX, false)?;
     let rec = st.service.open_file(&path).await?;
-    let stream = st.service.content_stream(&path, &rec).map(|r| {
+    let mut content = Box::pin(st.service.content_stream(&path, &rec));
+    // The first chunk is read before answering: a damaged one (most files are one chunk) is
+    // an error response, not a 200 cut short.
+    let first = content.next().await.transpose()?;
+    let stream = futures_util::stream::iter(first.map(Ok)).chain(content).map(|r| {
         r.map_err(|e| {
             tracing::error!(error = %e, "download aborted");
             std::io::Error::other(e.to_string())

@@ -128,6 +128,19 @@ pub trait MetaStore: Send + Sync + 'static {
     fn dead_props(&self, path: &VPath) -> StorageResult<Option<DeadProps>>;
     /// The WebDAV dead properties of every path below `dir` (not `dir` itself), in path order.
     fn dead_props_below(&self, dir: &VPath) -> StorageResult<Vec<(VPath, DeadProps)>>;
+    /// Reference records of chunks with ids above `after`, in id order, at most `limit`:
+    /// fsck walks every record in pages instead of holding them all.
+    fn chunks_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, ChunkInfo)>>;
+    /// Inline chunk bytes (see [`MetaOp::PutChunkData`]) with ids above `after`, in id order,
+    /// at most `limit`: fsck re-hashes them.
+    fn chunk_data_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, Bytes)>>;
+    /// Kept versions after `after` (a path and revision) in path-key, then revision order, at
+    /// most `limit`, with their paths and revisions: fsck counts their chunk references.
+    fn versions_page(
+        &self,
+        after: Option<&(VPath, u64)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, u64, VersionRecord)>>;
     /// Starts a write transaction; it waits while another one is open.
     fn begin(&self) -> StorageResult<Box<dyn MetaTxn + '_>>;
     /// Sees the head revision after every commit — by any server sharing the store — so

@@ -170,6 +170,14 @@ fn entry_of(row: &PgRow) -> StorageResult<(VPath, Entry)> {
     Ok((key_path(&key)?, entry))
 }
 
+fn chunk_id_col(row: &PgRow) -> StorageResult<ChunkId> {
+    let id: Vec<u8> = row.try_get("id").map_err(db_err)?;
+    let id: [u8; 32] = id
+        .try_into()
+        .map_err(|_| StorageError::Corrupt("bad chunk id".into()))?;
+    Ok(ChunkId(id))
+}
+
 fn decode_col<T: bitcode::DecodeOwned>(row: &PgRow, col: &str) -> StorageResult<T> {
     let rec: Vec<u8> = row.try_get(col).map_err(db_err)?;
     decode(&rec)
@@ -612,6 +620,62 @@ impl MetaStore for PgMetaStore {
             .map(|row| {
                 let key: Vec<u8> = row.try_get("key").map_err(db_err)?;
                 Ok((key_path(&key)?, decode_col(row, "rec")?))
+            })
+            .collect()
+    }
+
+    fn chunks_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, ChunkInfo)>> {
+        let q = Query::new("SELECT id, refs, size FROM chunks WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(Arg::Bytes(after.map(|a| a.0.to_vec()).unwrap_or_default()))
+            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        self.fetch_all(q)?
+            .iter()
+            .map(|row| {
+                let refs: i64 = row.try_get("refs").map_err(db_err)?;
+                let size: i32 = row.try_get("size").map_err(db_err)?;
+                Ok((
+                    chunk_id_col(row)?,
+                    ChunkInfo {
+                        refs: u(refs),
+                        size: size as u32,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn chunk_data_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, Bytes)>> {
+        let q = Query::new("SELECT id, data FROM chunk_data WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(Arg::Bytes(after.map(|a| a.0.to_vec()).unwrap_or_default()))
+            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        self.fetch_all(q)?
+            .iter()
+            .map(|row| {
+                let data: Vec<u8> = row.try_get("data").map_err(db_err)?;
+                Ok((chunk_id_col(row)?, Bytes::from(data)))
+            })
+            .collect()
+    }
+
+    fn versions_page(
+        &self,
+        after: Option<&(VPath, u64)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, u64, VersionRecord)>> {
+        // Every stored key is non-empty, so `('', -1)` is before the first row.
+        let (key, rev) = after.map_or((Vec::new(), -1), |(p, r)| (path_key(p), i(*r)));
+        let q = Query::new(
+            "SELECT key, rev, rec FROM versions WHERE (key, rev) > ($1, $2) ORDER BY key, rev LIMIT $3",
+        )
+        .bind(Arg::Bytes(key))
+        .bind(Arg::I64(rev))
+        .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        self.fetch_all(q)?
+            .iter()
+            .map(|row| {
+                let key: Vec<u8> = row.try_get("key").map_err(db_err)?;
+                let rev: i64 = row.try_get("rev").map_err(db_err)?;
+                Ok((key_path(&key)?, u(rev), decode_col(row, "rec")?))
             })
             .collect()
     }

@@ -240,6 +240,35 @@ impl RocksMetaStore {
         Ok(out)
     }
 
+    /// Raw values of a column family keyed by chunk id, after `after`, at most `limit`.
+    fn id_page(
+        &self,
+        cf: &str,
+        after: Option<&ChunkId>,
+        limit: usize,
+    ) -> StorageResult<Vec<(ChunkId, Vec<u8>)>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        match after {
+            Some(id) => it.seek(id.0),
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if out.len() == limit {
+                break;
+            }
+            if after.is_none_or(|a| a.0 != k) {
+                let id: [u8; 32] = k
+                    .try_into()
+                    .map_err(|_| StorageError::Corrupt(format!("bad chunk key in {cf}")))?;
+                out.push((ChunkId(id), v.to_vec()));
+            }
+            it.next();
+        }
+        it.status().map_err(db_err)?;
+        Ok(out)
+    }
+
     fn stats_record(&self) -> StorageResult<StatsRecord> {
         Ok(self.get_decoded(CF_META, KEY_STATS)?.unwrap_or_default())
     }
@@ -289,6 +318,50 @@ impl MetaStore for RocksMetaStore {
             }
             out.push((key_path(&k)?, decode(&v)?));
         }
+        Ok(out)
+    }
+
+    fn chunks_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, ChunkInfo)>> {
+        self.id_page(CF_CHUNKS, after, limit)?
+            .into_iter()
+            .map(|(id, v)| Ok((id, decode(&v)?)))
+            .collect()
+    }
+
+    fn chunk_data_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, Bytes)>> {
+        Ok(self
+            .id_page(CF_CHUNK_DATA, after, limit)?
+            .into_iter()
+            .map(|(id, v)| (id, Bytes::from(v)))
+            .collect())
+    }
+
+    fn versions_page(
+        &self,
+        after: Option<&(VPath, u64)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(VPath, u64, VersionRecord)>> {
+        let start = after.map(|(p, rev)| version_key(p, *rev));
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
+        match &start {
+            Some(k) => it.seek(k),
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if out.len() == limit {
+                break;
+            }
+            if start.as_deref() != Some(k) {
+                let split = k.iter().rposition(|&b| b == 0xFF).filter(|&i| k.len() == i + 9);
+                let Some(i) = split else {
+                    return Err(StorageError::Corrupt("bad version key".into()));
+                };
+                out.push((key_path(&k[..i])?, be_u64(&k[i + 1..])?, decode(v)?));
+            }
+            it.next();
+        }
+        it.status().map_err(db_err)?;
         Ok(out)
     }
 
