@@ -448,8 +448,10 @@ impl Client {
         let uploading = futures_util::stream::poll_fn(|cx| upload_rx.poll_recv(cx))
             .map(|h: Hashed| {
                 async move {
-                    self.call_progressing(progress, "put_chunk", || self.put_chunk_once(h.id, h.data.clone()))
-                        .await?;
+                    self.call_progressing(progress, "put_chunk", || {
+                        self.put_chunk_once(h.id, h.data.clone())
+                    })
+                    .await?;
                     progress.landed();
                     Ok(())
                     // `h` is dropped here, giving its memory back to the reader.

@@ -279,7 +279,9 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, dir: Direction, c
                 if n as u64 >= left
                     && shared
                         .cuts
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| (c < *times).then_some(c + 1))
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                            (c < *times).then_some(c + 1)
+                        })
                         .is_ok()
                 {
                     deliver = left as usize; // < n, so it fits
