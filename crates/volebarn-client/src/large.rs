@@ -448,8 +448,18 @@ impl Client {
         let uploading = futures_util::stream::poll_fn(|cx| upload_rx.poll_recv(cx))
             .map(|h: Hashed| {
                 async move {
+                    let tries = std::sync::atomic::AtomicU32::new(0);
                     self.call_progressing(progress, "put_chunk", || {
-                        self.put_chunk_once(h.id, h.data.clone())
+                        let retry = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0;
+                        let data = h.data.clone();
+                        async move {
+                            // A retry first asks whether the chunk arrived and only its
+                            // answer was lost (the connection dropped after the last byte).
+                            if retry && self.missing_chunks_once(&[h.id]).await?.is_empty() {
+                                return Ok(());
+                            }
+                            self.put_chunk_once(h.id, data).await
+                        }
                     })
                     .await?;
                     progress.landed();
