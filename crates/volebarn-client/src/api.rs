@@ -19,13 +19,13 @@ use volebarn_core::{ChunkId, DirectoryListing, ErrorCode, FileMetadata, Xxh3};
 
 /// Counts attempts so a wrapper knows whether a "conflict" may be its own earlier attempt.
 #[derive(Default)]
-struct Attempts(AtomicU32);
+pub(crate) struct Attempts(AtomicU32);
 
 impl Attempts {
-    fn next(&self) {
+    pub(crate) fn next(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
-    fn retried(&self) -> bool {
+    pub(crate) fn retried(&self) -> bool {
         self.0.load(Ordering::SeqCst) > 1
     }
 }
@@ -70,9 +70,47 @@ impl Client {
         crate::resilience::run(retry, &self.resilience.breaker, operation, counted).await
     }
 
+    /// One request of a multi-request operation, retried while the operation makes progress
+    /// ([`crate::resilience::run_while_progressing`]); every attempt is counted in the metrics.
+    pub(crate) async fn call_progressing<T, F, Fut>(
+        &self,
+        progress: &crate::resilience::Progress,
+        operation: &str,
+        mut op: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let metrics = &self.resilience.metrics;
+        let counted = || {
+            let attempt = op();
+            async move {
+                let start = std::time::Instant::now();
+                let r = attempt.await;
+                metrics.attempt(Some(start.elapsed()), r.as_ref().err());
+                r
+            }
+        };
+        let large = &self.resilience.large;
+        let stall = crate::resilience::StallLimit {
+            attempts: large.chunk_attempts,
+            timeout: large.stall_timeout,
+        };
+        crate::resilience::run_while_progressing(
+            &self.resilience.retry,
+            &self.resilience.breaker,
+            &stall,
+            progress,
+            operation,
+            counted,
+        )
+        .await
+    }
+
     /// After a retried write: if the server already holds exactly `expected`, our earlier
     /// attempt landed and the write is done.
-    async fn settle_write(
+    pub(crate) async fn settle_write(
         &self,
         path: &str,
         expected: Xxh3,

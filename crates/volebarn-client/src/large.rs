@@ -1,7 +1,9 @@
 //! Large files as content-defined chunks (the seed's "large file upload strategy"): cut the
 //! file with the server's FastCDC parameters, ask which chunks the server lacks, send only
-//! those (3 at a time, each retried on its own), then commit the chunk list. An interrupted
-//! upload resumes by asking again, and an edit re-sends only the chunks it touched.
+//! those (3 at a time), then commit the chunk list. A chunk is retried for as long as the
+//! upload makes progress (other chunks land; see [`crate::resilience::run_while_progressing`]),
+//! and an interrupted upload resumes by asking again, so it sends only what is missing; an
+//! edit re-sends only the chunks it touched.
 //!
 //! The file is read once, in a pipeline whose stages overlap:
 //!
@@ -23,7 +25,7 @@
 
 use crate::client::Client;
 use crate::error::{ClientError, Result};
-use crate::resilience::RetryConfig;
+use crate::resilience::Progress;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use std::collections::HashSet;
@@ -47,8 +49,16 @@ pub struct LargeFileConfig {
     pub threshold: u64,
     /// Chunk uploads in flight. Chunk bytes held in memory grow with it (see the module doc).
     pub concurrency: usize,
-    /// Attempts per chunk before the upload gives up (it can be resumed later).
+    /// Attempts of one chunk in a row with no chunk of the upload landing in between before
+    /// the upload gives up. Any chunk landing starts the count again, so an upload goes on
+    /// for as long as it makes progress, however often the link drops.
     pub chunk_attempts: u32,
+    /// The upload also gives up when no chunk landed for this long.
+    pub stall_timeout: Duration,
+    /// Times a failed upload that made progress starts again, asking which chunks the
+    /// server still lacks and sending only those (an upload that made no progress is not
+    /// restarted).
+    pub resumes: u32,
 }
 
 impl Default for LargeFileConfig {
@@ -56,7 +66,9 @@ impl Default for LargeFileConfig {
         LargeFileConfig {
             threshold: 10_000_000,
             concurrency: 3,
-            chunk_attempts: 3,
+            chunk_attempts: 6,
+            stall_timeout: Duration::from_secs(300),
+            resumes: 10,
         }
     }
 }
@@ -296,12 +308,48 @@ impl Client {
     }
 
     /// [`Client::upload_large`] that commits only if the server's file is still at `if_match`.
+    ///
+    /// A failed upload that got some chunks onto the server starts again (up to
+    /// [`LargeFileConfig::resumes`] times): it reads the file again, asks which chunks are
+    /// still missing and sends only those. The server keeps chunks nothing references yet
+    /// for `chunks.orphan_grace` (24 h), so running the same upload again later resumes it
+    /// the same way.
     pub async fn upload_large_if(
         &self,
         remote: &str,
         local: &Path,
         replace: bool,
         if_match: Option<u64>,
+    ) -> Result<FileMetadata> {
+        let attempts = crate::api::Attempts::default();
+        let mut resumes = 0;
+        loop {
+            let progress = Progress::default();
+            let err = match self
+                .upload_large_round(remote, local, replace, if_match, &progress, &attempts)
+                .await
+            {
+                Ok(meta) => return Ok(meta),
+                Err(e) => e,
+            };
+            if !err.is_transient() || progress.count() == 0 || resumes >= self.resilience.large.resumes {
+                return Err(err);
+            }
+            resumes += 1;
+            tracing::warn!(path = remote, landed = progress.count(), resume = resumes, error = %err,
+                "chunked upload interrupted after progress: resuming with the missing chunks");
+        }
+    }
+
+    /// One pass of [`Client::upload_large_if`]: every request that lands counts in `progress`.
+    async fn upload_large_round(
+        &self,
+        remote: &str,
+        local: &Path,
+        replace: bool,
+        if_match: Option<u64>,
+        progress: &Progress,
+        commits: &crate::api::Attempts,
     ) -> Result<FileMetadata> {
         let io = |source| ClientError::Io {
             path: local.display().to_string(),
@@ -319,7 +367,7 @@ impl Client {
             move || read_and_cut(&path, &budget, &rt, &cut_tx)
         });
         let hasher = tokio::task::spawn_blocking(move || hash_chunks(cut_rx, hashed_tx));
-        let sent = self.send_missing(remote, hashed_rx, concurrency).await;
+        let sent = self.send_missing(remote, hashed_rx, concurrency, progress).await;
         // On failure the reader and hasher stop at their next step (the budget is closed and
         // the channels are gone); wait for them so nothing reads the file after we return.
         drop(close);
@@ -333,11 +381,14 @@ impl Client {
             xxhash3: hash,
             chunks,
         };
-        let meta = self
+        let result = self
             .call("commit_chunks", || {
+                commits.next();
                 self.commit_chunks_once(remote, &commit, replace, Some(read.mtime), if_match)
             })
-            .await?;
+            .await;
+        // A commit whose answer was lost and that is sent again finds its own file there.
+        let meta = self.settle_write(remote, hash, commits, result).await?;
         if meta.xxhash3 != hash || meta.size != size {
             return Err(ClientError::HashMismatch {
                 path: remote.to_string(),
@@ -355,11 +406,8 @@ impl Client {
         remote: &str,
         hashed: mpsc::UnboundedReceiver<Hashed>,
         concurrency: usize,
+        progress: &Progress,
     ) -> Result<Vec<ChunkSpec>> {
-        let chunk_retry = RetryConfig {
-            max_retries: self.resilience.large.chunk_attempts.saturating_sub(1),
-            ..self.resilience.retry.clone()
-        };
         let (upload_tx, mut upload_rx) = mpsc::unbounded_channel::<Hashed>();
         let mut chunks = Vec::new();
         // Ids being sent by this upload: a chunk repeated in the file goes once.
@@ -369,7 +417,11 @@ impl Client {
             let mut answers = std::pin::pin!(batches(hashed)
                 .map(|batch| async move {
                     let ids: Vec<ChunkId> = batch.iter().map(|h| h.id).collect();
-                    let missing: HashSet<ChunkId> = self.missing_chunks(&ids).await?.into_iter().collect();
+                    let missing: HashSet<ChunkId> = self
+                        .call_progressing(progress, "missing_chunks", || self.missing_chunks_once(&ids))
+                        .await?
+                        .into_iter()
+                        .collect();
                     Ok::<_, ClientError>((batch, missing))
                 })
                 .buffered(QUERIES_IN_FLIGHT));
@@ -391,16 +443,27 @@ impl Client {
                 }
             }
             drop(upload_tx);
-            Ok(())
+            Ok::<(), ClientError>(())
         };
         let uploading = futures_util::stream::poll_fn(|cx| upload_rx.poll_recv(cx))
             .map(|h: Hashed| {
-                let chunk_retry = &chunk_retry;
                 async move {
-                    self.call_with(chunk_retry, "put_chunk", || {
-                        self.put_chunk_once(h.id, h.data.clone())
+                    let tries = std::sync::atomic::AtomicU32::new(0);
+                    self.call_progressing(progress, "put_chunk", || {
+                        let retry = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0;
+                        let data = h.data.clone();
+                        async move {
+                            // A retry first asks whether the chunk arrived and only its
+                            // answer was lost (the connection dropped after the last byte).
+                            if retry && self.missing_chunks_once(&[h.id]).await?.is_empty() {
+                                return Ok(());
+                            }
+                            self.put_chunk_once(h.id, data).await
+                        }
                     })
-                    .await
+                    .await?;
+                    progress.landed();
+                    Ok(())
                     // `h` is dropped here, giving its memory back to the reader.
                 }
             })

@@ -5,6 +5,7 @@
 use crate::error::{ClientError, Result};
 use rand::Rng;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -93,26 +94,50 @@ enum Inner {
     HalfOpen,
 }
 
+/// The breaker's state, and its failure generation: how many failures it has counted. A
+/// request is handed the generation current when it goes out (its [`Ticket`]); when it
+/// fails, its failure counts only if no other failure was counted since it went out.
+///
+/// This is how one dropped connection counts as one failure: the requests multiplexed on an
+/// HTTP/2 connection (or in flight on several connections to a server that just died) all
+/// went out before the first of them failed, so the first failure counts and the others,
+/// holding the same generation, are the same event. A request sent after a failure was
+/// counted (a retry, or the next call) holds the new generation, so consecutive failures
+/// of requests sent one after another each count, as before. The rule needs no clock, so
+/// it holds however fast the failures come and in paused test time.
+#[derive(Debug)]
+struct State {
+    inner: Inner,
+    generation: u64,
+}
+
+/// The failure generation a request went out in (see [`CircuitBreaker::allow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64);
+
 #[derive(Debug)]
 pub struct CircuitBreaker {
     config: BreakerConfig,
-    state: Mutex<Inner>,
+    state: Mutex<State>,
 }
 
 impl CircuitBreaker {
     pub fn new(config: BreakerConfig) -> Self {
         CircuitBreaker {
             config,
-            state: Mutex::new(Inner::Closed { failures: 0 }),
+            state: Mutex::new(State {
+                inner: Inner::Closed { failures: 0 },
+                generation: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn state(&self) -> BreakerState {
-        match *self.lock() {
+        match self.lock().inner {
             Inner::Closed { .. } => BreakerState::Closed,
             Inner::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
             Inner::Open { .. } => BreakerState::Open,
@@ -121,13 +146,16 @@ impl CircuitBreaker {
     }
 
     /// May a request go out now? An open circuit past its timeout lets exactly one probe.
-    pub fn allow(&self) -> Result<()> {
+    /// The ticket says which failure generation the request belongs to
+    /// ([`CircuitBreaker::record_failure_of`]).
+    pub fn allow(&self) -> Result<Ticket> {
         let mut s = self.lock();
-        match *s {
-            Inner::Closed { .. } => Ok(()),
+        let ticket = Ticket(s.generation);
+        match s.inner {
+            Inner::Closed { .. } => Ok(ticket),
             Inner::Open { until } if Instant::now() >= until => {
-                *s = Inner::HalfOpen;
-                Ok(())
+                s.inner = Inner::HalfOpen;
+                Ok(ticket)
             }
             Inner::Open { until } => Err(ClientError::CircuitOpen {
                 retry_in: until.saturating_duration_since(Instant::now()),
@@ -140,16 +168,32 @@ impl CircuitBreaker {
 
     /// The server answered (any status that is not a server failure).
     pub fn record_success(&self) {
-        *self.lock() = Inner::Closed { failures: 0 };
+        self.lock().inner = Inner::Closed { failures: 0 };
     }
 
-    /// A transient failure (connect error, timeout, 5xx, 429…).
+    /// A transient failure (connect error, timeout, 5xx…) that always counts.
     pub fn record_failure(&self) {
         let mut s = self.lock();
+        self.count_failure(&mut s);
+    }
+
+    /// A transient failure of the request holding `ticket`. Counts only if no failure was
+    /// counted since that request went out; returns whether it counted.
+    pub fn record_failure_of(&self, ticket: Ticket) -> bool {
+        let mut s = self.lock();
+        if ticket.0 < s.generation {
+            return false;
+        }
+        self.count_failure(&mut s);
+        true
+    }
+
+    fn count_failure(&self, s: &mut State) {
+        s.generation += 1;
         let open = Inner::Open {
             until: Instant::now() + self.config.recovery_timeout,
         };
-        *s = match *s {
+        s.inner = match s.inner {
             Inner::Closed { failures } if failures + 1 >= self.config.failure_threshold => open,
             Inner::Closed { failures } => Inner::Closed {
                 failures: failures + 1,
@@ -175,7 +219,7 @@ where
     let mut retries = 0u32;
     let mut hash_retries = 0u32;
     loop {
-        breaker.allow()?;
+        let ticket = breaker.allow()?;
         let err = match op().await {
             Ok(v) => {
                 breaker.record_success();
@@ -197,7 +241,7 @@ where
                 if e.is_rate_limited() {
                     breaker.record_success();
                 } else {
-                    breaker.record_failure();
+                    breaker.record_failure_of(ticket);
                 }
                 if retries >= retry.max_retries {
                     return Err(err);
@@ -223,6 +267,123 @@ where
             }
         };
         tracing::warn!(operation, attempt = retries, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// How far a multi-request operation (a chunked upload) has got: how many of its requests
+/// landed, and when the last one did. Its requests are retried for as long as this moves.
+#[derive(Debug)]
+pub struct Progress {
+    landed: AtomicU64,
+    last: Mutex<Instant>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            landed: AtomicU64::new(0),
+            last: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Progress {
+    /// One request of the operation landed.
+    pub fn landed(&self) {
+        self.landed.fetch_add(1, Ordering::SeqCst);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// Requests landed so far.
+    pub fn count(&self) -> u64 {
+        self.landed.load(Ordering::SeqCst)
+    }
+
+    /// Time since the last request landed (or since the operation started).
+    pub fn stalled_for(&self) -> Duration {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+}
+
+/// When a request retried while its operation makes progress gives up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StallLimit {
+    /// Attempts of one request with no request of the operation landing in between.
+    pub attempts: u32,
+    /// Time with no request of the operation landing.
+    pub timeout: Duration,
+}
+
+/// Runs one request of a multi-request operation (one chunk of an upload) until it lands,
+/// retrying transient failures for as long as the operation makes progress: the count of
+/// attempts starts again whenever the operation's `progress` moves (the caller marks what
+/// counts, e.g. a chunk stored; asking which chunks are missing does not), so
+/// a flaky link that drops a connection every few chunks never exhausts it. It gives up
+/// after `stall.attempts` attempts in a row with nothing landing in between, or when nothing
+/// landed for `stall.timeout`. An open circuit fails it at once, as in [`run`]: since a
+/// dropped connection counts once ([`Ticket`]), the circuit opens only after
+/// `failure_threshold` failures in a row of requests sent one after another, with no
+/// answer in between, which is an outage rather than a flaky link. Backoff and
+/// `Retry-After` are as in [`run`].
+pub async fn run_while_progressing<T, F, Fut>(
+    retry: &RetryConfig,
+    breaker: &CircuitBreaker,
+    stall: &StallLimit,
+    progress: &Progress,
+    operation: &str,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut seen = progress.count();
+    let mut stalled = 0u32;
+    loop {
+        let ticket = breaker.allow()?;
+        let err = match op().await {
+            Ok(v) => {
+                // The caller says whether this landing is progress (`Progress::landed`).
+                breaker.record_success();
+                return Ok(v);
+            }
+            Err(e) => e,
+        };
+        if !err.is_transient() {
+            if !matches!(err, ClientError::CircuitOpen { .. }) {
+                breaker.record_success();
+            }
+            return Err(err);
+        }
+        if err.is_rate_limited() {
+            breaker.record_success();
+        } else {
+            breaker.record_failure_of(ticket);
+        }
+        let now = progress.count();
+        if now != seen {
+            // Something landed since our last attempt: the link works, start counting again.
+            seen = now;
+            stalled = 0;
+        }
+        stalled += 1;
+        if stalled >= stall.attempts.max(1) || progress.stalled_for() >= stall.timeout {
+            tracing::warn!(operation, attempts = stalled, error = %err, "no progress, giving up");
+            return Err(err);
+        }
+        let delay = match err.retry_after() {
+            Some(d) => d.min(retry.max_delay),
+            None => {
+                let d = retry.backoff(stalled);
+                if retry.jitter {
+                    d.mul_f64(rand::rng().random_range(0.0..=1.0))
+                } else {
+                    d
+                }
+            }
+        };
+        tracing::warn!(operation, attempt = stalled, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
         tokio::time::sleep(delay).await;
     }
 }
@@ -304,7 +465,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
     use volebarn_core::ErrorCode;
 
     fn unavailable() -> ClientError {
@@ -487,6 +648,78 @@ mod tests {
         let (times, out) = attempts(&no_retry, &breaker, |_| None).await;
         assert_eq!((times.len(), out.expect("probe succeeds")), (1, 0));
         assert_eq!(breaker.state(), BreakerState::Closed, "a successful probe closes");
+    }
+
+    #[test]
+    fn requests_in_flight_together_fail_as_one() {
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 2,
+            ..BreakerConfig::default()
+        });
+        // Three streams on one connection; the connection drops and all three fail.
+        let streams: Vec<Ticket> = (0..3).map(|_| breaker.allow().expect("closed")).collect();
+        let counted: Vec<bool> = streams.iter().map(|t| breaker.record_failure_of(*t)).collect();
+        assert_eq!(counted, [true, false, false], "one drop, one failure");
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        // A retry goes out after the failure was counted: its failure is a new event.
+        let retry = breaker.allow().expect("closed");
+        assert!(breaker.record_failure_of(retry));
+        assert_eq!(breaker.state(), BreakerState::Open);
+    }
+
+    /// Runs one request through [`run_while_progressing`] whose attempts fail while `fail`
+    /// says so; `others_land(i)` says whether another request lands after failed attempt `i`.
+    async fn progressing(
+        stall: StallLimit,
+        fail: impl Fn(u32) -> bool,
+        others_land: impl Fn(u32) -> bool,
+    ) -> (u32, Result<u32>) {
+        // Only the stall limit ends it here (the chunks landing elsewhere would close the
+        // breaker each time; this test has no such requests).
+        let breaker = CircuitBreaker::new(BreakerConfig {
+            failure_threshold: 1000,
+            ..BreakerConfig::default()
+        });
+        let progress = Progress::default();
+        let n = AtomicU32::new(0);
+        let out = run_while_progressing(&exact(), &breaker, &stall, &progress, "test", || {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            let failed = fail(i);
+            if failed && others_land(i) {
+                progress.landed();
+            }
+            let r = if failed { Err(unavailable()) } else { Ok(i) };
+            async move { r }
+        })
+        .await;
+        (n.load(Ordering::SeqCst), out)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_go_on_while_other_requests_land_and_stop_when_nothing_does() {
+        let stall = StallLimit {
+            attempts: 3,
+            timeout: Duration::from_secs(3600),
+        };
+        // Fails 20 times, but something else lands after every failure: never gives up.
+        let (n, out) = progressing(stall.clone(), |i| i < 20, |_| true).await;
+        assert_eq!((n, out.expect("lands on attempt 21")), (21, 20));
+        // Nothing else lands: three attempts in a row without progress, then the error.
+        let (n, out) = progressing(stall.clone(), |_| true, |_| false).await;
+        assert_eq!(n, 3);
+        assert_eq!(out.unwrap_err().status(), Some(503));
+        // Something lands during the 2nd attempt: the count starts again there, 1 + 3 attempts.
+        let (n, _) = progressing(stall, |_| true, |i| i == 1).await;
+        assert_eq!(n, 4);
+        // A time budget: with backoff 1, 2, 4, 8… s and 10 s without progress allowed, the
+        // attempts at 0, 1, 3, 7 s fail and the one failing at 15 s is the last.
+        let timed = StallLimit {
+            attempts: 100,
+            timeout: Duration::from_secs(10),
+        };
+        let (n, out) = progressing(timed, |_| true, |_| false).await;
+        assert_eq!(n, 5);
+        assert!(out.is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -156,3 +156,69 @@ async fn a_truncated_download_is_fetched_again_and_verified() {
     assert_eq!(std::fs::read(&target).expect("read"), content.as_ref());
     srv.shutdown().await;
 }
+
+/// A chunked upload over a link that drops its first `n` connections, each once `AFTER`
+/// bytes went up on it (connections the client opens and drops unused do not count) (all chunks in flight on it fail together), for n = 1..=5: every upload
+/// completes with the file's hash, reads back, and the bytes that crossed the link stay
+/// under 1.3× the file (only what was in flight at a drop travels twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_survives_up_to_five_dropped_connections() {
+    // What travels twice at a drop is what was in flight on the connection: up to 3 chunks of
+    // at most 4 MiB, about 2 MiB on average. 64 MiB keeps five drops clearly under 1.3× (at
+    // 48 MiB one run in a few came within 1 % of it) and takes about a second.
+    const SIZE: u64 = 64 << 20;
+    const AFTER: u64 = 8 << 20;
+    let srv = TestServer::start_with(|cfg| cfg.max_file_size = 1 << 30).await;
+    let direct = client(&srv, None, RetryConfig::none());
+    for n in 1..=5usize {
+        // A file of its own per case, so no chunk is already on the server.
+        let name = format!("drop{n}.bin");
+        let file = srv.dir.path().join(&name);
+        let hash = volebarn_testkit::write_pseudo_random(&file, SIZE, 1000 + n as u64);
+        let proxy = srv
+            .proxy(Fault::CutTimes {
+                times: n,
+                after: AFTER,
+                direction: Direction::Up,
+            })
+            .await;
+        let c = srv.client_via(&proxy, |cfg| {
+            cfg.retry = quick();
+            cfg.read_timeout = Duration::from_secs(30);
+        });
+        let started = std::time::Instant::now();
+        let meta = c
+            .upload_path(&name, &file, false)
+            .await
+            .unwrap_or_else(|e| panic!("{n} drops: {e}"));
+        let took = started.elapsed();
+        assert_eq!((meta.size, meta.xxhash3), (SIZE, hash), "{n} drops");
+        let line = format!(
+            "{n} drops: {} bytes up ({:.3}× the file), {} connections, {} cut, {:.1} s",
+            proxy.sent(),
+            proxy.sent() as f64 / SIZE as f64,
+            proxy.connections(),
+            proxy.faulted(),
+            took.as_secs_f64()
+        );
+        println!("{line}");
+        assert_eq!(proxy.faulted(), n, "all {n} connections were cut: {line}");
+        assert_eq!(
+            c.health().breaker,
+            BreakerState::Closed,
+            "{n} drops never looked like an outage"
+        );
+        let back = srv.dir.path().join(format!("{name}.back"));
+        assert_eq!(
+            direct.download_to(&name, &back).await.expect("read back"),
+            hash,
+            "{n} drops"
+        );
+        let sent = proxy.sent();
+        let ratio = sent as f64 / SIZE as f64;
+        assert!(ratio < 1.3, "{n} drops sent {ratio:.3}× the file");
+        let _ = std::fs::remove_file(&back);
+        let _ = std::fs::remove_file(&file);
+    }
+    srv.shutdown().await;
+}

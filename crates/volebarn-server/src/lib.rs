@@ -151,12 +151,27 @@ pub async fn prepare(cfg: &ServerConfig) -> anyhow::Result<Prepared> {
         }
         TlsMode::Files { cert, key } => (Some(tls::server_config(cert, key)?), None),
     };
-    let app = api::router(api::AppState::new(
-        service.clone(),
-        token.clone(),
-        Some(cfg.data_dir.clone()),
-        cfg.limits.clone(),
-    ));
+    // The local stores whose free space the disk guard watches (api::space).
+    let mut local_stores = Vec::new();
+    match &cfg.meta {
+        None => local_stores.push(cfg.data_dir.join("meta")),
+        Some(MetaBackend::Rocks(dir)) => local_stores.push(dir.clone()),
+        Some(MetaBackend::Postgres(_)) => {}
+    }
+    match &cfg.chunks {
+        None => local_stores.push(cfg.data_dir.join("chunks")),
+        Some(ChunkBackend::Fs(dir)) => local_stores.push(dir.clone()),
+        Some(ChunkBackend::S3(_)) => {}
+    }
+    let app = api::router(
+        api::AppState::new(
+            service.clone(),
+            token.clone(),
+            Some(cfg.data_dir.clone()),
+            cfg.limits.clone(),
+        )
+        .with_local_stores(local_stores),
+    );
     Ok(Prepared {
         app,
         service,

@@ -46,6 +46,15 @@ pub enum Fault {
         after: u64,
         direction: Direction,
     },
+    /// Connections are cut once `after` bytes went `direction` on them, until `times`
+    /// connections have been cut; after that everything flows. Unlike [`Fault::Cut`] it
+    /// counts only connections that carried `after` bytes, so connections a client opens
+    /// and drops unused (an HTTP client racing a spare connection) do not use up a cut.
+    CutTimes {
+        times: usize,
+        after: u64,
+        direction: Direction,
+    },
     /// On each of the first `first` connections bytes flow both ways until `landed` holds;
     /// then the connection is dropped before another byte reaches the client: the request
     /// took effect, its answer never arrives. `landed` is checked before each piece of the
@@ -79,6 +88,8 @@ struct Shared {
     received: AtomicU64,
     connections: AtomicUsize,
     faulted: AtomicUsize,
+    /// Connections cut by [`Fault::CutTimes`] so far.
+    cuts: AtomicUsize,
     /// Cancelled when the link dies ([`Fault::DieAfterSent`]) or the proxy is dropped; each
     /// connection's own token is a child of it.
     dead: CancellationToken,
@@ -105,6 +116,7 @@ impl FaultProxy {
             received: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             faulted: AtomicUsize::new(0),
+            cuts: AtomicUsize::new(0),
             dead: CancellationToken::new(),
         });
         let accepting = shared.clone();
@@ -254,6 +266,24 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, dir: Direction, c
             } if conn.index < *first && dir == *direction => {
                 let left = after.saturating_sub(passed);
                 if n as u64 >= left {
+                    deliver = left as usize; // < n, so it fits
+                    then_cut = true;
+                }
+            }
+            Fault::CutTimes {
+                times,
+                after,
+                direction,
+            } if dir == *direction => {
+                let left = after.saturating_sub(passed);
+                if n as u64 >= left
+                    && shared
+                        .cuts
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                            (c < *times).then_some(c + 1)
+                        })
+                        .is_ok()
+                {
                     deliver = left as usize; // < n, so it fits
                     then_cut = true;
                 }

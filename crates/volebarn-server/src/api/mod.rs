@@ -13,6 +13,7 @@ pub mod limits;
 mod metrics;
 mod namespace;
 pub mod openapi;
+pub mod space;
 mod versions;
 
 use crate::error::ServiceError;
@@ -36,6 +37,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub limits: Arc<limits::Limits>,
     dav: Arc<dav_server::DavHandler<dav::DavRequest>>,
+    /// Directories of the local stores (RocksDB, chunk directory) whose free space the
+    /// disk guard watches ([`space`]); empty when everything is remote.
+    local_stores: Arc<Vec<std::path::PathBuf>>,
 }
 
 impl AppState {
@@ -52,12 +56,20 @@ impl AppState {
             token: Arc::new(token),
             metrics: Arc::new(metrics::Metrics::default()),
             limits: Arc::new(limits::Limits::new(limits)),
+            local_stores: Arc::new(Vec::new()),
         }
     }
 
     /// Largest JSON request body: [`MAX_JSON_BODY`], or less under `--max-request-size`.
     pub(crate) fn json_limit(&self) -> usize {
         usize::try_from(self.limits.max_request_size()).map_or(MAX_JSON_BODY, |n| n.min(MAX_JSON_BODY))
+    }
+
+    /// Watches the free space of these directories: writes get 507 while one of them has
+    /// less than its reserve free ([`space`]).
+    pub fn with_local_stores(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.local_stores = Arc::new(dirs);
+        self
     }
 }
 
@@ -120,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(admin::no_route)
         .method_not_allowed_fallback(admin::method_not_allowed)
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(state.clone(), space::guard))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
         .layer(middleware::from_fn(drain::deliver_early_answers))

@@ -37,10 +37,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// True when the failure means the disk is full (answered as 507).
+    /// True when the failure means the disk is full (answered as 507): `ENOSPC` or `EDQUOT`
+    /// from the filesystem, or a database reporting the same (RocksDB and PostgreSQL pass the
+    /// OS message on: "No space left on device", "Disk quota exceeded").
     pub fn is_disk_full(&self) -> bool {
-        matches!(self, StorageError::Io(e)
-            if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+        match self {
+            StorageError::Io(e) => matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            StorageError::Db(msg) => {
+                msg.contains("No space left on device") || msg.contains("Disk quota exceeded")
+            }
+            _ => false,
+        }
     }
 }
 
