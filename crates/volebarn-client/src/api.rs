@@ -30,6 +30,18 @@ impl Attempts {
     }
 }
 
+/// One attempt of a request, counted in the metrics (with its duration when `timed`).
+async fn counted<T>(
+    metrics: &crate::metrics::Metrics,
+    timed: bool,
+    attempt: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let start = std::time::Instant::now();
+    let r = attempt.await;
+    metrics.attempt(timed.then(|| start.elapsed()), r.as_ref().err());
+    r
+}
+
 fn code_is(e: &ClientError, codes: &[ErrorCode]) -> bool {
     e.error_code().is_some_and(|c| codes.contains(&c))
 }
@@ -58,15 +70,7 @@ impl Client {
         let metrics = &self.resilience.metrics;
         // A long-poll waits on purpose: its time says nothing about the server's speed.
         let timed = operation != "changes";
-        let counted = || {
-            let attempt = op();
-            async move {
-                let start = std::time::Instant::now();
-                let r = attempt.await;
-                metrics.attempt(timed.then(|| start.elapsed()), r.as_ref().err());
-                r
-            }
-        };
+        let counted = || counted(metrics, timed, op());
         crate::resilience::run(retry, &self.resilience.breaker, operation, counted).await
     }
 
@@ -83,15 +87,7 @@ impl Client {
         Fut: Future<Output = Result<T>>,
     {
         let metrics = &self.resilience.metrics;
-        let counted = || {
-            let attempt = op();
-            async move {
-                let start = std::time::Instant::now();
-                let r = attempt.await;
-                metrics.attempt(Some(start.elapsed()), r.as_ref().err());
-                r
-            }
-        };
+        let counted = || counted(metrics, true, op());
         let large = &self.resilience.large;
         let stall = crate::resilience::StallLimit {
             attempts: large.chunk_attempts,

@@ -214,11 +214,15 @@ pub async fn serve(
                 shutdown.await;
                 h.graceful_shutdown(Some(DRAIN_TIMEOUT));
             });
-            let mut server = axum_server::from_tcp_rustls(
-                listener,
+            // TCP_NODELAY: without it a small answer written in two parts (TLS records,
+            // headers then body) waits for the client's delayed ACK, ~40 ms a request.
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
                 axum_server::tls_rustls::RustlsConfig::from_config(tls),
             )
-            .handle(handle);
+            .acceptor(axum_server::accept::NoDelayAcceptor::new());
+            let mut server = axum_server::Server::from_tcp(listener)
+                .acceptor(acceptor)
+                .handle(handle);
             // Large HTTP/2 windows: fast big uploads, and room for the many small DATA frames
             // a multipart body of small files arrives in (h2 refuses a connection whose
             // buffered small frames exceed half its window).
@@ -233,7 +237,12 @@ pub async fn serve(
                 .context("serving HTTPS")
         }
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let listener =
+                axum::serve::ListenerExt::tap_io(tokio::net::TcpListener::from_std(listener)?, |tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::warn!(error = %e, "could not set TCP_NODELAY");
+                    }
+                });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -14,7 +14,7 @@ use std::process::Command;
 use volebarn_client::{Client, ClientError, ErrorCode, FileUpload, RetryConfig, Xxh3};
 use volebarn_core::types::{ChunkSpec, ChunkedCommit};
 use volebarn_core::ChunkId;
-use volebarn_testkit::{pseudo_random, TestServer};
+use volebarn_testkit::{curl_post, pseudo_random, TestServer};
 
 const MIB: u64 = 1 << 20;
 
@@ -238,7 +238,25 @@ async fn a_full_disk_answers_507_everywhere_and_recovers_once_space_is_freed() {
         .await
         .expect("mkcol");
     assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE, "WebDAV MKCOL");
-    for p in ["committed.bin", "moved.txt", "copied.txt", "tiny.txt"] {
+    // A real curl gets the 507 body before it has sent its 8 MiB, over both protocols.
+    let outside = tempfile::tempdir().expect("tempdir");
+    let body = outside.path().join("big.bin");
+    std::fs::write(&body, &big).expect("write");
+    for proto in ["--http2", "--http1.1"] {
+        let (status, op) = curl_post(&t, proto, t.token(), "/files/curl-big.bin", &body, &[]).await;
+        assert_eq!(
+            (status, op.error_code),
+            (507, ErrorCode::InsufficientStorage),
+            "curl {proto}"
+        );
+    }
+    for p in [
+        "committed.bin",
+        "moved.txt",
+        "copied.txt",
+        "tiny.txt",
+        "curl-big.bin",
+    ] {
         absent(&c, p).await;
     }
     reads_go_on(&c, &old).await;

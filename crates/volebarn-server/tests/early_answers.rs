@@ -1,40 +1,10 @@
-//! An answer given before the request body was read (401, 413, 409) reaches a real `curl`
-//! over HTTP/2 and HTTP/1.1 — the body is an `OperationError`, not a framing error — and
-//! nothing is written.
+//! An answer given before the request body was read (401, 413, 409) or after it (400
+//! `hash_mismatch`) reaches a real `curl` over HTTP/2 and HTTP/1.1 — the body is an
+//! `OperationError`, not a framing error — and nothing is written. (507 before the body:
+//! `tests/disk_full.rs`.)
 
-use std::process::Command;
-use volebarn_core::{ErrorCode, OperationError};
-use volebarn_testkit::TestServer;
-
-/// `curl` sending `body` with `--data-binary`: the status and the `OperationError` it printed.
-/// (On a blocking thread: the server runs on this test's runtime.)
-async fn curl(
-    t: &TestServer,
-    proto: &str,
-    token: &str,
-    path: &str,
-    body: &std::path::Path,
-) -> (u16, OperationError) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "120", proto, "--cacert"])
-        .arg(t.ca_cert())
-        .args(["-H", &format!("Authorization: Bearer {token}"), "--data-binary"])
-        .arg(format!("@{}", body.display()))
-        .args(["-w", "\n%{http_code}", &t.url(path)]);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("curl thread")
-        .expect("curl is installed (make test installs it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "curl {proto} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (json, status) = stdout.rsplit_once('\n').expect("status line");
-    let op = serde_json::from_str(json).unwrap_or_else(|e| panic!("not an OperationError ({e}): {json}"));
-    (status.parse().expect("status"), op)
-}
+use volebarn_core::ErrorCode;
+use volebarn_testkit::{curl_post as curl, TestServer};
 
 #[tokio::test]
 async fn early_answers_reach_curl_over_http2_and_http11() {
@@ -49,22 +19,38 @@ async fn early_answers_reach_curl_over_http2_and_http11() {
     let fits = t.dir.path().join("fits.bin");
     std::fs::write(&fits, volebarn_testkit::pseudo_random(24 << 20, 4)).expect("write");
     for proto in ["--http2", "--http1.1"] {
-        let (status, op) = curl(&t, proto, t.token(), "/files/too-big.bin", &big).await;
+        let (status, op) = curl(&t, proto, t.token(), "/files/too-big.bin", &big, &[]).await;
         assert_eq!(
             (status, op.error_code),
             (413, ErrorCode::PayloadTooLarge),
             "{proto}"
         );
-        let (status, op) = curl(&t, proto, "wrong", "/files/guess.bin", &big).await;
+        let (status, op) = curl(&t, proto, "wrong", "/files/guess.bin", &big, &[]).await;
         assert_eq!((status, op.error_code), (401, ErrorCode::Unauthorized), "{proto}");
-        let (status, op) = curl(&t, proto, t.token(), "/files/a-file/under-a-file.bin", &fits).await;
+        let (status, op) = curl(&t, proto, t.token(), "/files/a-file/under-a-file.bin", &fits, &[]).await;
         assert_eq!(
             (status, op.error_code),
             (409, ErrorCode::NotADirectory),
             "{proto}"
         );
+        // The whole body read, then refused: it is not what the sender said it hashed to.
+        let (status, op) = curl(
+            &t,
+            proto,
+            t.token(),
+            "/files/wrong-hash.bin",
+            &fits,
+            &["X-File-Hash: 0123456789abcdef"],
+        )
+        .await;
+        assert_eq!((status, op.error_code), (400, ErrorCode::HashMismatch), "{proto}");
     }
-    for path in ["too-big.bin", "guess.bin", "a-file/under-a-file.bin"] {
+    for path in [
+        "too-big.bin",
+        "guess.bin",
+        "a-file/under-a-file.bin",
+        "wrong-hash.bin",
+    ] {
         assert!(
             matches!(
                 t.client.get_file_metadata(path).await,

@@ -33,6 +33,40 @@ pub use tree::{
     write, write_pseudo_random, write_tree, PseudoRandom,
 };
 
+/// A real `curl` (`proto`: `--http2` or `--http1.1`) POSTing the file `body` with
+/// `--data-binary` and extra `headers`: the status and the `OperationError` it printed. Runs on a
+/// blocking thread, as the server runs on the test's runtime.
+pub async fn curl_post(
+    t: &TestServer,
+    proto: &str,
+    token: &str,
+    path: &str,
+    body: &std::path::Path,
+    headers: &[&str],
+) -> (u16, volebarn_core::OperationError) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "120", proto, "--cacert"])
+        .arg(t.ca_cert())
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(headers.iter().flat_map(|h| ["-H", h]))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .args(["-w", "\n%{http_code}", &t.url(path)]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("curl thread")
+        .expect("curl is installed (make test installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl {proto} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (json, status) = stdout.rsplit_once('\n').expect("status line");
+    let op = serde_json::from_str(json).unwrap_or_else(|e| panic!("not an OperationError ({e}): {json}"));
+    (status.parse().expect("status"), op)
+}
+
 /// The status and `OperationError` body of an error response; panics, showing the body, when
 /// the body is not an `OperationError`.
 pub async fn operation_error(resp: reqwest::Response) -> (u16, volebarn_core::OperationError) {
