@@ -2,18 +2,22 @@
 //! debounced), whenever the server's journal moves (`/changes` long-poll), and every
 //! `poll_interval` regardless, to catch anything a watcher can miss (overflowed event queues,
 //! network filesystems). Passes never overlap; wake-ups that arrive during one are merged.
+//! A pass after a local event scans only the paths notify reported (and what the server
+//! changed); the periodic pass, and any pass after the watcher lost events, scans everything.
 //! A `volebarn sync` run meanwhile cannot open the index; it leaves a request in `.volebarn/`
 //! instead, which wakes the watch for a pass with the sync's options (`--force`, `--dry-run`),
 //! and gets that pass's report back (see `state::PassRequest`).
 
 use notify::RecursiveMode;
 use notify_debouncer_full::DebounceEventResult;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use volebarn_client::{Client, ErrorCode};
-use volebarn_sync::engine::{Engine, PassOptions, PassReport};
+use volebarn_sync::engine::{Engine, PassOptions, PassReport, Scope};
 use volebarn_sync::rules;
 use volebarn_sync::state;
 
@@ -22,6 +26,29 @@ enum Wake {
     Local,
     Remote,
     Request,
+}
+
+/// Paths notify reported since the last pass; more than this and the pass scans in full.
+const MAX_DIRTY: usize = 10_000;
+
+/// What changed locally since the last pass, as notify reported it.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Events were lost (or too many paths): scan everything.
+    full: bool,
+    paths: BTreeSet<String>,
+}
+
+impl Dirty {
+    /// The scope of the next pass, leaving nothing behind.
+    fn take(&mut self) -> Scope {
+        let paths = std::mem::take(&mut self.paths);
+        if std::mem::take(&mut self.full) {
+            Scope::Full
+        } else {
+            Scope::Paths(paths)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,14 +72,27 @@ pub async fn run(
     let defaults = rules::defaults(&root);
     let tx_local = tx.clone();
     let watched_root = root.clone();
+    let dirty = Arc::new(Mutex::new(Dirty::default()));
+    let dirty_in = dirty.clone();
     let mut debouncer =
         notify_debouncer_full::new_debouncer(opts.debounce, None, move |res: DebounceEventResult| {
             let paths = || res.iter().flatten().flat_map(|e| e.paths.iter());
             if paths().any(|p| state::is_request(&watched_root, p)) {
                 let _ = tx_local.try_send(Wake::Request);
             }
-            // Lost or overflowed events: rescan to be sure.
-            if res.is_err() || paths().any(|p| matters(&watched_root, &defaults, p)) {
+            let changed: Vec<String> = paths()
+                .filter_map(|p| relevant(&watched_root, &defaults, p))
+                .collect();
+            if res.is_err() || !changed.is_empty() {
+                let mut d = dirty_in.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Lost or overflowed events (or the root itself changed): rescan to be sure.
+                d.full |= res.is_err() || changed.iter().any(String::is_empty);
+                d.paths.extend(changed);
+                if d.paths.len() > MAX_DIRTY {
+                    d.full = true;
+                    d.paths.clear();
+                }
+                drop(d);
                 let _ = tx_local.try_send(Wake::Local);
             }
         })?;
@@ -69,6 +109,7 @@ pub async fn run(
     tick.tick().await;
     tokio::pin!(shutdown);
     loop {
+        let mut periodic = false;
         tokio::select! {
             () = &mut shutdown => break,
             w = rx.recv() => {
@@ -77,11 +118,16 @@ pub async fn run(
                 }
                 while rx.try_recv().is_ok() {}
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => periodic = true,
         }
         let requests = state::take_requests(&root);
         if requests.is_empty() {
-            match engine.pass(PassOptions::default()).await {
+            let scope = dirty
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            let scope = if periodic { Scope::Full } else { scope };
+            match engine.pass_scoped(PassOptions::default(), scope).await {
                 Ok(report) => on_pass(&report),
                 Err(e) => tracing::error!(error = %crate::chain(&e), "sync pass failed"),
             }
@@ -108,13 +154,12 @@ pub async fn run(
     Ok(())
 }
 
-/// Whether an event on `path` can change what is synced.
-fn matters(root: &Path, defaults: &ignore::gitignore::Gitignore, path: &Path) -> bool {
-    let Ok(rel) = path.strip_prefix(root) else {
-        return false;
-    };
+/// The relative path of an event on `path` when it can change what is synced (`""`: the
+/// folder itself).
+fn relevant(root: &Path, defaults: &ignore::gitignore::Gitignore, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
     let rel = rel.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
-    !rel.is_empty() && !rules::ignored_by_default(defaults, root, &rel, false)
+    (rel.is_empty() || !rules::ignored_by_default(defaults, root, &rel, false)).then_some(rel)
 }
 
 /// Long-polls `/changes` and wakes the engine when the journal moves. Starts from the engine's

@@ -81,6 +81,26 @@ pub struct PassReport {
     /// Files whose content the scan read, and how many bytes.
     pub hashed: u64,
     pub bytes_read: u64,
+    /// Files the scan looked at: the whole folder, or only the changed paths of a
+    /// [`Scope::Paths`] pass.
+    #[serde(default)]
+    pub examined: u64,
+    /// True when the pass scanned the whole folder.
+    #[serde(default)]
+    pub full_scan: bool,
+}
+
+/// What of the folder a pass scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every file (what `volebarn sync` does, and the watch loop's periodic safety net).
+    Full,
+    /// Only these paths (relative, `/`-separated; a directory stands for everything below
+    /// it) and the paths the server changed since the last pass; the rest of the folder is
+    /// taken as the previous pass left it. For a watcher that lost no event: the engine
+    /// scans in full anyway on its first pass, after the server's tree was re-listed, and when
+    /// a path is the root.
+    Paths(BTreeSet<String>),
 }
 
 #[derive(Debug, Default, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -166,6 +186,14 @@ pub struct Engine {
     pass_start: (std::time::Instant, TransferMetrics),
     /// What the last persisted pass wrote to `status.json` (this engine is its only writer).
     status: StatusFile,
+    /// The folder as the last pass saw it, for a [`Scope::Paths`] pass to start from.
+    last_scan: Option<Scan>,
+    /// Paths to scan again next pass whatever the caller says: what the server changed since
+    /// the last pass, and what the last pass itself wrote in the folder.
+    touched: BTreeSet<String>,
+    /// The server's tree was listed afresh (first pass, trimmed journal, a move): which paths
+    /// changed is unknown, so the next pass scans in full.
+    relisted: bool,
 }
 
 impl Engine {
@@ -190,6 +218,9 @@ impl Engine {
             progress: None,
             pass_start: (std::time::Instant::now(), TransferMetrics::default()),
             status: state::read_status(root).ok().flatten().unwrap_or_default(),
+            last_scan: None,
+            touched: BTreeSet::new(),
+            relisted: false,
         })
     }
 
@@ -250,6 +281,7 @@ impl Engine {
                     }
                 }
                 self.remote = m;
+                self.relisted = true;
                 return Ok(());
             };
             let resp = match self.client.changes(cursor, 0).await {
@@ -264,6 +296,9 @@ impl Engine {
                 return Ok(());
             }
             for c in &resp.changes {
+                if !self.echo_of_ours(c) {
+                    self.touched.insert(c.path.clone());
+                }
                 match c.kind {
                     ChangeKind::Put | ChangeKind::Mkdir => match &c.metadata {
                         Some(m) if m.is_directory => {
@@ -299,9 +334,35 @@ impl Engine {
         }
     }
 
+    /// True when a journal entry only reports what the folder already holds as its base (this
+    /// engine's own upload, or a deletion of what it no longer tracks): nothing to scan for.
+    fn echo_of_ours(&self, c: &volebarn_client::ChangeEntry) -> bool {
+        let entry = self.index.entries.get(&c.path);
+        match (c.kind, &c.metadata) {
+            (ChangeKind::Put, Some(m)) if !m.is_directory => entry
+                .and_then(|e| e.base)
+                .is_some_and(|b| b.rev == m.rev && b.xxh3 == m.xxhash3.0),
+            (ChangeKind::Delete, _) => {
+                entry.is_none()
+                    && !self
+                        .index
+                        .entries
+                        .range::<String, _>((std::ops::Bound::Excluded(&c.path), std::ops::Bound::Unbounded))
+                        .next()
+                        .is_some_and(|(k, _)| is_under(k, &c.path))
+            }
+            _ => false,
+        }
+    }
+
     /// One full pass. Errors on single paths are in the report; an `Err` means the pass could
     /// not run at all (e.g. the index could not be written).
     pub async fn pass(&mut self, opts: PassOptions) -> Result<PassReport> {
+        self.pass_scoped(opts, Scope::Full).await
+    }
+
+    /// One pass that scans only what `scope` says might have changed (see [`Scope`]).
+    pub async fn pass_scoped(&mut self, opts: PassOptions, scope: Scope) -> Result<PassReport> {
         self.pass_start = (std::time::Instant::now(), self.client.metrics());
         let mut report = PassReport::default();
         if !self.root.is_dir() {
@@ -336,11 +397,45 @@ impl Engine {
 
         let root = self.root.clone();
         let previous = self.index.entries.clone();
-        let sc: Scan = tokio::task::spawn_blocking(move || scan::scan(&root, &previous))
-            .await
-            .map_err(|e| SyncError::Scan(e.to_string()))?;
+        // Taken out: a pass that fails on the way leaves none, and the next one scans in full.
+        let partial = match (scope, self.last_scan.take()) {
+            (Scope::Paths(paths), Some(last)) if !self.relisted => {
+                let mut dirty = std::mem::take(&mut self.touched);
+                // A changed ignore file changes what is synced below its directory.
+                dirty.extend(paths.into_iter().map(|p| match p.rsplit_once('/') {
+                    Some((dir, name)) if name == crate::rules::IGNORE_FILE => dir.to_string(),
+                    None if p == crate::rules::IGNORE_FILE => String::new(),
+                    _ => p,
+                }));
+                (!dirty.contains("")).then_some((last, dirty))
+            }
+            _ => None,
+        };
+        self.relisted = false;
+        self.touched.clear();
+        let (sc, full_scan): (Scan, bool) = tokio::task::spawn_blocking(move || match partial {
+            Some((last, dirty)) => {
+                let sc = scan::rescan(&root, &last, &dirty, &previous);
+                // Something synced is gone (deleted or renamed): the safety rails weigh
+                // deletions against the whole folder, and a batch of them may have been
+                // reported in parts, so this pass looks at all of it.
+                let gone = previous
+                    .iter()
+                    .any(|(p, e)| e.base.is_some() && !sc.files.contains_key(p) && !sc.is_skipped(p));
+                if gone {
+                    (scan::scan(&root, &previous), true)
+                } else {
+                    (sc, false)
+                }
+            }
+            None => (scan::scan(&root, &previous), true),
+        })
+        .await
+        .map_err(|e| SyncError::Scan(e.to_string()))?;
+        report.full_scan = full_scan;
         report.hashed = sc.hashed;
         report.bytes_read = sc.bytes_read;
+        report.examined = sc.examined;
         report.problems.extend(sc.problems.iter().cloned());
 
         if let Err(e) = online {
@@ -353,6 +448,7 @@ impl Engine {
             report.pending = Pending::of(&plan);
             report.plan = Some(plan);
             self.persist(&sc, &base, &BTreeSet::new(), &report)?;
+            self.last_scan = Some(sc);
             return Ok(report);
         }
 
@@ -373,6 +469,7 @@ impl Engine {
         if opts.dry_run {
             report.moved = report.pending.moves.clone();
             report.plan = Some(plan);
+            self.last_scan = Some(sc);
             return Ok(report);
         }
 
@@ -401,6 +498,21 @@ impl Engine {
         report.manual_conflicts = self.record_conflicts(&report.result)?;
         let held: BTreeSet<String> = plan.held_deletions.into_iter().collect();
         self.persist(&sc, &base, &held, &report)?;
+        // What this pass wrote in the folder is scanned again by the next one.
+        let r = &report.result;
+        self.touched.extend(
+            r.downloaded
+                .iter()
+                .chain(&r.deleted_local)
+                .chain(&r.created_dirs)
+                .chain(&r.conflicts_resolved)
+                .chain(&r.conflicts)
+                .chain(r.conflict_copies.iter().map(|c| &c.copy))
+                .chain(&report.dirs_deleted_local)
+                .chain(report.moved.iter().flat_map(|(from, to)| [from, to]))
+                .cloned(),
+        );
+        self.last_scan = Some(sc);
         Ok(report)
     }
 

@@ -21,7 +21,7 @@ const SETTLE_ATTEMPTS: u32 = 3;
 /// by the next scan, which reads it once more (git's "racily clean" rule).
 const RACY_NANOS: i64 = 2_000_000_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Scan {
     /// Files with their stat and content hash.
     pub files: BTreeMap<String, Stat>,
@@ -37,6 +37,9 @@ pub struct Scan {
     /// Files whose content was read this scan, and the bytes read.
     pub hashed: u64,
     pub bytes_read: u64,
+    /// Files this scan looked at (stat): the whole folder, or the changed paths of a partial
+    /// rescan ([`rescan`]).
+    pub examined: u64,
 }
 
 impl Scan {
@@ -197,6 +200,7 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
         } else if ft.is_dir() {
             out.dirs.insert(rel);
         } else if ft.is_file() {
+            out.examined += 1;
             match entry.metadata() {
                 Ok(m) => match previous.get(&rel).and_then(|e| e.local) {
                     Some(s) if same_stat(&s, &m) => {
@@ -213,6 +217,50 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
         }
     }
     hash_all(to_hash, &mut out);
+    out
+}
+
+/// `last` (the folder as an earlier scan saw it) with only the `dirty` paths scanned again:
+/// everything at or below each of them is dropped from `last` and read afresh by
+/// [`scan_under`], so a path created, changed, renamed or deleted since is as a full scan
+/// would see it. Paths not in `dirty` are taken from `last` unread: the caller vouches that
+/// nothing else changed (a watcher that lost no event).
+pub fn rescan(
+    root: &Path,
+    last: &Scan,
+    dirty: &BTreeSet<String>,
+    previous: &BTreeMap<String, Entry>,
+) -> Scan {
+    let mut out = Scan {
+        files: last.files.clone(),
+        remember: last.remember.clone(),
+        dirs: last.dirs.clone(),
+        skipped: last.skipped.clone(),
+        skipped_dirs: last.skipped_dirs.clone(),
+        ..Scan::default()
+    };
+    // Only the outermost dirty paths: one below another is read with it.
+    let outermost: Vec<&String> = dirty
+        .iter()
+        .filter(|d| !dirty.iter().any(|o| o != *d && covers(o, d)))
+        .collect();
+    for d in outermost {
+        out.files.retain(|p, _| !covers(d, p));
+        out.remember.retain(|p, _| !covers(d, p));
+        out.dirs.retain(|p| !covers(d, p));
+        out.skipped.retain(|p| !covers(d, p));
+        out.skipped_dirs.retain(|p| !covers(d, p));
+        let part = scan_under(root, d, previous);
+        out.files.extend(part.files);
+        out.remember.extend(part.remember);
+        out.dirs.extend(part.dirs);
+        out.skipped.extend(part.skipped);
+        out.skipped_dirs.extend(part.skipped_dirs);
+        out.problems.extend(part.problems);
+        out.hashed += part.hashed;
+        out.bytes_read += part.bytes_read;
+        out.examined += part.examined;
+    }
     out
 }
 

@@ -1,0 +1,115 @@
+//! Scoped passes (what `volebarn watch` runs after a notify event): only the reported paths
+//! and what the server changed are scanned; the rest of the folder is taken as the last pass
+//! left it, and the periodic full pass is the safety net.
+
+use bytes::Bytes;
+use std::collections::BTreeSet;
+use volebarn_client::ConflictStrategy;
+use volebarn_sync::{PassOptions, Scope};
+use volebarn_testkit::{age, server_tree, tree, write, TestServer};
+
+fn paths(p: &[&str]) -> Scope {
+    Scope::Paths(p.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_pass_scans_only_what_changed_and_never_loses_a_local_edit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    for i in 0..200 {
+        write(
+            &a,
+            &format!("d{}/f{i}.txt", i % 10),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    age(&a);
+    let mut engine = srv.engine(&a, ConflictStrategy::PreferNewer);
+    // The first pass scans everything, whatever it is told.
+    let first = engine
+        .pass_scoped(PassOptions::default(), paths(&["d0"]))
+        .await
+        .expect("first pass");
+    assert!(first.full_scan);
+    assert_eq!(first.examined, 200);
+    assert_eq!(first.result.uploaded.len(), 200);
+
+    // An edit and a new file in a new directory, each reported: only they are looked at.
+    write(&a, "d1/f1.txt", b"edited");
+    write(&a, "new/inner/g.txt", b"new");
+    age(&a);
+    let r = engine
+        .pass_scoped(PassOptions::default(), paths(&["d1/f1.txt", "new"]))
+        .await
+        .expect("scoped pass");
+    assert!(!r.full_scan);
+    assert_eq!(r.examined, 2, "the edited and the new file: {r:?}");
+    let mut up = r.result.uploaded.clone();
+    up.sort();
+    assert_eq!(up, ["d1/f1.txt", "new/inner/g.txt"], "{r:?}");
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+
+    // A deletion or a rename: the safety rails weigh deletions against the whole folder (and
+    // a batch of them may be reported in parts), so such a pass scans everything.
+    std::fs::remove_file(a.join("d2/f2.txt")).expect("rm");
+    std::fs::rename(a.join("d3/f3.txt"), a.join("d3/renamed.txt")).expect("mv");
+    let r = engine
+        .pass_scoped(PassOptions::default(), paths(&["d2/f2.txt"]))
+        .await
+        .expect("pass with a deletion");
+    assert!(r.full_scan);
+    assert_eq!(r.examined, 200, "{r:?}");
+    assert_eq!(r.result.deleted_remote, ["d2/f2.txt"], "{r:?}");
+    assert_eq!(r.moved, [("d3/f3.txt".to_string(), "d3/renamed.txt".to_string())]);
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+
+    // The server's journal reports the rename as a move: the engine lists the server's tree
+    // afresh, and the pass after a re-list scans in full.
+    let r = engine
+        .pass_scoped(PassOptions::default(), paths(&[]))
+        .await
+        .expect("pass after a move");
+    assert!(r.full_scan);
+    assert_eq!(r.pending.total(), 0, "{r:?}");
+
+    // Written but not reported: a scoped pass leaves it for the full pass.
+    write(&a, "d4/unreported.txt", b"quiet");
+
+    // The server changes a file that was also edited here without a report: the server's
+    // change makes the pass look at it, so both versions are kept.
+    srv.client
+        .update_file("d5/f5.txt", Bytes::from_static(b"server edit"))
+        .await
+        .expect("server edit");
+    write(&a, "d5/f5.txt", b"local edit, not reported");
+    age(&a);
+    let r = engine
+        .pass_scoped(PassOptions::default(), paths(&[]))
+        .await
+        .expect("remote pass");
+    assert!(!r.full_scan);
+    assert_eq!(r.examined, 1, "only the file the server changed: {r:?}");
+    assert!(
+        r.result.uploaded.iter().all(|p| p != "d4/unreported.txt"),
+        "{r:?}"
+    );
+    assert_eq!(r.result.conflicts_resolved, ["d5/f5.txt"], "{r:?}");
+    let copies: Vec<_> = r.result.conflict_copies.iter().map(|c| c.copy.clone()).collect();
+    assert_eq!(copies.len(), 1);
+    let local = tree(&a);
+    let mut both: Vec<&[u8]> = vec![&local["d5/f5.txt"], &local[&copies[0]]];
+    both.sort();
+    assert_eq!(both, [&b"local edit, not reported"[..], &b"server edit"[..]]);
+
+    // The periodic full pass finds what was never reported.
+    let r = engine.pass(PassOptions::default()).await.expect("full pass");
+    assert!(r.full_scan);
+    assert!(
+        r.result.uploaded.contains(&"d4/unreported.txt".to_string()),
+        "{r:?}"
+    );
+    let again = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
+    assert_eq!(again.pending.total(), 0, "converged: {again:?}");
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+}
