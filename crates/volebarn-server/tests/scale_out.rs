@@ -430,3 +430,76 @@ fn bad_engine_urls_fail_fast_with_one_clear_line() {
         );
     }
 }
+
+/// `volebarn-server fsck` on the shared stores: clean after real uploads, and a chunk gone
+/// from the bucket is reported with the file that uses it (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_checks_a_postgres_and_s3_store() {
+    let shared = Shared::postgres_s3().await;
+    let mut a = shared.replica().await;
+    // 200 KiB: one chunk, in the bucket (above the inline threshold); 2 KiB: inline.
+    let big = Bytes::from(pseudo_random(200 * 1024, 7));
+    a.client
+        .upload_file("big.bin", big.clone())
+        .await
+        .expect("upload");
+    a.client
+        .upload_file("small.txt", Bytes::from_static(b"small"))
+        .await
+        .expect("upload");
+    a.server
+        .take()
+        .expect("running")
+        .shutdown()
+        .await
+        .expect("clean shutdown");
+    let (data, meta, chunks, env) = (
+        a.dir.path().join("data"),
+        shared.meta.clone(),
+        shared.chunks.clone(),
+        shared.s3_env(),
+    );
+    let fsck = move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_volebarn-server"))
+            .args(["fsck", "--data-dir"])
+            .arg(&data)
+            .args(["--meta", &meta, "--chunks", &chunks])
+            .envs(env.clone())
+            .env("RUST_LOG", "warn")
+            .env_remove("VOLEBARN_CONFIG")
+            .output()
+            .expect("run fsck");
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        eprintln!(
+            "fsck → {:?}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().expect("exit code"), stdout)
+    };
+    let (code, stdout) = tokio::task::spawn_blocking(fsck.clone()).await.expect("fsck");
+    assert_eq!(code, 0, "clean: {stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("summary: 0 problems")),
+        "{stdout}"
+    );
+
+    let id = volebarn_core::ChunkId::of(&big);
+    S3ChunkStore::open(&shared.chunks, &shared.s3)
+        .await
+        .expect("open bucket")
+        .delete(&id)
+        .await
+        .expect("delete the chunk object");
+    let (code, stdout) = tokio::task::spawn_blocking(fsck).await.expect("fsck");
+    assert_eq!(code, 1, "{stdout}");
+    let missing: Vec<&str> = stdout.lines().filter(|l| l.starts_with("missing")).collect();
+    assert_eq!(missing.len(), 1, "{stdout}");
+    assert!(
+        missing[0].contains(&id.to_hex()) && missing[0].contains("big.bin"),
+        "{stdout}"
+    );
+}
