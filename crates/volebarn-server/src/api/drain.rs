@@ -8,7 +8,11 @@
 //! never shows the 413. So before such an answer leaves, the rest of the request body is
 //! read and thrown away, up to [`DRAIN_LIMIT`] bytes and [`DRAIN_TIME`]; past either, the
 //! reset goes out as before (a client sending gigabytes past a limit is not waited for).
-//! HTTP/1.1 needs none of this: hyper sends the response and closes the connection.
+//! Over HTTP/1.1 hyper sends the response and closes the connection, and closing a socket
+//! with unread request bytes in it sends a TCP reset, which can destroy the response before
+//! the client reads it (Python's ssl module: "EOF occurred in violation of protocol"); so the
+//! rest is read there too, unless the client sent `Expect: 100-continue`: then it has not
+//! sent the body, and the answer goes out without it.
 
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
@@ -73,10 +77,16 @@ async fn drain(mut body: SharedBody) -> bool {
     tokio::time::timeout(DRAIN_TIME, reading).await.unwrap_or(false)
 }
 
-/// The middleware: on HTTP/2, a response given before the request body ended waits until
-/// the body has been read to its end (within the limits).
+/// The middleware: a response given before the request body ended waits until the body has
+/// been read to its end (within the limits), except for an HTTP/1.1 client still waiting for
+/// `100 Continue`.
 pub async fn deliver_early_answers(req: Request, next: Next) -> Response {
-    if req.version() != Version::HTTP_2 || req.body().is_end_stream() {
+    let awaits_continue = req.version() != Version::HTTP_2
+        && req
+            .headers()
+            .get(axum::http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if awaits_continue || req.body().is_end_stream() {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
