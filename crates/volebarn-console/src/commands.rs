@@ -187,6 +187,7 @@ pub fn describe(r: &PassReport, dry_run: bool) -> String {
             &x.conflicts,
         );
         pairs(&mut s, "errors", &x.errors);
+        pairs(&mut s, "failed, then settled by planning again", &r.retried);
     }
     if let Some(why) = &r.held_reason {
         s.push_str(&format!("deletions held: {why}\n"));

@@ -88,6 +88,10 @@ pub struct PassReport {
     /// True when the pass scanned the whole folder.
     #[serde(default)]
     pub full_scan: bool,
+    /// Errors of earlier attempts of this pass, which planned again (see
+    /// [`Engine::pass_scoped`]); `result.errors` holds those that still stand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<(String, String)>,
 }
 
 /// What of the folder a pass scans.
@@ -151,6 +155,38 @@ impl Pending {
 }
 
 impl PassReport {
+    /// Adds what a later attempt of the same pass did: its transfers, moves and deletions
+    /// after these; its errors, problems, plan and pending work instead of these.
+    fn absorb(&mut self, later: PassReport) {
+        let (r, l) = (&mut self.result, later.result);
+        r.uploaded.extend(l.uploaded);
+        r.downloaded.extend(l.downloaded);
+        r.deleted_local.extend(l.deleted_local);
+        r.deleted_remote.extend(l.deleted_remote);
+        r.created_dirs.extend(l.created_dirs);
+        r.conflicts_resolved.extend(l.conflicts_resolved);
+        r.conflict_copies.extend(l.conflict_copies);
+        r.conflicts.extend(l.conflicts);
+        self.retried.append(&mut r.errors);
+        r.errors = l.errors;
+        self.moved.extend(later.moved);
+        self.dirs_deleted_remote.extend(later.dirs_deleted_remote);
+        self.dirs_deleted_local.extend(later.dirs_deleted_local);
+        self.created_remote_dirs.extend(later.created_remote_dirs);
+        self.manual_conflicts.extend(later.manual_conflicts);
+        self.refused = later.refused;
+        self.offline = later.offline;
+        self.held_deletions = later.held_deletions;
+        self.held_reason = later.held_reason;
+        self.problems = later.problems;
+        self.pending = later.pending;
+        self.plan = later.plan;
+        self.hashed += later.hashed;
+        self.bytes_read += later.bytes_read;
+        self.examined += later.examined;
+        self.full_scan |= later.full_scan;
+    }
+
     /// Anything transferred, moved or deleted.
     pub fn changed_anything(&self) -> bool {
         let r = &self.result;
@@ -165,6 +201,9 @@ impl PassReport {
             && self.dirs_deleted_local.is_empty())
     }
 }
+
+/// Extra attempts of a pass that ended with errors (see [`Engine::pass_scoped`]).
+pub const RETRIES_AFTER_ERRORS: usize = 2;
 
 pub struct EngineConfig {
     pub strategy: ConflictStrategy,
@@ -194,6 +233,8 @@ pub struct Engine {
     /// The server's tree was listed afresh (first pass, trimmed journal, a move): which paths
     /// changed is unknown, so the next pass scans in full.
     relisted: bool,
+    /// Which attempt of the current pass is running: 0, then 1.. when it plans again.
+    attempt: usize,
 }
 
 impl Engine {
@@ -221,6 +262,7 @@ impl Engine {
             last_scan: None,
             touched: BTreeSet::new(),
             relisted: false,
+            attempt: 0,
         })
     }
 
@@ -362,7 +404,40 @@ impl Engine {
     }
 
     /// One pass that scans only what `scope` says might have changed (see [`Scope`]).
+    ///
+    /// A pass that ends with errors plans again at once, at most [`RETRIES_AFTER_ERRORS`]
+    /// times: most such errors are races with another client (a file changed on the server
+    /// between listing and writing, so the write's `If-Match` failed; a path moved away), and
+    /// a plan made afresh settles them. What still fails is reported; the report covers every
+    /// attempt.
     pub async fn pass_scoped(&mut self, opts: PassOptions, scope: Scope) -> Result<PassReport> {
+        self.attempt = 0;
+        let mut report = self.pass_once(opts, scope).await?;
+        while self.plans_again(opts, &report) {
+            tracing::debug!(
+                errors = report.result.errors.len(),
+                "pass ended with errors; planning again"
+            );
+            self.attempt += 1;
+            let again = self.pass_once(opts, Scope::Full).await?;
+            report.absorb(again);
+        }
+        // What failed at first and then went through.
+        let standing: BTreeSet<String> = report.result.errors.iter().map(|(p, _)| p.clone()).collect();
+        report.retried.retain(|(p, _)| !standing.contains(p));
+        Ok(report)
+    }
+
+    /// Whether the pass whose attempt `self.attempt` just ended as `report` runs once more.
+    fn plans_again(&self, opts: PassOptions, report: &PassReport) -> bool {
+        !opts.dry_run
+            && self.attempt < RETRIES_AFTER_ERRORS
+            && report.offline.is_none()
+            && report.refused.is_none()
+            && !report.result.errors.is_empty()
+    }
+
+    async fn pass_once(&mut self, opts: PassOptions, scope: Scope) -> Result<PassReport> {
         self.pass_start = (std::time::Instant::now(), self.client.metrics());
         let mut report = PassReport::default();
         if !self.root.is_dir() {
@@ -653,9 +728,14 @@ impl Engine {
         self.index.commit(next)?;
         let mut metrics = self.status.metrics.clone();
         let r = &report.result;
-        metrics.passes += 1;
+        // A pass that plans again counts once, with the errors its last attempt left.
+        if self.attempt == 0 {
+            metrics.passes += 1;
+        }
         metrics.files_synced += (r.uploaded.len() + r.downloaded.len() + report.moved.len()) as u64;
-        metrics.sync_errors += r.errors.len() as u64;
+        if !self.plans_again(PassOptions::default(), report) {
+            metrics.sync_errors += r.errors.len() as u64;
+        }
         metrics.pass_ms_total += self.pass_start.0.elapsed().as_millis() as u64;
         metrics
             .transfer

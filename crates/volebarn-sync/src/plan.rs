@@ -260,13 +260,27 @@ pub(crate) fn move_dirs(dirs: &mut BTreeSet<String>, from: &str, to: &str) {
 
 /// Pairs (gone, new) where the new local file has exactly the content the gone one had at the
 /// last sync. The same inode wins; otherwise a unique content match (empty files only by
-/// inode). A path that held something else at the last sync is not "new": a chain of renames
-/// onto synced paths (`b → c`, then `a → b`) syncs as uploads and deletions instead (the
-/// server's revisions of moved paths would not match what the plan conditions on).
+/// inode). A synced path whose file was replaced by another one (a different inode and other
+/// content: `mv a b` over it, not an edit in place) counts both as gone and as new, but only
+/// by inode, so a chain of renames onto synced paths (`b → c`, then `a → b`) is two moves; an
+/// editor's save (a new inode at the same path) pairs with nothing.
 fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, String)> {
-    let gone: Vec<(&String, &Entry)> = index
+    let replaced = |p: &str, e: &Entry| match (sc.files.get(p), e.local, e.base) {
+        (Some(s), Some(l), Some(b)) => {
+            s.inode != 0 && l.inode != 0 && s.inode != l.inode && (s.xxh3, s.size) != (b.xxh3, b.size)
+        }
+        _ => false,
+    };
+    let gone: Vec<(&String, &Entry, bool)> = index
         .iter()
-        .filter(|(p, e)| e.base.is_some() && !sc.files.contains_key(*p) && !sc.is_skipped(p))
+        .filter(|(p, e)| e.base.is_some() && !sc.is_skipped(p))
+        .filter_map(|(p, e)| {
+            if !sc.files.contains_key(p) {
+                Some((p, e, false))
+            } else {
+                replaced(p, e).then_some((p, e, true))
+            }
+        })
         .collect();
     if gone.is_empty() {
         return Vec::new();
@@ -274,27 +288,37 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
     let mut by_content: BTreeMap<(u64, u64), Vec<&String>> = BTreeMap::new();
     let mut by_inode: BTreeMap<u64, &String> = BTreeMap::new();
     for (p, s) in &sc.files {
-        if index.get(p).is_some_and(|e| e.base.is_some()) {
-            continue;
+        match index.get(p) {
+            Some(e) if e.base.is_some() => {
+                if !replaced(p, e) {
+                    continue;
+                }
+            }
+            _ => by_content.entry((s.xxh3, s.size)).or_default().push(p),
         }
-        by_content.entry((s.xxh3, s.size)).or_default().push(p);
         if s.inode != 0 {
             by_inode.insert(s.inode, p);
         }
     }
     let mut used = BTreeSet::new();
     let mut out = Vec::new();
-    for (old, e) in gone {
+    for (old, e, still_there) in gone {
         let Some(b) = e.base else { continue };
-        let Some(candidates) = by_content.get(&(b.xxh3, b.size)) else {
-            continue;
+        let same_content = |p: &String| {
+            sc.files
+                .get(p)
+                .is_some_and(|s| (s.xxh3, s.size) == (b.xxh3, b.size))
         };
         let by_ino = e
             .local
             .and_then(|l| by_inode.get(&l.inode))
-            .filter(|p| candidates.contains(p))
+            .filter(|p| same_content(p))
             .copied();
         let pick = by_ino.or_else(|| {
+            if still_there {
+                return None;
+            }
+            let candidates = by_content.get(&(b.xxh3, b.size))?;
             let free: Vec<&&String> = candidates.iter().filter(|c| !used.contains(**c)).collect();
             (b.size > 0 && free.len() == 1).then(|| *free[0])
         });

@@ -261,3 +261,45 @@ async fn random_edits_on_both_sides_sync_as_the_dry_run_said_and_converge() {
         one_seed(seed).await;
     }
 }
+
+/// `mv b c; mv a b` in the folder: two server-side moves, in that order, and no upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rename_chain_onto_a_synced_path_is_done_as_two_moves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start().await;
+    let c = srv.client_with(fail_fast);
+    let a = dir.path().join("A");
+    write(&a, "a.txt", b"first file");
+    write(&a, "b.txt", b"second file");
+    age(&a);
+    let mut engine = srv.engine(&a, ConflictStrategy::PreferNewer);
+    engine.pass(REAL).await.expect("first pass");
+    std::fs::rename(a.join("b.txt"), a.join("c.txt")).expect("mv b c");
+    std::fs::rename(a.join("a.txt"), a.join("b.txt")).expect("mv a b");
+
+    let dry = engine.pass(DRY).await.expect("dry run").plan.expect("plan");
+    let moves: Vec<(String, String)> = dry.moves.iter().map(|m| (m.from.clone(), m.to.clone())).collect();
+    let expected = vec![
+        ("b.txt".to_string(), "c.txt".to_string()),
+        ("a.txt".to_string(), "b.txt".to_string()),
+    ];
+    assert_eq!(moves, expected, "{dry:#?}");
+    let real = engine.pass(REAL).await.expect("pass");
+    assert_eq!(real.moved, expected, "{real:#?}");
+    assert!(
+        real.result.uploaded.is_empty() && real.result.errors.is_empty(),
+        "{real:#?}"
+    );
+    let server = server_tree(&c).await;
+    assert_eq!(server, tree(&a));
+    assert_eq!(server.get("b.txt").map(Vec::as_slice), Some(&b"first file"[..]));
+    assert_eq!(server.get("c.txt").map(Vec::as_slice), Some(&b"second file"[..]));
+    assert!(engine
+        .pass(DRY)
+        .await
+        .expect("dry run")
+        .plan
+        .expect("plan")
+        .is_empty());
+    srv.shutdown().await;
+}

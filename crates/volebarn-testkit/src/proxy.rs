@@ -90,9 +90,26 @@ struct Shared {
     faulted: AtomicUsize,
     /// Connections cut by [`Fault::CutTimes`] so far.
     cuts: AtomicUsize,
-    /// Cancelled when the link dies ([`Fault::DieAfterSent`]) or the proxy is dropped; each
-    /// connection's own token is a child of it.
+    /// Cancelled when the link dies ([`Fault::DieAfterSent`]) or the proxy is dropped; the
+    /// generation token is a child of it.
     dead: CancellationToken,
+    /// Parent of the tokens of the connections open now: cancelled (and replaced by a fresh
+    /// one) to drop them all at once ([`FaultProxy::blip_after`], [`FaultProxy::set_offline`]).
+    generation: std::sync::Mutex<CancellationToken>,
+    /// Total client → server bytes at which every open connection is dropped, once;
+    /// `u64::MAX`: not armed.
+    blip_at: AtomicU64,
+    /// While set, every connection is closed as soon as it is accepted.
+    offline: AtomicBool,
+}
+
+impl Shared {
+    /// Drops every connection open now; later ones are not affected.
+    fn drop_all(&self) {
+        let fresh = self.dead.child_token();
+        let old = std::mem::replace(&mut *self.generation.lock().expect("generation lock"), fresh);
+        old.cancel();
+    }
 }
 
 /// A running proxy; dropping it drops every connection through it.
@@ -109,6 +126,7 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let scheme = server.url.split("://").next().unwrap_or("https").to_string();
+        let dead = CancellationToken::new();
         let shared = Arc::new(Shared {
             upstream: server.addr,
             fault,
@@ -117,7 +135,10 @@ impl FaultProxy {
             connections: AtomicUsize::new(0),
             faulted: AtomicUsize::new(0),
             cuts: AtomicUsize::new(0),
-            dead: CancellationToken::new(),
+            generation: std::sync::Mutex::new(dead.child_token()),
+            dead,
+            blip_at: AtomicU64::new(u64::MAX),
+            offline: AtomicBool::new(false),
         });
         let accepting = shared.clone();
         let accept = tokio::spawn(async move {
@@ -159,6 +180,28 @@ impl FaultProxy {
         self.shared.received.load(Ordering::SeqCst)
     }
 
+    /// A network blip: once `bytes` more have gone client → server, every connection open
+    /// then is dropped (the read that crossed the line is not delivered), once; connections
+    /// made afterwards flow. Arming it again replaces the previous arming.
+    pub fn blip_after(&self, bytes: u64) {
+        let at = self.shared.sent.load(Ordering::SeqCst).saturating_add(bytes);
+        self.shared.blip_at.store(at, Ordering::SeqCst);
+    }
+
+    /// Disarms [`FaultProxy::blip_after`]; returns whether the blip happened.
+    pub fn disarm_blip(&self) -> bool {
+        self.shared.blip_at.swap(u64::MAX, Ordering::SeqCst) == u64::MAX
+    }
+
+    /// Takes the link down (every open connection dropped, new ones closed at once) or
+    /// brings it back.
+    pub fn set_offline(&self, offline: bool) {
+        self.shared.offline.store(offline, Ordering::SeqCst);
+        if offline {
+            self.shared.drop_all();
+        }
+    }
+
     /// Connections accepted so far, refused ones included.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
@@ -184,7 +227,7 @@ async fn connection(down: TcpStream, index: usize, shared: Arc<Shared>) {
         Fault::Refuse { first } => index < first,
         _ => false,
     };
-    if refused || shared.dead.is_cancelled() {
+    if refused || shared.dead.is_cancelled() || shared.offline.load(Ordering::SeqCst) {
         shared.faulted.fetch_add(1, Ordering::SeqCst);
         return; // dropping `down` closes it
     }
@@ -194,7 +237,7 @@ async fn connection(down: TcpStream, index: usize, shared: Arc<Shared>) {
     let _ = (down.set_nodelay(true), up.set_nodelay(true));
     let conn = Conn {
         index,
-        cut: shared.dead.child_token(),
+        cut: shared.generation.lock().expect("generation lock").child_token(),
         faulted: AtomicBool::new(false),
         shared: shared.clone(),
     };
@@ -251,6 +294,19 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, dir: Direction, c
             Direction::Up => shared.sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64,
             Direction::Down => shared.received.fetch_add(n as u64, Ordering::SeqCst) + n as u64,
         };
+        if dir == Direction::Up {
+            let at = shared.blip_at.load(Ordering::SeqCst);
+            if total >= at
+                && shared
+                    .blip_at
+                    .compare_exchange(at, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                conn.faulted.store(true, Ordering::SeqCst);
+                shared.drop_all();
+                return;
+            }
+        }
         let mut deliver = n;
         let mut then_cut = false;
         match &shared.fault {
