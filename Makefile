@@ -85,5 +85,6 @@ clean:
 
 # Benchmarks print their figures next to rsync's on the same run (release build).
 bench: deps tools
-	@missing=""; command -v rsync >/dev/null 2>&1 || missing=" rsync"; $(APT_INSTALL)
+	@missing=""; command -v rsync >/dev/null 2>&1 || missing=" rsync"; [ -x /usr/bin/time ] || missing="$$missing time"; $(APT_INSTALL)
+	$(CARGO) build --release -p volebarn-console -p volebarn-bench
 	$(CARGO) run --release -p volebarn-bench -- $(BENCH_ARGS)

@@ -1,11 +1,14 @@
 //! `volebarn-bench`: measures Volebarn against rsync on the same machine and the same data,
 //! and prints the figures. Run with `make bench` (or `cargo run -p volebarn-bench --release`).
 //!
-//! Scenarios (`--scenario upload|console|large|concurrent|backends|webdav|all`, default all; `--files N`,
+//! Scenarios (`--scenario upload|console|process|large|concurrent|backends|webdav|all`, default all; `--files N`,
 //! default 10,000 files of 1–16 KiB; `--large-mib M`, default 1,024):
 //! - `upload` (`upload.rs`): the client library's per-file and bulk uploads to a fresh server;
 //! - `console` (`console.rs`): the console's sync engine, pass by pass, for docs/design.md §7's rows
 //!   (first sync, no-op resync, 100 edits + 100 adds + 100 deletes, a second client following);
+//! - `process` (`process.rs`): the `volebarn` binary as a whole process (first sync up, no-op,
+//!   the 100/100/100 change, first sync down, pull), timed with its peak RSS beside rsync's,
+//!   and `volebarn watch` on two folders: how long a new file takes from A to B;
 //! - `large` (`large.rs`): one 1 GiB file through the chunked upload, then a 1-byte edit of it,
 //!   to a `volebarn-server` process whose peak RSS is read from `/proc`;
 //! - `concurrent` (`concurrent.rs`): 16 clients uploading one file per request at once, beside
@@ -29,6 +32,7 @@ mod backends;
 mod concurrent;
 mod console;
 mod large;
+mod process;
 mod proxy;
 mod rsync;
 mod server;
@@ -39,14 +43,15 @@ mod webdav;
 use anyhow::{bail, Context};
 
 const USAGE: &str =
-    "usage: volebarn-bench [--scenario upload|console|large|concurrent|backends|webdav|all] [--files N] \
+    "usage: volebarn-bench [--scenario upload|console|process|large|concurrent|backends|webdav|all] [--files N] \
                      [--large-mib M] [--server-process] [--profile 'CMD with {pid} {step}'] \
-                     [--work DIR]";
+                     [--work DIR] [--volebarn PATH]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Upload,
     Console,
+    Process,
     Large,
     Concurrent,
     Backends,
@@ -61,6 +66,8 @@ struct Args {
     /// Where the data goes (kept afterwards); a temporary directory when not given.
     work: Option<std::path::PathBuf>,
     options: server::Options,
+    /// The `volebarn` binary for the `process` scenario (default: beside this one).
+    volebarn: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -70,6 +77,7 @@ fn parse_args() -> anyhow::Result<Args> {
         large_mib: 1024,
         work: None,
         options: server::Options::default(),
+        volebarn: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -77,16 +85,18 @@ fn parse_args() -> anyhow::Result<Args> {
             "--files" => args.files = it.next().context("--files N")?.parse()?,
             "--large-mib" => args.large_mib = it.next().context("--large-mib M")?.parse()?,
             "--work" => args.work = Some(it.next().context("--work DIR")?.into()),
+            "--volebarn" => args.volebarn = Some(it.next().context("--volebarn PATH")?.into()),
             "--server-process" => args.options.server_process = true,
             "--profile" => args.options.profile = Some(it.next().context("--profile CMD")?),
             "--scenario" => {
                 args.scenario = match it
                     .next()
-                    .context("--scenario upload|console|large|concurrent|backends|webdav|all")?
+                    .context("--scenario upload|console|process|large|concurrent|backends|webdav|all")?
                     .as_str()
                 {
                     "upload" => Scenario::Upload,
                     "console" => Scenario::Console,
+                    "process" => Scenario::Process,
                     "large" => Scenario::Large,
                     "concurrent" => Scenario::Concurrent,
                     "backends" => Scenario::Backends,
@@ -155,6 +165,11 @@ async fn main() -> anyhow::Result<()> {
     if wanted(Scenario::Console) {
         gap();
         console::run(&work, args.files).await?;
+    }
+    if wanted(Scenario::Process) {
+        gap();
+        let volebarn = process::find_volebarn(args.volebarn.as_deref())?;
+        process::run(&work, args.files, &volebarn).await?;
     }
     if wanted(Scenario::Concurrent) {
         gap();

@@ -59,7 +59,7 @@ impl RsyncDaemon {
         Ok(Some(daemon))
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("rsync://127.0.0.1:{}/vb/", self.port)
     }
 

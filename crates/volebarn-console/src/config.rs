@@ -40,7 +40,7 @@ pub struct ClientSection {
     /// Largest share of the synced files one pass may delete without `--force`, in percent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_delete: Option<u8>,
-    /// Quiet time after the last file event before local changes are pushed, e.g. "300ms".
+    /// Quiet time after the last file event before local changes are pushed, e.g. "100ms".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debounce: Option<String>,
 }
@@ -141,7 +141,7 @@ impl Settings {
             verify_integrity: c.verify_integrity.unwrap_or(true),
             strategy: c.conflict_resolution.unwrap_or_default(),
             max_delete_percent,
-            debounce: parse_duration("debounce", c.debounce.as_deref().unwrap_or("300ms"))?,
+            debounce: parse_duration("debounce", c.debounce.as_deref().unwrap_or("100ms"))?,
         })
     }
 

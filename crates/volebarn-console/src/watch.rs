@@ -8,6 +8,7 @@
 //! instead, which wakes the watch for a pass with the sync's options (`--force`, `--dry-run`),
 //! and gets that pass's report back (see `state::PassRequest`).
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::RecursiveMode;
 use notify_debouncer_full::DebounceEventResult;
 use std::collections::BTreeSet;
@@ -76,7 +77,21 @@ pub async fn run(
     let dirty_in = dirty.clone();
     let mut debouncer =
         notify_debouncer_full::new_debouncer(opts.debounce, None, move |res: DebounceEventResult| {
-            let paths = || res.iter().flatten().flat_map(|e| e.paths.iter());
+            // Opening or reading a file or directory (the engine's own scan does both) changes
+            // nothing: without this filter every pass would wake the next one.
+            let paths = || {
+                res.iter()
+                    .flatten()
+                    .filter(|e| {
+                        !matches!(
+                            e.kind,
+                            EventKind::Access(
+                                AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
+                            )
+                        )
+                    })
+                    .flat_map(|e| e.paths.iter())
+            };
             if paths().any(|p| state::is_request(&watched_root, p)) {
                 let _ = tx_local.try_send(Wake::Request);
             }

@@ -4,6 +4,8 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use volebarn_client::ConflictStrategy;
@@ -12,6 +14,15 @@ use volebarn_testkit::{fail_fast, server_tree, tree, wait_for, wait_until, write
 
 /// Starts watching `root`; the watcher stops when the returned sender is dropped or fired.
 fn start(srv: &TestServer, root: &Path) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    start_counting(srv, root, Arc::default())
+}
+
+/// [`start`], counting the watcher's passes in `passes`.
+fn start_counting(
+    srv: &TestServer,
+    root: &Path,
+    passes: Arc<AtomicUsize>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let e = srv.engine(root, ConflictStrategy::PreferNewer);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -25,7 +36,9 @@ fn start(srv: &TestServer, root: &Path) -> (oneshot::Sender<()>, tokio::task::Jo
             async {
                 let _ = stopped.await;
             },
-            |_: &volebarn_console::engine::PassReport| {},
+            move |_: &volebarn_console::engine::PassReport| {
+                passes.fetch_add(1, Ordering::SeqCst);
+            },
         )
         .await
         .expect("watch");
@@ -36,6 +49,51 @@ fn start(srv: &TestServer, root: &Path) -> (oneshot::Sender<()>, tokio::task::Jo
 async fn stop(w: (oneshot::Sender<()>, tokio::task::JoinHandle<()>)) {
     let _ = w.0.send(());
     w.1.await.expect("watcher task");
+}
+
+/// A pass opens and reads the folder, which inotify reports as access events; they must not
+/// wake the watcher again, or it would scan without end. Passes follow changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn passes_follow_changes_and_do_not_wake_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    // In a directory: scanning it opens it, and inotify reports that open.
+    write(&a, "docs/first.txt", b"first");
+    let passes = Arc::new(AtomicUsize::new(0));
+    let w = start_counting(&srv, &a, passes.clone());
+    let c = srv.client_with(fail_fast);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            c.get_file_metadata("docs/first.txt").await.is_ok()
+        })
+        .await,
+        "timed out waiting for: the first pass uploads docs/first.txt"
+    );
+    let before = passes.load(Ordering::SeqCst);
+    for i in 0..5 {
+        let name = format!("docs/remote{i}.txt");
+        c.upload_file(&name, bytes::Bytes::from(format!("remote {i}")))
+            .await
+            .expect("upload");
+        assert!(
+            wait_for(Duration::from_secs(20), || a.join(&name).exists()).await,
+            "timed out waiting for: {name} reaches the folder"
+        );
+    }
+    // Each remote change: the pass the change feed wakes, and at most the one the download's
+    // own rename in the folder wakes (and a spare).
+    let spent = passes.load(Ordering::SeqCst) - before;
+    assert!(spent <= 5 * 3, "{spent} passes for 5 remote changes");
+    // Then nothing changes for a while (an observation window, not a wait for a condition: the
+    // claim is that nothing happens in it): at most the echoes of the last downloads (notify
+    // reports the rename of each download into place, debounced).
+    let quiet = passes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = passes.load(Ordering::SeqCst) - quiet;
+    // (A watcher woken by its own scans runs one pass per debounce period: about ten.)
+    assert!(idle <= 4, "{idle} passes in 2 s with nothing changing");
+    stop(w).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

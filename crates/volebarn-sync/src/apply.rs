@@ -26,7 +26,7 @@ const CONCURRENCY: usize = 8;
 /// Files up to this size are uploaded in bulk requests.
 const SMALL_FILE: u64 = 1024 * 1024;
 /// Limits of one bulk upload request.
-const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 const BATCH_FILES: usize = 1000;
 /// Bulk uploads in flight while applying a plan.
 const BATCHES_IN_FLIGHT: usize = 4;
