@@ -1,4 +1,4 @@
-//! `GET /versions/{path}` and `POST /versions/{path}/restore`.
+//! `GET /versions/{path}`, `POST /versions/{path}/restore` and `GET /trash/{dir}`.
 
 use super::{json_body, path_from_uri, AppState};
 use crate::error::{ServiceError, ServiceResult};
@@ -6,8 +6,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::Json;
-use volebarn_core::types::{RestoreRequest, VersionList};
+use volebarn_core::types::{RestoreRequest, TrashList, VersionList};
 use volebarn_core::FileMetadata;
+use volebarn_core::VPath;
 
 const PREFIX: &str = "/versions/";
 
@@ -33,4 +34,15 @@ pub async fn restore(State(st): State<AppState>, uri: Uri, body: Body) -> Servic
     let path = path_from_uri(&uri, PREFIX, false)?;
     let req: RestoreRequest = json_body(body, 4096).await?;
     Ok(Json(st.service.restore(&path, req.rev).await?))
+}
+
+/// `GET /trash/{dir}`: deleted files of a directory that can be restored.
+pub async fn trash(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<TrashList>> {
+    let dir = path_from_uri(&uri, "/trash/", true)?;
+    Ok(Json(st.service.trash(&dir).await?))
+}
+
+/// `GET /trash`: deleted files of the root directory.
+pub async fn trash_root(State(st): State<AppState>) -> ServiceResult<Json<TrashList>> {
+    Ok(Json(st.service.trash(&VPath::root()).await?))
 }

@@ -419,6 +419,41 @@ impl MetaStore for RocksMetaStore {
         Ok(out)
     }
 
+    fn child_versions(&self, dir: &VPath) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+        let prefix = subtree_prefix(dir);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            // `path 0xFF rev`: a path key is UTF-8 and never holds 0xFF, so the split is
+            // exactly nine bytes from the end (the revision may contain 0xFF bytes itself).
+            let Some(split) = k
+                .len()
+                .checked_sub(9)
+                .filter(|&i| i >= prefix.len() && k[i] == 0xFF)
+            else {
+                return Err(StorageError::Corrupt("bad version key".into()));
+            };
+            let rest = &k[prefix.len()..split];
+            if let Some(i) = rest.iter().position(|&b| b == 0) {
+                // A deeper path: `child\0…` all sort before `child\x01`; jump over them.
+                let mut skip = k[..prefix.len() + i].to_vec();
+                skip.push(1);
+                it.seek(&skip);
+                continue;
+            }
+            out.push((key_path(&k[..split])?, decode::<VersionRecord>(v)?));
+            it.next();
+        }
+        it.status().map_err(db_err)?;
+        // `a 0xFF` sorts after `ab 0xFF`: put the paths back in path-key order.
+        out.sort_by_cached_key(|(p, v)| (path_key(p), v.file.rev));
+        Ok(out)
+    }
+
     fn head_rev(&self) -> StorageResult<u64> {
         match self.db.get_cf(self.cf(CF_META), KEY_HEAD_REV).map_err(db_err)? {
             Some(v) => be_u64(&v),
