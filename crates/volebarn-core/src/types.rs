@@ -97,7 +97,11 @@ pub struct ChunkSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkedCommit {
     pub size: u64,
-    pub xxhash3: Xxh3,
+    /// xxh3-64 of the whole file, the client's claim (checked in the background). Absent:
+    /// the server reads the chunks back and computes it before committing — for clients
+    /// that cannot compute xxh3, such as the web UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxhash3: Option<Xxh3>,
     pub chunks: Vec<ChunkSpec>,
 }
 

@@ -280,10 +280,46 @@ async fn trash_lists_deleted_files_of_a_folder_until_restored() {
     assert_eq!(on_file.status(), 409);
 }
 
+#[tokio::test]
+async fn a_chunked_commit_without_a_hash_gets_the_one_of_its_content() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    let data = pseudo_random(5 << 20, 3);
+    let parts = [&data[..4 << 20], &data[4 << 20..]];
+    let mut chunks = Vec::new();
+    for p in parts {
+        let id = volebarn_core::ChunkId::of(p);
+        chunks.push(volebarn_core::types::ChunkSpec {
+            id,
+            len: p.len() as u32,
+        });
+    }
+    let commit = volebarn_core::types::ChunkedCommit {
+        size: data.len() as u64,
+        xxhash3: None,
+        chunks,
+    };
+    let missing = c.commit_chunks("no-hash.bin", &commit, false).await.unwrap_err();
+    assert_eq!(missing.status(), Some(400), "{missing}");
+    for p in parts {
+        c.put_chunk(volebarn_core::ChunkId::of(p), Bytes::copy_from_slice(p))
+            .await
+            .expect("chunk");
+    }
+    let meta = c
+        .commit_chunks("no-hash.bin", &commit, false)
+        .await
+        .expect("commit");
+    assert_eq!(meta.xxhash3, volebarn_core::Xxh3::of(&data));
+    assert_eq!(c.download_file("no-hash.bin").await.expect("download"), data);
+}
+
 /// Files the browser uploads, made here so the bytes can be checked afterwards.
 struct Uploads {
     single: PathBuf,
     folder: PathBuf,
+    /// Large enough for the chunked upload (three 4 MiB chunks, the last one short).
+    big: PathBuf,
 }
 
 fn make_uploads(dir: &Path) -> Uploads {
@@ -293,7 +329,9 @@ fn make_uploads(dir: &Path) -> Uploads {
     std::fs::create_dir_all(folder.join("inner")).expect("mkdir");
     std::fs::write(folder.join("a.txt"), b"first file of the folder\n").expect("write");
     std::fs::write(folder.join("inner/b.bin"), pseudo_random(70_000, 8)).expect("write");
-    Uploads { single, folder }
+    let big = dir.join("big.bin");
+    std::fs::write(&big, pseudo_random(9 << 20, 9)).expect("write");
+    Uploads { single, folder, big }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,6 +369,13 @@ async fn the_web_ui_works_in_headless_chromium() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let uploads = make_uploads(work.path());
+    // The first chunk of the large file is on the server already, as if an earlier upload
+    // had been cut off after it: the browser must upload only the other two.
+    let big = std::fs::read(&uploads.big).expect("read");
+    let first = Bytes::copy_from_slice(&big[..4 << 20]);
+    c.put_chunk(volebarn_core::ChunkId::of(&first), first)
+        .await
+        .expect("first chunk");
     let downloads = work.path().join("downloads");
     let shots = screenshot_dir();
     std::fs::create_dir_all(&shots).expect("screenshot dir");
@@ -343,6 +388,7 @@ async fn the_web_ui_works_in_headless_chromium() {
         .env("VOLEBARN_CHROMIUM", &chromium)
         .env("VOLEBARN_UPLOAD_FILE", &uploads.single)
         .env("VOLEBARN_UPLOAD_DIR", &uploads.folder)
+        .env("VOLEBARN_UPLOAD_BIG", &uploads.big)
         .env("VOLEBARN_DOWNLOADS", &downloads)
         .env("VOLEBARN_SCREENSHOTS", &shots)
         .env("NODE_EXTRA_CA_CERTS", t.ca_cert())
@@ -369,6 +415,13 @@ async fn the_web_ui_works_in_headless_chromium() {
         single
     );
     assert!(c.download_file("upload.bin").await.is_err(), "renamed away");
+    assert_eq!(c.download_file("big.bin").await.expect("chunked upload"), big);
+    let meta = c.get_file_metadata("big.bin").await.expect("metadata");
+    assert_eq!(
+        meta.xxhash3,
+        volebarn_core::Xxh3::of(&big),
+        "the server's own hash"
+    );
     assert_eq!(
         c.download_file("album/a.txt").await.expect("folder upload"),
         std::fs::read(uploads.folder.join("a.txt")).expect("read")

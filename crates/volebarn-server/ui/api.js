@@ -2,6 +2,8 @@
 // cookie from POST /auth/login (script never sees it); every request carries
 // `X-Volebarn-UI: 1`, the server's CSRF proof for cookie-authenticated writes.
 
+import { blake3 } from './vendor/noble-hashes/blake3.js';
+
 const UI_HEADER = { 'X-Volebarn-UI': '1' };
 
 /** An answer that is not 2xx, with the server's OperationError body when it sent one. */
@@ -110,32 +112,78 @@ export function parseMultipart(body, boundary) {
   return files;
 }
 
-/**
- * Uploads one file with progress: `POST /files/{path}` (create); when something is there
- * already, `PUT` replaces it (the old content stays as a version). XMLHttpRequest because
- * fetch reports no upload progress.
- */
-export function upload(path, file, onProgress) {
-  const send = (method) => new Promise((resolve, reject) => {
+/** One request through XMLHttpRequest (fetch reports no upload progress). */
+function send(method, url, body, headers, onProgress) {
+  return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open(method, `/files/${encodePath(path)}`);
-    xhr.setRequestHeader('X-Volebarn-UI', '1');
-    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
-    if (file.lastModified) {
-      xhr.setRequestHeader('X-Modified-Time', new Date(file.lastModified).toISOString());
-    }
+    xhr.open(method, url);
+    for (const [k, v] of Object.entries({ ...UI_HEADER, ...headers })) xhr.setRequestHeader(k, v);
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onload = () => {
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
-      else reject(new ApiError(xhr.status, body));
+      let answer = null;
+      try { answer = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(answer);
+      else reject(new ApiError(xhr.status, answer));
     };
     xhr.onerror = () => reject(new ApiError(0, { error: 'network error' }));
-    xhr.send(file);
+    xhr.send(body);
   });
-  return send('POST').catch((e) => {
-    if (e.code === 'already_exists') return send('PUT');
+}
+
+/** Files from this size on go through the chunked, resumable upload. */
+export const CHUNKED_FROM = 8 * 1024 * 1024;
+/** The server's largest chunk. */
+const CHUNK = 4 * 1024 * 1024;
+const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+
+/** Creates `path` (POST), or replaces what is there (PUT: the old content stays as a version). */
+async function createOrReplace(write) {
+  try {
+    return await write('POST');
+  } catch (e) {
+    if (e.code === 'already_exists') return write('PUT');
     throw e;
-  });
+  }
+}
+
+/**
+ * Uploads one file, reporting the bytes done. Small files: one streamed request. Large
+ * ones: 4 MiB chunks named by their BLAKE3 (computed here), only those the server lacks
+ * (`POST /chunks/missing`: an interrupted upload resumes where it stopped), each retried,
+ * then a commit of the chunk list without a whole-file hash (the server computes it).
+ */
+export async function upload(path, file, onProgress) {
+  const url = `/files/${encodePath(path)}`;
+  const mtime = file.lastModified ? { 'X-Modified-Time': new Date(file.lastModified).toISOString() } : {};
+  if (file.size < CHUNKED_FROM) {
+    return createOrReplace((method) =>
+      send(method, url, file, { 'Content-Type': 'application/octet-stream', ...mtime }, onProgress));
+  }
+  const chunks = [];
+  for (let at = 0; at < file.size; at += CHUNK) {
+    const bytes = new Uint8Array(await file.slice(at, at + CHUNK).arrayBuffer());
+    chunks.push({ id: hex(blake3(bytes)), len: bytes.length, at });
+  }
+  const ids = [...new Set(chunks.map((c) => c.id))];
+  const { missing } = await (await request('POST', '/chunks/missing', { json: { ids } })).json();
+  const wanted = new Set(missing);
+  const todo = chunks.filter((c) => wanted.delete(c.id));
+  let done = file.size - todo.reduce((n, c) => n + c.len, 0);
+  onProgress(done);
+  for (const c of todo) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await send('PUT', `/chunks/${c.id}`, file.slice(c.at, c.at + c.len),
+          { 'Content-Type': 'application/octet-stream' }, (n) => onProgress(done + n));
+        break;
+      } catch (e) {
+        if (attempt >= 3 || (e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429)) throw e;
+      }
+    }
+    done += c.len;
+    onProgress(done);
+  }
+  const commit = JSON.stringify({ size: file.size, chunks: chunks.map(({ id, len }) => ({ id, len })) });
+  return createOrReplace((method) =>
+    send(method, url, commit, { 'Content-Type': 'application/vnd.volebarn.chunks+json', ...mtime }, () => {}));
 }
