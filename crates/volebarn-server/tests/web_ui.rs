@@ -157,33 +157,37 @@ async fn a_session_cookie_authenticates_writes_only_with_the_ui_header() {
         .expect("list");
     assert_eq!(list.status(), 200);
     assert!(list.headers().contains_key("x-head-rev"));
+    // A mkdir authenticated by the cookie, with these extra headers.
+    let mkdir = |dir: &str, extra: &[(&'static str, &'static str)]| {
+        let mut req = http
+            .post(t.url(&format!("/directories/{dir}")))
+            .header("cookie", &cookie);
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
     // A write with the cookie alone (what a cross-site form could send) is refused...
-    let forged = http
-        .post(t.url("/directories/forged"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("mkdir");
+    let forged = mkdir("forged", &[]).await.expect("mkdir");
     assert_eq!(forged.status(), 403);
     let body: serde_json::Value = forged.json().await.expect("error body");
     assert_eq!(body["error_code"], "permission_denied");
-    let other_origin = http
-        .post(t.url("/directories/forged"))
-        .header("cookie", &cookie)
-        .header("origin", "https://evil.example")
-        .send()
+    let other_origin = mkdir("forged", &[("origin", "https://evil.example")])
         .await
         .expect("mkdir");
     assert_eq!(other_origin.status(), 403);
-    // ...and allowed with the UI's header.
-    let made = http
-        .post(t.url("/directories/made"))
+    // ...and allowed with the UI's header, or from this server's origin.
+    let made = mkdir("made", &[("x-volebarn-ui", "1")]).await.expect("mkdir");
+    assert_eq!(made.status(), 201);
+    let host = t.url("").trim_end_matches('/').to_string();
+    let same = http
+        .post(t.url("/directories/same-origin"))
         .header("cookie", &cookie)
-        .header("x-volebarn-ui", "1")
+        .header("origin", host)
         .send()
         .await
         .expect("mkdir");
-    assert_eq!(made.status(), 201);
+    assert_eq!(same.status(), 201);
     // A tampered cookie is no credential.
     let tampered = http
         .get(t.url("/directories"))

@@ -144,6 +144,21 @@ try {
   await row('album').waitFor();
   await page.locator('#upload-list li', { hasText: 'album/inner/b.bin' }).getByText('done').waitFor();
 
+  step('download a folder as a ZIP');
+  const [zipped] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: 'Download album' }).click(),
+  ]);
+  assert.equal(zipped.suggestedFilename(), 'album.zip');
+  const zipPath = join(downloads, 'album.zip');
+  await zipped.saveAs(zipPath);
+  const archive = readFileSync(zipPath);
+  assert.equal(archive.readUInt32LE(0), 0x04034b50, 'a ZIP archive');
+  // Stored entries: names and bytes appear as they are.
+  assert.ok(archive.includes('inner/b.bin') && archive.includes('a.txt'), 'both files named');
+  assert.ok(archive.includes(readFileSync(join(uploadDir, 'a.txt'))), 'a.txt inside');
+  assert.ok(archive.includes(readFileSync(join(uploadDir, 'inner/b.bin'))), 'inner/b.bin inside');
+
   step('drag and drop a file');
   const dataTransfer = await page.evaluateHandle(() => {
     const dt = new DataTransfer();
@@ -189,6 +204,7 @@ try {
   assert.equal(put.status(), 201);
   await row('live.txt').waitFor();
   assert.deepEqual(navigations, [], 'no reload');
+  await page.screenshot({ path: join(shots, 'overview.png') });
 
   step('compare a conflict copy and keep it');
   await page.getByRole('button', { name: /^Compare notes \(conflict/ }).click();

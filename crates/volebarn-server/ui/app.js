@@ -435,12 +435,17 @@ async function keepOriginal(copy) {
 
 // ---------- uploads ----------
 
+let uploading = 0;
+
 /** `items`: [{path (relative to the current folder), file}]. */
 async function uploadAll(items) {
   if (items.length === 0) return;
   const panel = $('#uploads');
   panel.hidden = false;
   const list = $('#upload-list');
+  // A new batch replaces the finished one: the total is this batch's.
+  if (uploading === 0) list.replaceChildren();
+  uploading++;
   const total = $('#upload-total');
   const size = items.reduce((n, i) => n + i.file.size, 0) || 1;
   const done = new Array(items.length).fill(0);
@@ -478,6 +483,7 @@ async function uploadAll(items) {
     }
   };
   await Promise.all([worker(), worker()]);
+  uploading--;
   say(failures ? `${failures} of ${items.length} upload(s) failed.` : `Uploaded ${items.length} file(s).`);
   if (dir === state.cwd) await refresh();
 }
