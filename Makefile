@@ -67,7 +67,7 @@ tools:
 	@# npm ships inside some nodejs packages (NodeSource's conflicts with Debian's npm).
 	@missing=""; command -v npm >/dev/null 2>&1 || missing=" npm"; $(APT_INSTALL)
 	@# playwright-core for the web UI test (tests/web_ui.rs), pinned by its lock file; it
-	@# drives Debian's chromium and downloads no browser.
+	@# drives Debian's chromium and downloads no browser. It needs Node.js 20 or later.
 	@if [ ! -f $(UI_TESTS)/node_modules/.package-lock.json ] || \
 		[ $(UI_TESTS)/package-lock.json -nt $(UI_TESTS)/node_modules/.package-lock.json ]; then \
 		echo "installing the web UI test's npm packages in $(UI_TESTS)"; \

@@ -274,6 +274,9 @@ async fn trash_lists_deleted_files_of_a_folder_until_restored() {
     assert_eq!(restored.status(), 200);
     assert!(trash("d").await.entries.is_empty());
     assert_eq!(trash("d/sub").await.entries.len(), 1);
+    let all = trash("d?recursive=true").await;
+    let paths: Vec<_> = all.entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["d/sub/deep.txt"], "deleted files of subfolders too");
     let on_file = t
         .raw()
         .get(t.url("/trash/d/kept.txt"))

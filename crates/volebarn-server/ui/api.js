@@ -59,7 +59,9 @@ export const move = (from, to, overwrite = false) =>
 export const versions = async (path) => (await request('GET', `/versions/${encodePath(path)}`)).json();
 export const restore = (path, rev) =>
   request('POST', `/versions/${encodePath(path)}/restore`, { json: { rev } }).then((r) => r.json());
-export const trash = async (dir) => (await request('GET', dir ? `/trash/${encodePath(dir)}` : '/trash')).json();
+/** Deleted files below `dir`, also in deleted subfolders. */
+export const trash = async (dir) =>
+  (await request('GET', `${dir ? `/trash/${encodePath(dir)}` : '/trash'}?recursive=true`)).json();
 export const changes = async (since, wait, signal) =>
   (await request('GET', `/changes?since=${since}&wait=${wait}`, { signal })).json();
 

@@ -318,17 +318,19 @@ async function showTrash() {
   } catch (e) {
     return failed('Trash', e);
   }
+  // Paths relative to this folder: files of deleted subfolders show where they were.
+  const cut = state.cwd ? state.cwd.length + 1 : 0;
   const body = list.entries.length === 0
     ? el('p', {}, 'No deleted files in this folder.')
     : el('table', {},
       el('thead', {}, el('tr', {}, ...['Name', 'Size', 'Deleted', ''].map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', {}, ...list.entries.map((t) => el('tr', {},
-        el('td', {}, t.name),
+        el('td', {}, t.path.slice(cut)),
         el('td', { class: 'num' }, humanSize(t.size)),
         el('td', {}, when(t.deleted)),
         el('td', { class: 'actions' },
-          el('button', { type: 'button', 'aria-label': `Restore ${t.name}`, onclick: () => doRestore(t.path, t.rev) }, 'Restore'),
-          el('button', { type: 'button', 'aria-label': `Versions of ${t.name}`, onclick: () => showVersions(t.path) }, 'Versions'))))));
+          el('button', { type: 'button', 'aria-label': `Restore ${t.path.slice(cut)}`, onclick: () => doRestore(t.path, t.rev) }, 'Restore'),
+          el('button', { type: 'button', 'aria-label': `Versions of ${t.path.slice(cut)}`, onclick: () => showVersions(t.path) }, 'Versions'))))));
   openDialog(`Trash of /${state.cwd}`, body);
 }
 

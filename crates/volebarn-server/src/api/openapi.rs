@@ -290,10 +290,15 @@ fn login() {}
     responses((status = 204, description = "The session cookie is cleared in this browser", headers(("Set-Cookie" = String)))))]
 fn logout() {}
 
-#[utoipa::path(get, path = "/trash", responses((status = 200, body = TrashList, description = "Deleted, restorable files of the root directory (also at /trash/)")))]
+#[utoipa::path(get, path = "/trash",
+    params(("recursive" = Option<bool>, Query, description = "Every deleted file below, not only the directory's own (default false)")),
+    responses((status = 200, body = TrashList, description = "Deleted, restorable files of the root directory (also at /trash/)"),
+              (status = 400, body = OperationError, description = "bad_request: recursive is not true or false")))]
 fn trash_root() {}
 
-#[utoipa::path(get, path = "/trash/{path}", params(("path" = String, Path, description = "Directory path (it may itself be deleted)")),
+#[utoipa::path(get, path = "/trash/{path}", params(("path" = String, Path, description = "Directory path (it may itself be deleted)"),
+           ("recursive" = Option<bool>, Query, description = "Every deleted file below, not only the directory's own (default false)")),
     responses((status = 200, body = TrashList, description = "Deleted files of this directory whose content is kept: restore one with POST /versions/{path}/restore"),
+              (status = 400, body = OperationError, description = "invalid_path; bad_request: recursive is not true or false"),
               (status = 409, body = OperationError, description = "not_a_directory")))]
 fn trash() {}

@@ -1,6 +1,6 @@
 //! `GET /versions/{path}`, `POST /versions/{path}/restore` and `GET /trash/{dir}`.
 
-use super::{json_body, path_from_uri, AppState};
+use super::{json_body, path_from_uri, query_map, AppState};
 use crate::error::{ServiceError, ServiceResult};
 use axum::body::Body;
 use axum::extract::State;
@@ -36,13 +36,25 @@ pub async fn restore(State(st): State<AppState>, uri: Uri, body: Body) -> Servic
     Ok(Json(st.service.restore(&path, req.rev).await?))
 }
 
+/// `?recursive=true`: every deleted file below the directory, not only its own.
+fn recursive(uri: &Uri) -> ServiceResult<bool> {
+    match query_map(uri).get("recursive").map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(ServiceError::BadRequest {
+            path: String::new(),
+            message: format!("recursive must be true or false, not {v:?}"),
+        }),
+    }
+}
+
 /// `GET /trash/{dir}`: deleted files of a directory that can be restored.
 pub async fn trash(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<TrashList>> {
     let dir = path_from_uri(&uri, "/trash/", true)?;
-    Ok(Json(st.service.trash(&dir).await?))
+    Ok(Json(st.service.trash(&dir, recursive(&uri)?).await?))
 }
 
 /// `GET /trash`: deleted files of the root directory.
-pub async fn trash_root(State(st): State<AppState>) -> ServiceResult<Json<TrashList>> {
-    Ok(Json(st.service.trash(&VPath::root()).await?))
+pub async fn trash_root(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<TrashList>> {
+    Ok(Json(st.service.trash(&VPath::root(), recursive(&uri)?).await?))
 }

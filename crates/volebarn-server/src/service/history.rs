@@ -113,10 +113,11 @@ impl Service {
             })
     }
 
-    /// The trash of `dir`: its direct children that are deleted (their newest version says
-    /// so and nothing is at the path now) and restorable from a kept version, by name. `dir`
-    /// itself may be gone (the trash of a deleted folder); a file there is `not_a_directory`.
-    pub async fn trash(&self, dir: &VPath) -> ServiceResult<TrashList> {
+    /// The trash of `dir`: its direct children (every file below it when `recursive`) that
+    /// are deleted (their newest version says so and no file is at the path now) and
+    /// restorable from a kept version, in path order. `dir` itself may be gone (the trash of
+    /// a deleted folder); a file there is `not_a_directory`.
+    pub async fn trash(&self, dir: &VPath, recursive: bool) -> ServiceResult<TrashList> {
         let meta = self.inner.meta.clone();
         let d = dir.clone();
         blocking(move || {
@@ -127,14 +128,18 @@ impl Service {
                     blocker: d.to_string(),
                 });
             }
-            let present: std::collections::HashSet<VPath> = meta
-                .children(&d)
+            let present = if recursive {
+                meta.descendants(&d)
+            } else {
+                meta.children(&d)
+            };
+            let present: std::collections::HashSet<VPath> = present
                 .map_err(err)?
                 .into_iter()
                 .filter(|(_, e)| matches!(e, Entry::File(_)))
                 .map(|(p, _)| p)
                 .collect();
-            let versions = meta.child_versions(&d).map_err(err)?;
+            let versions = meta.versions_below(&d, !recursive).map_err(err)?;
             let mut entries = Vec::new();
             // Oldest first per path: the newest version decides.
             for kept in versions.chunk_by(|a, b| a.0 == b.0) {

@@ -70,7 +70,7 @@ pub fn run_all<S: MetaStore, G>(make: impl Fn() -> (S, G)) {
         ("inline chunk data", inline_chunk_data),
         ("failed batch applies nothing", failed_batch_applies_nothing),
         ("versions", versions),
-        ("versions of a directory's children", child_versions),
+        ("versions below a directory", versions_below),
         ("journal", journal),
         ("indexes", indexes),
         ("revisions come from the store", revisions_from_the_store),
@@ -205,7 +205,7 @@ fn versions<S: MetaStore>(s: Arc<S>) {
     assert!(left[0].deleted);
 }
 
-fn child_versions<S: MetaStore>(s: Arc<S>) {
+fn versions_below<S: MetaStore>(s: Arc<S>) {
     let v = |rev| VersionRecord {
         file: file(rev, rev, 0),
         deleted: rev % 2 == 0,
@@ -225,14 +225,15 @@ fn child_versions<S: MetaStore>(s: Arc<S>) {
             MetaOp::PutVersion(p("top"), v(10)),
         ],
     );
-    let got = |dir: &str| -> Vec<(String, u64)> {
+    let got_all = |dir: &str, direct_only: bool| -> Vec<(String, u64)> {
         let dir = if dir.is_empty() { VPath::root() } else { p(dir) };
-        s.child_versions(&dir)
-            .expect("child versions")
+        s.versions_below(&dir, direct_only)
+            .expect("versions below")
             .into_iter()
             .map(|(path, v)| (path.to_string(), v.file.rev))
             .collect()
     };
+    let got = |dir: &str| got_all(dir, true);
     let own = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
         list.iter().map(|(p, r)| (p.to_string(), *r)).collect()
     };
@@ -244,6 +245,19 @@ fn child_versions<S: MetaStore>(s: Arc<S>) {
     assert_eq!(got(""), own(&[("d", 6), ("top", 10)]));
     assert_eq!(got("d/sub"), own(&[("d/sub/deep", 4)]));
     assert!(got("none").is_empty());
+    assert_eq!(
+        got_all("d", false),
+        own(&[
+            ("d/a", 2),
+            ("d/a", 255),
+            ("d/ab", 12),
+            ("d/b", 0xFF00),
+            ("d/sub/deep", 4)
+        ]),
+        "the whole subtree, in path-key order"
+    );
+    assert_eq!(got_all("", false).len(), 8);
+    assert_eq!(got_all("", false)[0], ("d".to_string(), 6));
 }
 
 fn journal<S: MetaStore>(s: Arc<S>) {

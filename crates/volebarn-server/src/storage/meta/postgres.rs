@@ -520,11 +520,11 @@ impl MetaStore for PgMetaStore {
         Reads::versions(self, path)
     }
 
-    fn child_versions(&self, dir: &VPath) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+    fn versions_below(&self, dir: &VPath, direct_only: bool) -> StorageResult<Vec<(VPath, VersionRecord)>> {
         let lo = subtree_prefix(dir);
         let (_, hi) = subtree_range(dir).unwrap_or_else(|| (Vec::new(), Vec::new()));
         // An empty upper bound means "no upper bound" (the root's subtree is everything);
-        // deeper paths (a 0 byte after the prefix) are left out here, not in SQL.
+        // for `direct_only`, deeper paths (a 0 byte after the prefix) are left out here.
         let q = Query::new(
             "SELECT key, rec FROM versions WHERE key >= $1 AND (octet_length($2) = 0 OR key < $2) \
              ORDER BY key, rev",
@@ -534,7 +534,10 @@ impl MetaStore for PgMetaStore {
         let mut out = Vec::new();
         for row in self.fetch_all(q)? {
             let key: Vec<u8> = row.try_get("key").map_err(db_err)?;
-            if key.get(lo.len()..).is_none_or(|rest| rest.contains(&0)) {
+            if key
+                .get(lo.len()..)
+                .is_none_or(|rest| direct_only && rest.contains(&0))
+            {
                 continue;
             }
             out.push((key_path(&key)?, decode_col(&row, "rec")?));

@@ -419,7 +419,7 @@ impl MetaStore for RocksMetaStore {
         Ok(out)
     }
 
-    fn child_versions(&self, dir: &VPath) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+    fn versions_below(&self, dir: &VPath, direct_only: bool) -> StorageResult<Vec<(VPath, VersionRecord)>> {
         let prefix = subtree_prefix(dir);
         let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
         it.seek(&prefix);
@@ -438,7 +438,7 @@ impl MetaStore for RocksMetaStore {
                 return Err(StorageError::Corrupt("bad version key".into()));
             };
             let rest = &k[prefix.len()..split];
-            if let Some(i) = rest.iter().position(|&b| b == 0) {
+            if let Some(i) = rest.iter().position(|&b| b == 0).filter(|_| direct_only) {
                 // A deeper path: `child\0…` all sort before `child\x01`; jump over them.
                 let mut skip = k[..prefix.len() + i].to_vec();
                 skip.push(1);
