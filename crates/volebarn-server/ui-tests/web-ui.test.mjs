@@ -113,6 +113,13 @@ try {
   await dialog.locator('tr[data-rev]').nth(1).waitFor();
   assert.equal(await dialog.locator('tr[data-rev]').count(), 2);
   await page.screenshot({ path: join(shots, 'versions.png') });
+  const [older] = await Promise.all([
+    page.waitForEvent('download'),
+    dialog.getByRole('link', { name: /^Download version / }).nth(1).click(),
+  ]);
+  const olderPath = join(downloads, 'readme-older.txt');
+  await older.saveAs(olderPath);
+  assert.equal(readFileSync(olderPath, 'utf8'), 'first version\n', 'an older version downloads');
   await dialog.getByRole('button', { name: /^Restore version / }).first().click();
   await dialog.waitFor({ state: 'hidden' });
   await page.getByRole('status').filter({ hasText: 'Restored docs/readme.txt' }).waitFor();
@@ -196,6 +203,17 @@ try {
   await page.screenshot({ path: join(shots, 'trash.png') });
   await dialog.getByRole('button', { name: 'Restore renamed.bin' }).click();
   await row('renamed.bin').waitFor();
+
+  step('delete a folder, then restore its files from the trash');
+  page.once('dialog', (d) => d.accept());
+  await page.getByRole('button', { name: 'Delete album' }).click();
+  await row('album').waitFor({ state: 'detached' });
+  await page.getByRole('button', { name: 'Trash', exact: true }).click();
+  await dialog.getByRole('button', { name: 'Restore album/a.txt' }).click();
+  await row('album').waitFor();
+  await page.getByRole('button', { name: 'Trash', exact: true }).click();
+  await dialog.getByRole('button', { name: 'Restore album/inner/b.bin' }).click();
+  await dialog.waitFor({ state: 'hidden' });
 
   step('a change through the REST API appears without reloading');
   const navigations = [];
