@@ -234,7 +234,7 @@ function row(entry) {
 function render() {
   renderBreadcrumbs();
   document.title = `${state.cwd ? `/${state.cwd}` : 'Home'} – Volebarn`;
-  for (const th of document.querySelectorAll('#listing th[aria-sort], #listing th')) th.removeAttribute('aria-sort');
+  for (const th of document.querySelectorAll('#listing th')) th.removeAttribute('aria-sort');
   const th = document.querySelector(`#listing button[data-sort="${state.sort.key}"]`).parentElement;
   th.setAttribute('aria-sort', state.sort.dir > 0 ? 'ascending' : 'descending');
   $('#listing tbody').replaceChildren(...sorted(state.entries).map(row));
