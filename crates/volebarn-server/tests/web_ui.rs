@@ -440,8 +440,13 @@ async fn the_web_ui_works_in_headless_chromium() {
     assert_eq!(
         c.download_file("dropped.txt")
             .await
-            .expect("drag and drop, deleted, undone"),
-        Bytes::from_static(b"dropped into the page\n")
+            .expect("drag and drop, deleted, undone, replaced"),
+        Bytes::from_static(b"dropped again\n")
+    );
+    let kept = c.versions("dropped.txt").await.expect("versions").versions;
+    assert!(
+        kept.iter().any(|v| !v.current && v.size == 22),
+        "the first drop is kept as a version: {kept:?}"
     );
     assert_eq!(
         c.download_file("docs/readme.txt")

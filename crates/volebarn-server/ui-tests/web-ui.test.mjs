@@ -182,6 +182,15 @@ try {
   await page.getByRole('status').getByRole('button', { name: 'Undo' }).click();
   await row('dropped.txt').waitFor();
 
+  step('drop a file over an existing one: replaced, the old one kept as a version');
+  const again = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(['dropped again\n'], 'dropped.txt', { type: 'text/plain' }));
+    return dt;
+  });
+  await page.dispatchEvent('#drop-zone', 'drop', { dataTransfer: again });
+  await row('dropped.txt').locator('td.num', { hasText: '14 B' }).waitFor();
+
   step('create a folder');
   await page.getByRole('button', { name: 'New folder' }).click();
   await dialog.getByLabel('Folder name').fill('made in browser');

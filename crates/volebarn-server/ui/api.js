@@ -138,8 +138,13 @@ export const CHUNKED_FROM = 8 * 1024 * 1024;
 const CHUNK = 4 * 1024 * 1024;
 const hex = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 
-/** Creates `path` (POST), or replaces what is there (PUT: the old content stays as a version). */
-async function createOrReplace(write) {
+/**
+ * Creates `path` (POST), or replaces what is there (PUT: the old content stays as a version).
+ * `exists`: the listing shows a file there, so PUT straight away (a refused POST would be a
+ * failed request in the browser's console); otherwise POST, and PUT if that finds one.
+ */
+async function createOrReplace(write, exists) {
+  if (exists) return write('PUT');
   try {
     return await write('POST');
   } catch (e) {
@@ -154,12 +159,12 @@ async function createOrReplace(write) {
  * (`POST /chunks/missing`: an interrupted upload resumes where it stopped), each retried,
  * then a commit of the chunk list without a whole-file hash (the server computes it).
  */
-export async function upload(path, file, onProgress) {
+export async function upload(path, file, onProgress, exists = false) {
   const url = `/files/${encodePath(path)}`;
   const mtime = file.lastModified ? { 'X-Modified-Time': new Date(file.lastModified).toISOString() } : {};
   if (file.size < CHUNKED_FROM) {
     return createOrReplace((method) =>
-      send(method, url, file, { 'Content-Type': 'application/octet-stream', ...mtime }, onProgress));
+      send(method, url, file, { 'Content-Type': 'application/octet-stream', ...mtime }, onProgress), exists);
   }
   const chunks = [];
   for (let at = 0; at < file.size; at += CHUNK) {
@@ -187,5 +192,5 @@ export async function upload(path, file, onProgress) {
   }
   const commit = JSON.stringify({ size: file.size, chunks: chunks.map(({ id, len }) => ({ id, len })) });
   return createOrReplace((method) =>
-    send(method, url, commit, { 'Content-Type': 'application/vnd.volebarn.chunks+json', ...mtime }, () => {}));
+    send(method, url, commit, { 'Content-Type': 'application/vnd.volebarn.chunks+json', ...mtime }, () => {}), exists);
 }

@@ -469,11 +469,13 @@ async function uploadAll(items) {
       const { bar, note } = rows[i];
       note.textContent = 'uploading';
       try {
-        await api.upload(join(dir, items[i].path), items[i].file, (loaded) => {
+        const target = join(dir, items[i].path);
+        const exists = dir === state.cwd && state.entries.some((e) => e.path === target && !e.is_directory);
+        await api.upload(target, items[i].file, (loaded) => {
           bar.value = loaded;
           done[i] = loaded;
           total.value = done.reduce((a, b) => a + b, 0);
-        });
+        }, exists);
         bar.value = items[i].file.size || 1;
         done[i] = items[i].file.size;
         total.value = done.reduce((a, b) => a + b, 0);
