@@ -140,7 +140,18 @@ try {
   await page.screenshot({ path: join(shots, 'upload.png') });
 
   step('upload a large file through the chunked API, resuming');
+  // Uploads slowed to 4 MiB/s, so the progress can be seen (and photographed) mid-way.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 4 << 20 });
   await page.locator('#pick-files').setInputFiles(uploadBig);
+  const bigBar = page.getByRole('progressbar', { name: 'Upload of big.bin' });
+  await page.waitForFunction(() => {
+    const bar = document.querySelector('#upload-list progress');
+    return bar && bar.value > 0 && bar.value < bar.max;
+  });
+  await page.screenshot({ path: join(shots, 'upload-progress.png') });
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+  assert.ok(await bigBar.isVisible());
   await row('big.bin').waitFor();
   await page.locator('#upload-list li', { hasText: 'big.bin' }).getByText('done').waitFor();
   // 9 MiB is three chunks; the test put the first one on the server beforehand.
