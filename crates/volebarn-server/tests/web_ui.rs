@@ -55,6 +55,36 @@ fn cookie_of(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The DOM-free modules (sizes, conflict names, diff, ZIP, multipart, BLAKE3) under
+/// `node --test`.
+#[test]
+fn the_ui_modules_pass_their_unit_tests() {
+    let script = manifest_dir().join("ui-tests/unit.test.mjs");
+    let out = match std::process::Command::new("node")
+        .arg("--test")
+        .arg(&script)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            let why = format!("cannot run node: {e} (apt-get install nodejs, or `make tools`)");
+            assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let report = String::from_utf8_lossy(&out.stdout);
+    println!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the UI unit tests failed; their report is above"
+    );
+    assert!(
+        report.contains("# fail 0") && !report.contains("# pass 0"),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn the_page_is_public_with_strict_headers_and_the_api_is_not() {
     let t = TestServer::start().await;

@@ -4,11 +4,10 @@
 import * as api from './api.js';
 import { zip } from './zip.js';
 import { lineDiff } from './diff.js';
+import { humanSize, conflictOriginal } from './format.js';
 
 const $ = (sel) => document.querySelector(sel);
 
-/** `(conflict 2026-11-30 101500)` before the extension: a sync client's conflict copy. */
-const CONFLICT = /^(.*) \(conflict \d{4}-\d{2}-\d{2} \d{6}\)(\.[^.]*)?$/;
 const IMAGE = /\.(png|jpe?g|gif|webp|svg|bmp|avif|ico)$/i;
 const TEXT = /\.(txt|md|markdown|json|csv|tsv|log|xml|html?|css|js|mjs|ts|rs|py|go|c|h|cpp|java|sh|toml|ya?ml|ini|conf|cfg|sql)$/i;
 const PREVIEW_MAX = 4 * 1024 * 1024;
@@ -23,14 +22,6 @@ const state = {
 
 // ---------- small helpers ----------
 
-export function humanSize(n) {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = -1;
-  do { v /= 1024; u++; } while (v >= 1024 && u < units.length - 1);
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}`;
-}
 
 const when = (t) => (t ? new Date(t).toLocaleString() : '');
 const parentOf = (p) => (p.includes('/') ? p.slice(0, p.lastIndexOf('/')) : '');
@@ -209,7 +200,7 @@ function actionButton(label, name, run, cls) {
 }
 
 function row(entry) {
-  const conflict = !entry.is_directory && CONFLICT.exec(entry.name);
+  const original = entry.is_directory ? null : conflictOriginal(entry.name);
   const nameCell = entry.is_directory
     ? el('a', { href: hashOf(entry.path), class: 'folder' }, entry.name)
     : el('a', { href: api.fileUrl(entry.path), onclick: (e) => { e.preventDefault(); preview(entry); } }, entry.name);
@@ -221,11 +212,11 @@ function row(entry) {
   } else {
     actions.append(actionButton('Download', entry.name, () => downloadFolder(entry.path)));
   }
-  if (conflict) actions.append(actionButton('Compare', entry.name, () => compare(entry, join(parentOf(entry.path), conflict[1] + (conflict[2] || '')))));
+  if (original) actions.append(actionButton('Compare', entry.name, () => compare(entry, join(parentOf(entry.path), original))));
   actions.append(actionButton('Rename', entry.name, () => rename(entry)));
   actions.append(actionButton('Delete', entry.name, () => remove(entry), 'danger'));
-  return el('tr', { class: conflict ? 'conflict' : '', 'data-path': entry.path },
-    el('td', { class: 'name' }, shown, conflict ? el('span', { class: 'badge', title: 'A sync client kept both versions' }, 'conflict') : undefined),
+  return el('tr', { class: original ? 'conflict' : '', 'data-path': entry.path },
+    el('td', { class: 'name' }, shown, original ? el('span', { class: 'badge', title: 'A sync client kept both versions' }, 'conflict') : undefined),
     el('td', { class: 'num' }, entry.is_directory ? el('span', { class: 'visually-hidden' }, 'folder') : humanSize(entry.size)),
     el('td', { class: 'opt' }, when(entry.modified)),
     actions);
