@@ -38,10 +38,14 @@ deps:
 # schemathesis. A test server needs no speed, so Garage is built without
 # LTO at opt-level 1 and only with its SQLite metadata engine: ~14 min of CPU (about 8 min on
 # 2 idle cores), once per machine.
+# The web UI test (tests/web_ui.rs) needs chromium, node and npm, and the pinned
+# playwright-core of crates/volebarn-server/ui-tests (npm ci, rerun when its lock changes).
 # schemathesis (PyPI) checks /openapi.json against the real server (tests/schemathesis.rs),
 # pinned, in a venv of its own.
 SCHEMATHESIS_VERSION := 4.32.5
 SCHEMATHESIS_VENV := $(HOME)/.cache/volebarn-venv
+# The web UI's end-to-end test drives Debian's chromium with playwright-core (npm).
+UI_TESTS := crates/volebarn-server/ui-tests
 tools:
 	@if command -v garage >/dev/null 2>&1 || test -x ~/.cargo/bin/garage; then :; else \
 		echo "installing garage (S3 server for the tests) into ~/.cargo/bin"; \
@@ -56,7 +60,19 @@ tools:
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
 	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
 	python3 -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
 	$(APT_INSTALL)
+	@# npm ships inside some nodejs packages (NodeSource's conflicts with Debian's npm).
+	@missing=""; command -v npm >/dev/null 2>&1 || missing=" npm"; $(APT_INSTALL)
+	@# playwright-core for the web UI test (tests/web_ui.rs), pinned by its lock file; it
+	@# drives Debian's chromium and downloads no browser. It needs Node.js 20 or later.
+	@if [ ! -f $(UI_TESTS)/node_modules/.package-lock.json ] || \
+		[ $(UI_TESTS)/package-lock.json -nt $(UI_TESTS)/node_modules/.package-lock.json ]; then \
+		echo "installing the web UI test's npm packages in $(UI_TESTS)"; \
+		(cd $(UI_TESTS) && npm ci --no-audit --no-fund); \
+	fi
 	@if $(SCHEMATHESIS_VENV)/bin/st --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)"; then :; else \
 		echo "installing schemathesis $(SCHEMATHESIS_VERSION) into $(SCHEMATHESIS_VENV)"; \
 		python3 -m venv $(SCHEMATHESIS_VENV) && \

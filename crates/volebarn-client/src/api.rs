@@ -472,7 +472,11 @@ impl Client {
                 self.commit_chunks_once(path, commit, replace, None, None)
             })
             .await;
-        self.settle_write(path, commit.xxhash3, &attempts, result).await
+        match commit.xxhash3 {
+            Some(hash) => self.settle_write(path, hash, &attempts, result).await,
+            // Without a hash of its own the commit cannot tell its retried write apart.
+            None => result,
+        }
     }
 
     /// Does the server hold `path` with content hash `expected_hash` (xxh3)? Downloads the

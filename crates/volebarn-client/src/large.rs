@@ -378,7 +378,7 @@ impl Client {
 
         let commit = ChunkedCommit {
             size,
-            xxhash3: hash,
+            xxhash3: Some(hash),
             chunks,
         };
         let result = self

@@ -52,6 +52,38 @@ pub struct VersionInfo {
     pub archived: Option<UnixNanos>,
 }
 
+/// One deleted file of `GET /trash/{dir}`: restore it with `POST /versions/{path}/restore`
+/// and `{"rev": rev}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrashEntry {
+    pub path: String,
+    pub name: String,
+    /// Size of the content it had when it was deleted.
+    pub size: u64,
+    pub xxhash3: Xxh3,
+    /// The modification time of that content.
+    #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub modified: UnixNanos,
+    /// When it was deleted.
+    #[serde(with = "rfc3339_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub deleted: UnixNanos,
+    /// The revision to restore (the content it had when it was deleted).
+    pub rev: u64,
+    /// How many versions of it are kept.
+    pub versions: u64,
+}
+
+/// `GET /trash/{dir}`: files of one directory that are deleted but have kept versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TrashList {
+    pub path: String,
+    pub entries: Vec<TrashEntry>,
+}
+
 /// One chunk of a chunked commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -65,7 +97,11 @@ pub struct ChunkSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChunkedCommit {
     pub size: u64,
-    pub xxhash3: Xxh3,
+    /// xxh3-64 of the whole file, the client's claim (checked in the background). Absent:
+    /// the server reads the chunks back and computes it before committing — for clients
+    /// that cannot compute xxh3, such as the web UI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxhash3: Option<Xxh3>,
     pub chunks: Vec<ChunkSpec>,
 }
 

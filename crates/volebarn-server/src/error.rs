@@ -44,6 +44,9 @@ pub enum ServiceError {
     MethodNotAllowed { path: String },
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// Authenticated, but refused (a session cookie without proof of coming from the UI).
+    #[error("{reason}")]
+    Forbidden { reason: String },
     #[error("the server's disk is full")]
     InsufficientStorage { path: String },
     #[error("{reason}; retry after {retry_after} s")]
@@ -93,6 +96,7 @@ impl ServiceError {
             | ServiceError::InsufficientStorage { path }
             | ServiceError::Storage { path, .. } => path,
             ServiceError::Unauthorized
+            | ServiceError::Forbidden { .. }
             | ServiceError::Internal(_)
             | ServiceError::Gone { .. }
             | ServiceError::RequestTooLarge { .. }
@@ -119,6 +123,7 @@ impl ServiceError {
             ServiceError::MissingChunks { .. } => (StatusCode::BAD_REQUEST, ErrorCode::MissingChunks),
             ServiceError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest),
             ServiceError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            ServiceError::Forbidden { .. } => (StatusCode::FORBIDDEN, ErrorCode::PermissionDenied),
             ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             ServiceError::InsufficientStorage { .. } => {
                 (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::InsufficientStorage)

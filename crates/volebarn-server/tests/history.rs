@@ -226,7 +226,7 @@ async fn chunked_upload_commit_and_missing_chunks() {
         .collect();
     let commit = ChunkedCommit {
         size: data.len() as u64,
-        xxhash3: Xxh3::of(&data),
+        xxhash3: Some(Xxh3::of(&data)),
         chunks: pieces
             .iter()
             .map(|(id, b)| ChunkSpec {
@@ -288,7 +288,7 @@ async fn chunked_upload_commit_and_missing_chunks() {
     // The whole-file hash is the client's claim, checked by the server before the file is
     // served: a wrong one is corrected (a new revision), never served.
     let mut wrong = commit.clone();
-    wrong.xxhash3 = Xxh3(1);
+    wrong.xxhash3 = Some(Xxh3(1));
     let claimed = c
         .commit_chunks("wrong.bin", &wrong, false)
         .await

@@ -159,7 +159,7 @@ async fn upload(s: &Service, path: &str, data: &[u8]) {
 fn commit_of(data: &[u8]) -> ChunkedCommit {
     ChunkedCommit {
         size: data.len() as u64,
-        xxhash3: Xxh3::of(data),
+        xxhash3: Some(Xxh3::of(data)),
         chunks: vec![ChunkSpec {
             id: ChunkId::of(data),
             len: data.len() as u32,

@@ -15,13 +15,29 @@ pub async fn create(State(st): State<AppState>, uri: Uri) -> ServiceResult<(Stat
     Ok((StatusCode::CREATED, Json(meta)))
 }
 
-pub async fn list(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<DirectoryListing>> {
-    let path = path_from_uri(&uri, PREFIX, true)?;
-    Ok(Json(st.service.list_dir(&path).await?))
+/// The listing with `X-Head-Rev`: the head revision read before it, where a `/changes`
+/// long-poll that keeps the listing current starts (the web UI's live view).
+async fn listing(
+    st: &AppState,
+    path: &VPath,
+) -> ServiceResult<([(&'static str, String); 1], Json<DirectoryListing>)> {
+    let head = st.service.head_rev().await?;
+    let listing = st.service.list_dir(path).await?;
+    Ok(([("x-head-rev", head.to_string())], Json(listing)))
 }
 
-pub async fn list_root(State(st): State<AppState>) -> ServiceResult<Json<DirectoryListing>> {
-    Ok(Json(st.service.list_dir(&VPath::root()).await?))
+pub async fn list(
+    State(st): State<AppState>,
+    uri: Uri,
+) -> ServiceResult<([(&'static str, String); 1], Json<DirectoryListing>)> {
+    let path = path_from_uri(&uri, PREFIX, true)?;
+    listing(&st, &path).await
+}
+
+pub async fn list_root(
+    State(st): State<AppState>,
+) -> ServiceResult<([(&'static str, String); 1], Json<DirectoryListing>)> {
+    listing(&st, &VPath::root()).await
 }
 
 pub async fn remove(State(st): State<AppState>, uri: Uri) -> ServiceResult<StatusCode> {

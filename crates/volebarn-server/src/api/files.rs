@@ -113,9 +113,25 @@ fn content_headers(rec: &FileRecord) -> HeaderMap {
     h
 }
 
+/// `GET /files/{path}`, or `?rev=N` for a kept version (the web UI's version download).
 pub async fn download(State(st): State<AppState>, uri: Uri) -> ServiceResult<Response> {
     let path = path_from_uri(&uri, PREFIX, false)?;
-    let rec = st.service.open_file(&path).await?;
+    let rev = match super::query_map(&uri).get("rev") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .ok_or_else(|| ServiceError::BadRequest {
+                    path: path.to_string(),
+                    message: format!("rev must be an integer from 0 to 2^63-1, not {v:?}"),
+                })?,
+        ),
+    };
+    let rec = match rev {
+        None => st.service.open_file(&path).await?,
+        Some(rev) => st.service.open_version(&path, rev).await?,
+    };
     let mut content = Box::pin(st.service.content_stream(&path, &rec));
     // The first chunk is read before answering: a damaged one (most files are one chunk) is
     // an error response, not a 200 cut short.

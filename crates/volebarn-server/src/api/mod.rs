@@ -13,7 +13,9 @@ pub mod limits;
 mod metrics;
 mod namespace;
 pub mod openapi;
+pub mod session;
 pub mod space;
+mod ui;
 mod versions;
 
 use crate::error::ServiceError;
@@ -92,6 +94,8 @@ api_routes! {
     "/health" => { get => admin::health as "/health" },
     "/metrics" => { get => metrics::metrics as "/metrics" },
     "/openapi.json" => { get => openapi::openapi as "/openapi.json" },
+    "/auth/login" => { post => session::login as "/auth/login" },
+    "/auth/logout" => { post => session::logout as "/auth/logout" },
     "/files/{*path}" => {
         post => files::upload as "/files/{path}",
         put => files::update as "/files/{path}",
@@ -119,12 +123,17 @@ api_routes! {
         get => versions::list as "/versions/{path}",
         post => versions::restore as "/versions/{path}/restore",
     },
+    "/trash" => { get => versions::trash_root as "/trash" },
+    "/trash/" => { get => versions::trash_root as "/trash" },
+    "/trash/{*path}" => { get => versions::trash as "/trash/{path}" },
     "/chunks/missing" => { post => chunks::missing as "/chunks/missing" },
     "/chunks/{id}" => { put => chunks::put as "/chunks/{id}" },
 }
 
 pub fn router(state: AppState) -> Router {
     add_routes(Router::new())
+        .route("/", axum::routing::get(ui::index))
+        .route("/ui/{*file}", axum::routing::get(ui::file))
         .route("/files/", any(admin::empty_file_path))
         .route(dav::PREFIX, any(dav::serve))
         .route("/dav/", any(dav::serve))
@@ -139,11 +148,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Bearer token on everything but `/health`, compared in constant time (WebDAV takes it as
-/// the password of HTTP Basic credentials), behind the per-address limits ([`limits`]): the
-/// request rate first, then the brute-force guard.
+/// Bearer token on everything but `/health` and the web UI's page and assets, compared in
+/// constant time (WebDAV takes it as the password of HTTP Basic credentials; the UI's session
+/// cookie, [`session`], stands in for it elsewhere), behind the per-address limits
+/// ([`limits`]): the request rate first, then the brute-force guard. `/auth/login` and
+/// `/auth/logout` are behind the limits but check the token themselves.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/health" {
+    let path = req.uri().path();
+    if path == "/health" || ui::is_ui_path(path) {
         return next.run(req).await;
     }
     // Absent only when the router is driven without a socket (never by `serve`).
@@ -168,16 +180,36 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
             .into_response();
         }
     }
-    let dav = dav::is_dav_path(req.uri().path());
+    if path == "/auth/login" || path == "/auth/logout" {
+        return next.run(req).await;
+    }
+    let dav = dav::is_dav_path(path);
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
     let authorized = if dav {
         dav::authorized(req.headers(), &state.token)
-    } else {
-        req.headers()
-            .get(axum::http::header::AUTHORIZATION)
+    } else if let Some(t) = bearer {
+        bool::from(t.as_bytes().ct_eq(state.token.as_bytes()))
+    } else if session::has_session(req.headers(), &state.token) {
+        let host = req
+            .headers()
+            .get(axum::http::header::HOST)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(state.token.as_bytes())))
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if !session::csrf_ok(req.method(), req.headers(), host) {
+            return ServiceError::Forbidden {
+                reason: "a session cookie on an unsafe method needs X-Volebarn-UI: 1 or this server's Origin"
+                    .into(),
+            }
+            .into_response();
+        }
+        true
+    } else {
+        false
     };
     if authorized {
         return next.run(req).await;

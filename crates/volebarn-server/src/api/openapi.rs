@@ -12,15 +12,15 @@ use volebarn_core::{DirectoryListing, ErrorCode, FileMetadata, OperationError};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Volebarn File Sync API", version = "1.0.0", description = "Self-hosted file sync: durable storage, three-way sync, change feed. Every route but /health needs `Authorization: Bearer <token>`; every error body is an OperationError."),
+    info(title = "Volebarn File Sync API", version = "1.0.0", description = "Self-hosted file sync: durable storage, three-way sync, change feed. Every route but /health, /auth/login and /auth/logout needs `Authorization: Bearer <token>` (or the web UI's session cookie from /auth/login); every error body is an OperationError."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(
-        health, metrics, openapi_json,
+        health, metrics, openapi_json, login, logout,
         upload_file, update_file, download_file, head_file, delete_file,
         list_root, create_directory, list_directory, delete_directory,
         bulk_upload, bulk_download, bulk_delete, bulk_manifest, bulk_sync,
-        move_path, copy_path, search, changes, versions, restore_version,
+        move_path, copy_path, search, changes, versions, restore_version, trash_root, trash,
         missing_chunks, put_chunk,
     ),
     components(schemas(
@@ -28,7 +28,7 @@ use volebarn_core::{DirectoryListing, ErrorCode, FileMetadata, OperationError};
         ChunkSpec, ChunkedCommit, ChunkIds, MissingChunks, MoveRequest, RestoreRequest, PathList,
         BulkUploadResponse, BulkDeleteResponse, ChangeKind, ChangeEntry, ChangesResponse, FileManifest,
         ClientEntry, ClientManifest, SyncRequest, SyncPlan, SyncConflict, ConflictStrategy,
-        ConflictResolution, ConflictKind,
+        ConflictResolution, ConflictKind, TrashEntry, TrashList, super::session::LoginRequest,
     ))
 )]
 pub struct ApiDoc;
@@ -73,7 +73,17 @@ impl Modify for BearerAuth {
                         .entry(status.into())
                         .or_insert_with(|| error_response(description, retry, head).into());
                 };
-                add("401", "Missing or wrong bearer token (`unauthorized`)", false);
+                // Signing out needs no credential.
+                if path != "/auth/logout" {
+                    add("401", "Missing or wrong bearer token (`unauthorized`)", false);
+                }
+                if writes && path != "/auth/login" {
+                    add(
+                        "403",
+                        "`permission_denied`: authenticated by the session cookie without `X-Volebarn-UI: 1` or this server's `Origin`",
+                        false,
+                    );
+                }
                 add(
                     "429",
                     "Too many requests, or too many failed authentications, from this address (`rate_limited`)",
@@ -101,7 +111,8 @@ impl Modify for BearerAuth {
                         false,
                     );
                 }
-                if writes && path != "/chunks/missing" && path != "/bulk/download" && path != "/bulk/sync" {
+                let reads_only = ["/chunks/missing", "/bulk/download", "/bulk/sync", "/auth/login"];
+                if writes && !reads_only.contains(&path.as_str()) {
                     add("507", "`insufficient_storage`: the server's disk is full", false);
                 }
             }
@@ -170,9 +181,11 @@ fn upload_file() {}
               (status = 413, body = OperationError)))]
 fn update_file() {}
 
-#[utoipa::path(get, path = "/files/{path}", params(("path" = String, Path, description = "File path")),
+#[utoipa::path(get, path = "/files/{path}", params(("path" = String, Path, description = "File path"),
+           ("rev" = Option<u64>, Query, description = "A revision from GET /versions/{path} (the current one or a kept version, also of a deleted file); default: the current content")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>,
                headers(("X-File-Hash" = String), ("ETag" = String), ("X-Modified-Time" = String))),
+              (status = 400, body = OperationError, description = "invalid_path; bad_request: rev is not a number"),
               (status = 404, body = OperationError), (status = 409, body = OperationError, description = "is_a_directory")))]
 fn download_file() {}
 
@@ -190,7 +203,8 @@ fn head_file() {}
               (status = 412, body = OperationError)))]
 fn delete_file() {}
 
-#[utoipa::path(get, path = "/directories", responses((status = 200, body = DirectoryListing, description = "The root directory (also at /directories/)")))]
+#[utoipa::path(get, path = "/directories", responses((status = 200, body = DirectoryListing, description = "The root directory (also at /directories/)",
+    headers(("X-Head-Rev" = u64, description = "The head revision read before the listing: a /changes long-poll from it keeps the listing current")))))]
 fn list_root() {}
 
 #[utoipa::path(post, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
@@ -198,7 +212,8 @@ fn list_root() {}
 fn create_directory() {}
 
 #[utoipa::path(get, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
-    responses((status = 200, body = DirectoryListing), (status = 404, body = OperationError), (status = 409, body = OperationError, description = "not_a_directory")))]
+    responses((status = 200, body = DirectoryListing, headers(("X-Head-Rev" = u64, description = "The head revision read before the listing"))),
+              (status = 404, body = OperationError), (status = 409, body = OperationError, description = "not_a_directory")))]
 fn list_directory() {}
 
 #[utoipa::path(delete, path = "/directories/{path}", params(("path" = String, Path, description = "Directory path")),
@@ -264,3 +279,26 @@ fn missing_chunks() {}
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "At most 4 MiB"),
     responses((status = 204, description = "Stored"), (status = 400, body = OperationError, description = "hash_mismatch"), (status = 413, body = OperationError)))]
 fn put_chunk() {}
+
+#[utoipa::path(post, path = "/auth/login", security(()), request_body = super::session::LoginRequest,
+    responses((status = 204, description = "Signed in: `Set-Cookie: volebarn_session=…; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=43200`. The cookie then authenticates like the bearer token; requests with unsafe methods must also send `X-Volebarn-UI: 1` or this server's `Origin`.",
+               headers(("Set-Cookie" = String))),
+              (status = 401, body = OperationError, description = "Wrong token (`unauthorized`); counts as a failed authentication for the brute-force guard")))]
+fn login() {}
+
+#[utoipa::path(post, path = "/auth/logout", security(()),
+    responses((status = 204, description = "The session cookie is cleared in this browser", headers(("Set-Cookie" = String)))))]
+fn logout() {}
+
+#[utoipa::path(get, path = "/trash",
+    params(("recursive" = Option<bool>, Query, description = "Every deleted file below, not only the directory's own (default false)")),
+    responses((status = 200, body = TrashList, description = "Deleted, restorable files of the root directory (also at /trash/)"),
+              (status = 400, body = OperationError, description = "bad_request: recursive is not true or false")))]
+fn trash_root() {}
+
+#[utoipa::path(get, path = "/trash/{path}", params(("path" = String, Path, description = "Directory path (it may itself be deleted)"),
+           ("recursive" = Option<bool>, Query, description = "Every deleted file below, not only the directory's own (default false)")),
+    responses((status = 200, body = TrashList, description = "Deleted files of this directory whose content is kept: restore one with POST /versions/{path}/restore"),
+              (status = 400, body = OperationError, description = "invalid_path; bad_request: recursive is not true or false"),
+              (status = 409, body = OperationError, description = "not_a_directory")))]
+fn trash() {}

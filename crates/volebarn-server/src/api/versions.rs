@@ -1,13 +1,14 @@
-//! `GET /versions/{path}` and `POST /versions/{path}/restore`.
+//! `GET /versions/{path}`, `POST /versions/{path}/restore` and `GET /trash/{dir}`.
 
-use super::{json_body, path_from_uri, AppState};
+use super::{json_body, path_from_uri, query_map, AppState};
 use crate::error::{ServiceError, ServiceResult};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::Json;
-use volebarn_core::types::{RestoreRequest, VersionList};
+use volebarn_core::types::{RestoreRequest, TrashList, VersionList};
 use volebarn_core::FileMetadata;
+use volebarn_core::VPath;
 
 const PREFIX: &str = "/versions/";
 
@@ -33,4 +34,27 @@ pub async fn restore(State(st): State<AppState>, uri: Uri, body: Body) -> Servic
     let path = path_from_uri(&uri, PREFIX, false)?;
     let req: RestoreRequest = json_body(body, 4096).await?;
     Ok(Json(st.service.restore(&path, req.rev).await?))
+}
+
+/// `?recursive=true`: every deleted file below the directory, not only its own.
+fn recursive(uri: &Uri) -> ServiceResult<bool> {
+    match query_map(uri).get("recursive").map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(v) => Err(ServiceError::BadRequest {
+            path: String::new(),
+            message: format!("recursive must be true or false, not {v:?}"),
+        }),
+    }
+}
+
+/// `GET /trash/{dir}`: deleted files of a directory that can be restored.
+pub async fn trash(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<TrashList>> {
+    let dir = path_from_uri(&uri, "/trash/", true)?;
+    Ok(Json(st.service.trash(&dir, recursive(&uri)?).await?))
+}
+
+/// `GET /trash`: deleted files of the root directory.
+pub async fn trash_root(State(st): State<AppState>, uri: Uri) -> ServiceResult<Json<TrashList>> {
+    Ok(Json(st.service.trash(&VPath::root(), recursive(&uri)?).await?))
 }

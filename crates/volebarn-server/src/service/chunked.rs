@@ -7,9 +7,10 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{ChunkRef, Claim};
 use bytes::Bytes;
 use volebarn_core::chunking::MAX_CHUNK;
+use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::timefmt::UnixNanos;
-use volebarn_core::types::ChunkedCommit;
-use volebarn_core::{ChunkId, FileMetadata, VPath};
+use volebarn_core::types::{ChunkSpec, ChunkedCommit};
+use volebarn_core::{ChunkId, FileMetadata, VPath, Xxh3};
 
 impl Service {
     /// The ids among `ids` that the server does not store (each reported once). A chunk
@@ -104,6 +105,10 @@ impl Service {
                 message: format!("the chunks add up to {total} bytes, not {}", commit.size),
             });
         }
+        let xxh3 = match commit.xxhash3 {
+            Some(h) => h,
+            None => self.hash_of_chunks(path, &commit.chunks).await?,
+        };
         let path = path.clone();
         let mtime = mtime.unwrap_or_else(volebarn_core::timefmt::now_nanos);
         // The transaction checks that every chunk it newly references exists with the
@@ -130,14 +135,46 @@ impl Service {
             }
             let claim = Claim {
                 size: commit.size,
-                xxh3: commit.xxhash3.0,
+                xxh3: xxh3.0,
                 chunks: refs.clone(),
                 path: path.to_string(),
             };
-            let meta = commit_write(tx, &path, &mode, refs, commit.size, commit.xxhash3, mtime)?;
+            let meta = commit_write(tx, &path, &mode, refs, commit.size, xxh3, mtime)?;
             tx.open_claim(claim);
             Ok(meta)
         })
         .await
+    }
+
+    /// The xxh3 of the content the chunks make, read back from storage (a commit that
+    /// brings no hash of its own). Absent chunks: 400 `missing_chunks`, as the commit would.
+    async fn hash_of_chunks(&self, path: &VPath, chunks: &[ChunkSpec]) -> ServiceResult<Xxh3> {
+        let missing = self.missing_chunks(chunks.iter().map(|c| c.id).collect()).await?;
+        if !missing.is_empty() {
+            return Err(ServiceError::MissingChunks {
+                path: path.to_string(),
+                ids: missing.iter().map(ChunkId::to_hex).collect(),
+            });
+        }
+        let mut hasher = Xxh3Hasher::new();
+        for c in chunks {
+            let data = self
+                .read_chunk(
+                    path.as_str(),
+                    ChunkRef {
+                        id: c.id.0,
+                        len: c.len,
+                    },
+                )
+                .await?;
+            if data.len() != c.len as usize {
+                return Err(ServiceError::BadRequest {
+                    path: path.to_string(),
+                    message: format!("chunk {} is {} bytes, not {}", c.id, data.len(), c.len),
+                });
+            }
+            hasher.update(&data);
+        }
+        Ok(hasher.finish())
     }
 }

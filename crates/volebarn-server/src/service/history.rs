@@ -6,7 +6,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{Change, Entry};
 use std::time::Duration;
 use volebarn_core::timefmt::UnixNanos;
-use volebarn_core::types::VersionInfo;
+use volebarn_core::types::{TrashEntry, TrashList, VersionInfo};
 use volebarn_core::{FileMetadata, VPath, Xxh3};
 
 /// Retention and collection settings (docs/design.md §4; issue "2.").
@@ -88,6 +88,81 @@ impl Service {
                 return Err(ServiceError::NotFound { path: p.to_string() });
             }
             Ok(out)
+        })
+        .await?
+    }
+
+    /// The record of revision `rev` of `path`, current or kept as a version, to download.
+    pub async fn open_version(&self, path: &VPath, rev: u64) -> ServiceResult<crate::storage::FileRecord> {
+        if let Ok(rec) = self.open_file(path).await {
+            if rec.rev == rev {
+                return Ok(rec);
+            }
+        }
+        let meta = self.inner.meta.clone();
+        let p = path.clone();
+        let versions = blocking(move || meta.versions(&p))
+            .await?
+            .map_err(|e| ServiceError::storage(path.as_str(), e))?;
+        versions
+            .into_iter()
+            .find(|v| v.file.rev == rev)
+            .map(|v| v.file)
+            .ok_or_else(|| ServiceError::NotFound {
+                path: format!("{path}@{rev}"),
+            })
+    }
+
+    /// The trash of `dir`: its direct children (every file below it when `recursive`) that
+    /// are deleted (their newest version says so and no file is at the path now) and
+    /// restorable from a kept version, in path order. `dir` itself may be gone (the trash of
+    /// a deleted folder); a file there is `not_a_directory`.
+    pub async fn trash(&self, dir: &VPath, recursive: bool) -> ServiceResult<TrashList> {
+        let meta = self.inner.meta.clone();
+        let d = dir.clone();
+        blocking(move || {
+            let err = |e| ServiceError::storage(d.as_str(), e);
+            if let Some(Entry::File(_)) = meta.get(&d).map_err(err)? {
+                return Err(ServiceError::NotADirectory {
+                    path: d.to_string(),
+                    blocker: d.to_string(),
+                });
+            }
+            let present = if recursive {
+                meta.descendants(&d)
+            } else {
+                meta.children(&d)
+            };
+            let present: std::collections::HashSet<VPath> = present
+                .map_err(err)?
+                .into_iter()
+                .filter(|(_, e)| matches!(e, Entry::File(_)))
+                .map(|(p, _)| p)
+                .collect();
+            let versions = meta.versions_below(&d, !recursive).map_err(err)?;
+            let mut entries = Vec::new();
+            // Oldest first per path: the newest version decides.
+            for kept in versions.chunk_by(|a, b| a.0 == b.0) {
+                let Some((path, newest)) = kept.last() else {
+                    continue;
+                };
+                if newest.deleted && !present.contains(path) {
+                    entries.push(TrashEntry {
+                        path: path.to_string(),
+                        name: path.name().to_string(),
+                        size: newest.file.size,
+                        xxhash3: Xxh3(newest.file.xxh3),
+                        modified: newest.file.mtime,
+                        deleted: newest.archived_at,
+                        rev: newest.file.rev,
+                        versions: kept.len() as u64,
+                    });
+                }
+            }
+            Ok(TrashList {
+                path: d.to_string(),
+                entries,
+            })
         })
         .await?
     }

@@ -92,6 +92,9 @@ pub trait MetaStore: Send + Sync + 'static {
     fn chunk(&self, id: &ChunkId) -> StorageResult<Option<ChunkInfo>>;
     /// Kept versions of `path`, oldest first.
     fn versions(&self, path: &VPath) -> StorageResult<Vec<VersionRecord>>;
+    /// Kept versions of the paths below `dir` — only its direct children when `direct_only`
+    /// — in path-key order, each path's oldest first: the web UI's trash lists the deleted ones.
+    fn versions_below(&self, dir: &VPath, direct_only: bool) -> StorageResult<Vec<(VPath, VersionRecord)>>;
     /// The highest revision ever committed (0 for an empty store).
     fn head_rev(&self) -> StorageResult<u64>;
     /// Everything below `dir` in path order, starting after `after`, at most `limit`

@@ -520,6 +520,31 @@ impl MetaStore for PgMetaStore {
         Reads::versions(self, path)
     }
 
+    fn versions_below(&self, dir: &VPath, direct_only: bool) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+        let lo = subtree_prefix(dir);
+        let (_, hi) = subtree_range(dir).unwrap_or_else(|| (Vec::new(), Vec::new()));
+        // An empty upper bound means "no upper bound" (the root's subtree is everything);
+        // for `direct_only`, deeper paths (a 0 byte after the prefix) are left out here.
+        let q = Query::new(
+            "SELECT key, rec FROM versions WHERE key >= $1 AND (octet_length($2) = 0 OR key < $2) \
+             ORDER BY key, rev",
+        )
+        .bind(Arg::Bytes(lo.clone()))
+        .bind(Arg::Bytes(hi));
+        let mut out = Vec::new();
+        for row in self.fetch_all(q)? {
+            let key: Vec<u8> = row.try_get("key").map_err(db_err)?;
+            if key
+                .get(lo.len()..)
+                .is_none_or(|rest| direct_only && rest.contains(&0))
+            {
+                continue;
+            }
+            out.push((key_path(&key)?, decode_col(&row, "rec")?));
+        }
+        Ok(out)
+    }
+
     fn head_rev(&self) -> StorageResult<u64> {
         Ok(u(self.state()?.try_get("head").map_err(db_err)?))
     }

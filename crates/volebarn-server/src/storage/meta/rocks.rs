@@ -105,6 +105,16 @@ fn version_key(p: &VPath, rev: u64) -> Vec<u8> {
     k
 }
 
+/// Where the path ends in a version key, `path 0xFF rev`: a path key is UTF-8 and never
+/// holds 0xFF, so exactly nine bytes from the end — the revision's own bytes may be 0xFF
+/// (revision 255), so searching for the last 0xFF would split inside it.
+fn version_split(k: &[u8]) -> StorageResult<usize> {
+    k.len()
+        .checked_sub(9)
+        .filter(|&i| k[i] == 0xFF)
+        .ok_or_else(|| StorageError::Corrupt("bad version key".into()))
+}
+
 fn hash_key(xxh3: u64, p: &VPath) -> Vec<u8> {
     let mut k = xxh3.to_be_bytes().to_vec();
     k.extend_from_slice(&path_key(p));
@@ -353,10 +363,7 @@ impl MetaStore for RocksMetaStore {
                 break;
             }
             if start.as_deref() != Some(k) {
-                let split = k.iter().rposition(|&b| b == 0xFF).filter(|&i| k.len() == i + 9);
-                let Some(i) = split else {
-                    return Err(StorageError::Corrupt("bad version key".into()));
-                };
+                let i = version_split(k)?;
                 out.push((key_path(&k[..i])?, be_u64(&k[i + 1..])?, decode(v)?));
             }
             it.next();
@@ -419,6 +426,36 @@ impl MetaStore for RocksMetaStore {
         Ok(out)
     }
 
+    fn versions_below(&self, dir: &VPath, direct_only: bool) -> StorageResult<Vec<(VPath, VersionRecord)>> {
+        let prefix = subtree_prefix(dir);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_VERSIONS));
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let split = version_split(k)?;
+            if split < prefix.len() {
+                return Err(StorageError::Corrupt("bad version key".into()));
+            }
+            let rest = &k[prefix.len()..split];
+            if let Some(i) = rest.iter().position(|&b| b == 0).filter(|_| direct_only) {
+                // A deeper path: `child\0…` all sort before `child\x01`; jump over them.
+                let mut skip = k[..prefix.len() + i].to_vec();
+                skip.push(1);
+                it.seek(&skip);
+                continue;
+            }
+            out.push((key_path(&k[..split])?, decode::<VersionRecord>(v)?));
+            it.next();
+        }
+        it.status().map_err(db_err)?;
+        // `a 0xFF` sorts after `ab 0xFF`: put the paths back in path-key order.
+        out.sort_by_cached_key(|(p, v)| (path_key(p), v.file.rev));
+        Ok(out)
+    }
+
     fn head_rev(&self) -> StorageResult<u64> {
         match self.db.get_cf(self.cf(CF_META), KEY_HEAD_REV).map_err(db_err)? {
             Some(v) => be_u64(&v),
@@ -477,10 +514,7 @@ impl MetaStore for RocksMetaStore {
             let (k, v) = item.map_err(db_err)?;
             let rec: VersionRecord = decode(&v)?;
             if rec.archived_at < before {
-                let split = k.iter().rposition(|&b| b == 0xFF).filter(|&i| k.len() == i + 9);
-                let Some(i) = split else {
-                    return Err(StorageError::Corrupt("bad version key".into()));
-                };
+                let i = version_split(&k)?;
                 out.push((key_path(&k[..i])?, rec));
                 if out.len() == limit {
                     break;
