@@ -309,16 +309,17 @@ pub async fn watch(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     show_progress(&mut engine, ctx.out);
     let out = ctx.out;
     ctx.out.note(format!(
-        "watching {} ⇄ {} (rescan every {:?}); Ctrl-C stops",
+        "watching {} ⇄ {} (full rescan every {:?}); Ctrl-C stops",
         engine.root().display(),
         ctx.settings.server_url,
-        ctx.settings.poll_interval
+        ctx.settings.rescan_interval
     ));
     let mut last_attention = String::new();
     watch::run(
         engine,
         WatchOptions {
             poll_interval: ctx.settings.poll_interval,
+            rescan_interval: ctx.settings.rescan_interval,
             debounce: ctx.settings.debounce,
         },
         async {

@@ -27,9 +27,14 @@ pub struct ClientSection {
     pub token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_folder: Option<PathBuf>,
-    /// Full rescan interval while watching, e.g. "5s".
+    /// While watching, how often the server is asked for changes when its change feed
+    /// (long-poll) cannot be reached, e.g. "5s".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub poll_interval: Option<String>,
+    /// While watching, how often the whole folder is scanned to catch what the file watcher
+    /// missed, e.g. "10m".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rescan_interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +68,7 @@ pub struct Settings {
     pub verify_certificates: bool,
     pub folder: Option<PathBuf>,
     pub poll_interval: Duration,
+    pub rescan_interval: Duration,
     pub retry_attempts: u32,
     pub verify_integrity: bool,
     pub strategy: ConflictStrategy,
@@ -137,6 +143,10 @@ impl Settings {
             verify_certificates: file.tls.verify_certificates.unwrap_or(true),
             folder: o.folder.clone().or_else(|| c.local_folder.clone()),
             poll_interval: parse_duration("poll_interval", c.poll_interval.as_deref().unwrap_or("5s"))?,
+            rescan_interval: parse_duration(
+                "rescan_interval",
+                c.rescan_interval.as_deref().unwrap_or("10m"),
+            )?,
             retry_attempts: c.retry_attempts.unwrap_or(5),
             verify_integrity: c.verify_integrity.unwrap_or(true),
             strategy: c.conflict_resolution.unwrap_or_default(),
@@ -184,6 +194,7 @@ mod tests {
         assert_eq!(s.server_url, "https://files.example:3000");
         assert_eq!(s.token, "t2");
         assert_eq!(s.poll_interval, Duration::from_secs(10));
+        assert_eq!(s.rescan_interval, Duration::from_secs(600), "the default");
         assert_eq!(s.strategy, ConflictStrategy::Manual);
         assert_eq!(s.ca_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(s.max_delete_percent, 50);

@@ -54,7 +54,11 @@ impl Dirty {
 
 #[derive(Debug, Clone, Copy)]
 pub struct WatchOptions {
+    /// How often the server is asked again while its change feed cannot be reached (the
+    /// longest back-off).
     pub poll_interval: Duration,
+    /// How often the whole folder is scanned, the safety net for events the watcher missed.
+    pub rescan_interval: Duration,
     pub debounce: Duration,
 }
 
@@ -114,12 +118,17 @@ pub async fn run(
     debouncer.watch(&root, RecursiveMode::Recursive)?;
 
     let (cursor_tx, cursor_rx) = watch::channel(engine.cursor());
-    let poller = tokio::spawn(long_poll(engine.client().clone(), cursor_rx, tx.clone()));
+    let poller = tokio::spawn(long_poll(
+        engine.client().clone(),
+        cursor_rx,
+        tx.clone(),
+        opts.poll_interval,
+    ));
 
     if state::has_requests(&root) {
         let _ = tx.try_send(Wake::Request);
     }
-    let mut tick = tokio::time::interval(opts.poll_interval);
+    let mut tick = tokio::time::interval(opts.rescan_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     tokio::pin!(shutdown);
@@ -178,9 +187,14 @@ fn relevant(root: &Path, defaults: &ignore::gitignore::Gitignore, path: &Path) -
 }
 
 /// Long-polls `/changes` and wakes the engine when the journal moves. Starts from the engine's
-/// cursor; while the server is unreachable it backs off (1 s … 30 s) and wakes the engine once
-/// it answers again, so queued local changes go up at once.
-async fn long_poll(client: Client, mut engine_cursor: watch::Receiver<Option<u64>>, tx: mpsc::Sender<Wake>) {
+/// cursor; while the server is unreachable it backs off (1 s, 2 s, … up to `poll_interval`) and
+/// wakes the engine once it answers again, so queued local changes go up at once.
+async fn long_poll(
+    client: Client,
+    mut engine_cursor: watch::Receiver<Option<u64>>,
+    tx: mpsc::Sender<Wake>,
+    poll_interval: Duration,
+) {
     let mut since: Option<u64> = None;
     let mut failures = 0u32;
     loop {
@@ -210,7 +224,8 @@ async fn long_poll(client: Client, mut engine_cursor: watch::Receiver<Option<u64
             }
             Err(e) => {
                 failures += 1;
-                let delay = Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30));
+                let delay = Duration::from_secs(1u64 << failures.min(5))
+                    .min(poll_interval.max(Duration::from_millis(100)));
                 tracing::debug!(error = %e, ?delay, "change feed unavailable");
                 tokio::time::sleep(delay).await;
             }

@@ -30,7 +30,8 @@ fn start_counting(
             e,
             WatchOptions {
                 // Long enough that the tests exercise the watcher and the change feed, not the rescan.
-                poll_interval: Duration::from_secs(60),
+                poll_interval: Duration::from_secs(5),
+                rescan_interval: Duration::from_secs(60),
                 debounce: Duration::from_millis(200),
             },
             async {
