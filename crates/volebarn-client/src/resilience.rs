@@ -203,6 +203,33 @@ impl CircuitBreaker {
     }
 }
 
+/// Tells the breaker what the failure `err` of a request sent with `ticket` says about the
+/// server. A transient failure counts against it, except a 429: that is an answer (the server
+/// is up and asks us to slow down), and counting it would open the circuit on a busy but
+/// healthy server. A permanent failure (4xx) is an answer too; an open circuit's own refusal
+/// says nothing new.
+fn tell_breaker(breaker: &CircuitBreaker, ticket: Ticket, err: &ClientError) {
+    if err.is_transient() && !err.is_rate_limited() {
+        breaker.record_failure_of(ticket);
+    } else if !matches!(err, ClientError::CircuitOpen { .. }) {
+        breaker.record_success();
+    }
+}
+
+/// The wait before retry number `attempt` (1-based) after `err`: the server's `Retry-After`
+/// (at most `max_delay`), or the backoff, jittered when configured.
+fn retry_delay(retry: &RetryConfig, err: &ClientError, attempt: u32) -> Duration {
+    if let Some(d) = err.retry_after() {
+        return d.min(retry.max_delay);
+    }
+    let d = retry.backoff(attempt);
+    if retry.jitter {
+        d.mul_f64(rand::rng().random_range(0.0..=1.0))
+    } else {
+        d
+    }
+}
+
 /// Runs `op` with retries and the circuit breaker: transient failures are retried with
 /// backoff (honouring `Retry-After`), permanent ones (4xx) fail at once with the server's
 /// `error_code`, and an open circuit fails fast.
@@ -236,33 +263,15 @@ where
                 continue;
             }
             e if e.is_transient() => {
-                // A 429 is an answer: the server is up and asks us to slow down. Counting it
-                // as a failure would open the circuit on a busy but healthy server.
-                if e.is_rate_limited() {
-                    breaker.record_success();
-                } else {
-                    breaker.record_failure_of(ticket);
-                }
+                tell_breaker(breaker, ticket, e);
                 if retries >= retry.max_retries {
                     return Err(err);
                 }
                 retries += 1;
-                match e.retry_after() {
-                    Some(d) => d.min(retry.max_delay),
-                    None => {
-                        let d = retry.backoff(retries);
-                        if retry.jitter {
-                            d.mul_f64(rand::rng().random_range(0.0..=1.0))
-                        } else {
-                            d
-                        }
-                    }
-                }
+                retry_delay(retry, e, retries)
             }
             _ => {
-                if !matches!(err, ClientError::CircuitOpen { .. }) {
-                    breaker.record_success();
-                }
+                tell_breaker(breaker, ticket, &err);
                 return Err(err);
             }
         };
@@ -350,16 +359,9 @@ where
             }
             Err(e) => e,
         };
+        tell_breaker(breaker, ticket, &err);
         if !err.is_transient() {
-            if !matches!(err, ClientError::CircuitOpen { .. }) {
-                breaker.record_success();
-            }
             return Err(err);
-        }
-        if err.is_rate_limited() {
-            breaker.record_success();
-        } else {
-            breaker.record_failure_of(ticket);
         }
         let now = progress.count();
         if now != seen {
@@ -372,17 +374,7 @@ where
             tracing::warn!(operation, attempts = stalled, error = %err, "no progress, giving up");
             return Err(err);
         }
-        let delay = match err.retry_after() {
-            Some(d) => d.min(retry.max_delay),
-            None => {
-                let d = retry.backoff(stalled);
-                if retry.jitter {
-                    d.mul_f64(rand::rng().random_range(0.0..=1.0))
-                } else {
-                    d
-                }
-            }
-        };
+        let delay = retry_delay(retry, &err, stalled);
         tracing::warn!(operation, attempt = stalled, delay_ms = delay.as_millis() as u64, error = %err, "retrying");
         tokio::time::sleep(delay).await;
     }
