@@ -357,6 +357,19 @@ struct Query {
     args: Vec<Arg>,
 }
 
+/// A row limit as the `bigint` SQL wants (a `usize` beyond `i64::MAX` means "all").
+fn limit_arg(limit: usize) -> Arg {
+    Arg::I64(limit.min(i64::MAX as usize) as i64)
+}
+
+/// One page of a listing keyed by chunk id: `sql` takes the last id of the previous page as
+/// `$1` (the empty key, before every id, for the first page) and the page size as `$2`.
+fn chunk_page(sql: &'static str, after: Option<&ChunkId>, limit: usize) -> Query {
+    Query::new(sql)
+        .bind(Arg::Bytes(after.map(|a| a.0.to_vec()).unwrap_or_default()))
+        .bind(limit_arg(limit))
+}
+
 enum Arg {
     Bytes(Vec<u8>),
     I64(i64),
@@ -450,7 +463,7 @@ trait Reads {
     ) -> StorageResult<Vec<(VPath, VersionRecord)>> {
         let q = Query::new("SELECT key, rec FROM versions WHERE archived_at < $1 ORDER BY key, rev LIMIT $2")
             .bind(Arg::I64(before))
-            .bind(Arg::I64(limit as i64));
+            .bind(limit_arg(limit));
         self.fetch_all(q)?
             .iter()
             .map(|row| {
@@ -565,7 +578,7 @@ impl MetaStore for PgMetaStore {
         .bind(Arg::Bytes(lo))
         .bind(Arg::Bytes(hi))
         .bind(Arg::Bytes(after.map(path_key).unwrap_or_default()))
-        .bind(Arg::I64(limit as i64));
+        .bind(limit_arg(limit));
         let rows = self.fetch_all(q)?;
         let mut out: Vec<(VPath, Entry)> = rows.iter().map(entry_of).collect::<StorageResult<_>>()?;
         // `key > ''` holds for every key but the root's, which is never stored.
@@ -588,7 +601,7 @@ impl MetaStore for PgMetaStore {
     fn changes_since(&self, since: u64, limit: usize) -> StorageResult<Vec<Change>> {
         let q = Query::new("SELECT rec FROM journal WHERE rev > $1 ORDER BY rev LIMIT $2")
             .bind(Arg::I64(i(since)))
-            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+            .bind(limit_arg(limit));
         self.fetch_all(q)?.iter().map(|r| decode_col(r, "rec")).collect()
     }
 
@@ -614,8 +627,7 @@ impl MetaStore for PgMetaStore {
     }
 
     fn claims(&self, limit: usize) -> StorageResult<Vec<Claim>> {
-        let q = Query::new("SELECT rec FROM claims ORDER BY key LIMIT $1")
-            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        let q = Query::new("SELECT rec FROM claims ORDER BY key LIMIT $1").bind(limit_arg(limit));
         self.fetch_all(q)?.iter().map(|r| decode_col(r, "rec")).collect()
     }
 
@@ -650,9 +662,11 @@ impl MetaStore for PgMetaStore {
     }
 
     fn chunks_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, ChunkInfo)>> {
-        let q = Query::new("SELECT id, refs, size FROM chunks WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(Arg::Bytes(after.map(|a| a.0.to_vec()).unwrap_or_default()))
-            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        let q = chunk_page(
+            "SELECT id, refs, size FROM chunks WHERE id > $1 ORDER BY id LIMIT $2",
+            after,
+            limit,
+        );
         self.fetch_all(q)?
             .iter()
             .map(|row| {
@@ -670,9 +684,11 @@ impl MetaStore for PgMetaStore {
     }
 
     fn chunk_data_page(&self, after: Option<&ChunkId>, limit: usize) -> StorageResult<Vec<(ChunkId, Bytes)>> {
-        let q = Query::new("SELECT id, data FROM chunk_data WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(Arg::Bytes(after.map(|a| a.0.to_vec()).unwrap_or_default()))
-            .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        let q = chunk_page(
+            "SELECT id, data FROM chunk_data WHERE id > $1 ORDER BY id LIMIT $2",
+            after,
+            limit,
+        );
         self.fetch_all(q)?
             .iter()
             .map(|row| {
@@ -694,7 +710,7 @@ impl MetaStore for PgMetaStore {
         )
         .bind(Arg::Bytes(key))
         .bind(Arg::I64(rev))
-        .bind(Arg::I64(limit.min(i64::MAX as usize) as i64));
+        .bind(limit_arg(limit));
         self.fetch_all(q)?
             .iter()
             .map(|row| {
