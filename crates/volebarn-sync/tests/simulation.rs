@@ -405,7 +405,7 @@ impl Sim {
             self.faulted_passes += 1;
             self.note(format!("{label}: did not go through (as expected on this link)"));
         }
-        for (p, h) in self.server_files().await {
+        for (p, h) in self.server_tree().await.0 {
             assert!(
                 !is_scratch(&p),
                 "scratch file {p} reached the server\n{}",
@@ -424,23 +424,18 @@ impl Sim {
         }
     }
 
-    /// Every file on the server with its hash (from the manifest).
-    async fn server_files(&self) -> BTreeMap<String, Xxh3> {
+    /// Every file on the server with its hash, and every directory (from one manifest).
+    async fn server_tree(&self) -> (BTreeMap<String, Xxh3>, BTreeSet<String>) {
         let m = self.observer.get_manifest(None).await.expect("manifest");
-        m.files
-            .into_iter()
-            .filter(|(_, f)| !f.is_directory)
-            .map(|(p, f)| (p, f.xxhash3))
-            .collect()
-    }
-
-    async fn server_dirs(&self) -> BTreeSet<String> {
-        let m = self.observer.get_manifest(None).await.expect("manifest");
-        m.files
-            .into_iter()
-            .filter(|(p, f)| f.is_directory && !p.is_empty())
-            .map(|(p, _)| p)
-            .collect()
+        let (mut files, mut dirs) = (BTreeMap::new(), BTreeSet::new());
+        for (p, f) in m.files {
+            if !f.is_directory {
+                files.insert(p, f.xxhash3);
+            } else if !p.is_empty() {
+                dirs.insert(p);
+            }
+        }
+        (files, dirs)
     }
 
     /// Heals every link and runs rounds of passes until a round changes nothing.
@@ -472,8 +467,7 @@ impl Sim {
 
     /// The end state: converged, nothing lost.
     async fn check(&mut self) {
-        let server = self.server_files().await;
-        let server_dirs = self.server_dirs().await;
+        let (server, server_dirs) = self.server_tree().await;
         for c in 0..self.clients.len() {
             let who = self.clients[c].name;
             let plan = self.clients[c]
