@@ -207,6 +207,11 @@ impl Client {
         })
     }
 
+    /// The server's URL, without a trailing `/`.
+    pub fn server_url(&self) -> &str {
+        &self.base
+    }
+
     /// A clone of this client (same connections, retries and breaker) that reports the
     /// progress of its transfers to `observer`.
     pub fn with_observer(&self, observer: std::sync::Arc<dyn crate::TransferObserver>) -> Client {

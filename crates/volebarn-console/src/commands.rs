@@ -33,14 +33,20 @@ pub fn engine_client(settings: &Settings) -> anyhow::Result<Client> {
 
 pub fn open_engine(settings: &Settings, strategy: Option<ConflictStrategy>) -> anyhow::Result<Engine> {
     let folder = settings.folder()?;
-    Ok(Engine::open(
-        folder,
-        engine_client(settings)?,
+    // The client (it reads the system's certificates) is built while the index is read.
+    let (folder, client) = std::thread::scope(|s| {
+        let client = s.spawn(|| engine_client(settings));
+        let folder = Engine::open_folder(folder);
+        (folder, client.join())
+    });
+    let client = client.map_err(|_| anyhow::anyhow!("building the HTTP client panicked"))??;
+    Ok(folder?.engine(
+        client,
         EngineConfig {
             strategy: strategy.unwrap_or(settings.strategy),
             max_delete_percent: settings.max_delete_percent,
         },
-    )?)
+    ))
 }
 
 /// Whether `e` says another process (a `volebarn watch`) holds the folder's index.

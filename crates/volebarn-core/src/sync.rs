@@ -218,14 +218,7 @@ pub fn plan(
         .collect();
 
     let mut out = SyncPlan::default();
-    let paths: BTreeSet<&str> = local
-        .keys()
-        .chain(remote.keys())
-        .chain(base.keys())
-        .map(String::as_str)
-        .collect();
-    for path in paths {
-        let (l, r) = (local.get(path), remote.get(path));
+    for (path, l, r, b) in join(local, remote, base) {
         if clashes.contains(path) {
             out.conflicts.push(SyncConflict {
                 path: path.to_string(),
@@ -236,11 +229,34 @@ pub fn plan(
                 kind: ConflictKind::FileDirectory,
             });
         } else if !under_any(path, &clashes) {
-            plan_file(path, l, r, base.get(path), strategy, &mut out);
+            plan_file(path, l, r, b, strategy, &mut out);
         }
     }
     plan_dirs(local, remote, local_dirs, remote_dirs, &clashes, &mut out);
     out
+}
+
+/// Every path of the three maps, in order, with what each holds for it: a merge of the
+/// sorted maps, so no path is looked up.
+#[allow(clippy::type_complexity)]
+fn join<'a, L, R, B>(
+    l: &'a BTreeMap<String, L>,
+    r: &'a BTreeMap<String, R>,
+    b: &'a BTreeMap<String, B>,
+) -> impl Iterator<Item = (&'a str, Option<&'a L>, Option<&'a R>, Option<&'a B>)> {
+    let (mut l, mut r, mut b) = (l.iter().peekable(), r.iter().peekable(), b.iter().peekable());
+    std::iter::from_fn(move || {
+        let key: &str = [l.peek().map(|e| e.0), r.peek().map(|e| e.0), b.peek().map(|e| e.0)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        Some((
+            key,
+            l.next_if(|e| e.0 == key).map(|e| e.1),
+            r.next_if(|e| e.0 == key).map(|e| e.1),
+            b.next_if(|e| e.0 == key).map(|e| e.1),
+        ))
+    })
 }
 
 /// One side of a path compared with the base.
@@ -278,15 +294,17 @@ fn plan_file(
         (Some(r), Some(b)) if r.rev == b.rev || same_content((r.xxh3, r.size), (b.xxh3, b.size)) => Same(r),
         (Some(r), _) => Changed(r),
     };
+    if let (Same(r), Same(_)) = (&r, &l) {
+        // Same bytes under a newer rev (a re-upload elsewhere): refresh the base so later
+        // uploads are conditioned on the rev the server actually has.
+        if base.is_some_and(|b| b.rev != r.rev) {
+            out.adopt.push(path.to_string());
+        }
+        return;
+    }
     let path = path.to_string();
     match (l, r) {
-        (Same(_), Same(r)) => {
-            // Same bytes under a newer rev (a re-upload elsewhere): refresh the base so later
-            // uploads are conditioned on the rev the server actually has.
-            if base.is_some_and(|b| b.rev != r.rev) {
-                out.adopt.push(path);
-            }
-        }
+        (Same(_), Same(_)) => {}
         // Condition on the remote's current rev rather than the base rev: they are equal unless
         // the same bytes were re-uploaded, and then only the current rev passes `If-Match`.
         (Changed(_), Same(r)) => {
@@ -383,13 +401,23 @@ fn tree<'a>(
     dirs: impl Iterator<Item = &'a String>,
     files: impl Iterator<Item = &'a String>,
 ) -> BTreeSet<&'a str> {
+    // A path's ancestors are all in `out` once it is: the walk up from a path stops at the
+    // first ancestor already there (siblings share theirs), nearest first.
+    fn add_ancestors<'a>(out: &mut BTreeSet<&'a str>, path: &'a str) {
+        for (i, _) in path.rmatch_indices('/') {
+            if !out.insert(&path[..i]) {
+                break;
+            }
+        }
+    }
     let mut out = BTreeSet::new();
     for d in dirs.filter(|d| !d.is_empty()) {
-        out.insert(d.as_str());
-        out.extend(ancestors(d));
+        if out.insert(d.as_str()) {
+            add_ancestors(&mut out, d);
+        }
     }
     for f in files {
-        out.extend(ancestors(f));
+        add_ancestors(&mut out, f);
     }
     out
 }

@@ -34,6 +34,45 @@ struct RemoteMirror {
     cursor: Option<u64>,
 }
 
+impl RemoteMirror {
+    /// The server's tree as the index records it synced, as of journal revision `cursor`.
+    fn of_index(index: &BTreeMap<String, Entry>, cursor: u64) -> RemoteMirror {
+        let mut m = RemoteMirror {
+            cursor: Some(cursor),
+            ..RemoteMirror::default()
+        };
+        for (p, e) in index {
+            if let Some(b) = e.base {
+                m.files.insert(p.clone(), base_as_remote(&BaseState::from(b)));
+            }
+            if e.dir {
+                m.dirs.insert(p.clone());
+            }
+        }
+        m
+    }
+
+    /// Whether the index `next` would be rebuilt into exactly this mirror ([`RemoteMirror::of_index`]).
+    fn matches_index(&self, next: &BTreeMap<String, Entry>) -> bool {
+        let (mut files, mut dirs) = (0, 0);
+        for (p, e) in next {
+            if let Some(b) = e.base {
+                files += 1;
+                if self.files.get(p) != Some(&base_as_remote(&BaseState::from(b))) {
+                    return false;
+                }
+            }
+            if e.dir {
+                dirs += 1;
+                if !self.dirs.contains(p) {
+                    return false;
+                }
+            }
+        }
+        files == self.files.len() && dirs == self.dirs.len()
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
     pub dry_run: bool,
@@ -88,6 +127,11 @@ pub struct PassReport {
     /// True when the pass scanned the whole folder.
     #[serde(default)]
     pub full_scan: bool,
+    /// True when the pass listed the server's whole tree (the manifest) rather than asking
+    /// only for the changes since the cursor: the first pass of an engine whose index holds
+    /// no cursor, after the server's journal was trimmed past it, after a move.
+    #[serde(default)]
+    pub listed_remote: bool,
     /// Errors of earlier attempts of this pass, which planned again (see
     /// [`Engine::pass_scoped`]); `result.errors` holds those that still stand.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -185,6 +229,7 @@ impl PassReport {
         self.bytes_read += later.bytes_read;
         self.examined += later.examined;
         self.full_scan |= later.full_scan;
+        self.listed_remote |= later.listed_remote;
     }
 
     /// Anything transferred, moved or deleted.
@@ -235,12 +280,72 @@ pub struct Engine {
     relisted: bool,
     /// Which attempt of the current pass is running: 0, then 1.. when it plans again.
     attempt: usize,
+    /// The mirror's cursor as the index holds it ([`CURSOR_KEY`]), to write it only when it
+    /// changes.
+    stored_cursor: Option<Vec<u8>>,
+}
+
+/// Index metadata: `<server URL>\n<journal revision>`, present while the server's tree as of
+/// that revision is exactly what the index holds as synced (every file's base, every synced
+/// directory). A process then starts its mirror from the index and asks only for the changes
+/// since, instead of listing the whole tree.
+const CURSOR_KEY: &str = "cursor";
+
+/// A folder's state, opened by [`Engine::open_folder`]; [`OpenFolder::engine`] makes the engine.
+pub struct OpenFolder {
+    root: PathBuf,
+    index: FileIndex,
+    stored_cursor: Option<Vec<u8>>,
+    status: StatusFile,
+}
+
+impl OpenFolder {
+    /// The engine for this folder, talking to the server through `client`.
+    pub fn engine(self, client: Client, config: EngineConfig) -> Engine {
+        let OpenFolder {
+            root,
+            index,
+            stored_cursor,
+            status,
+        } = self;
+        // The stored cursor is used only with the server it came from.
+        let remote = stored_cursor
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.rsplit_once('\n'))
+            .filter(|(url, _)| *url == client.server_url())
+            .and_then(|(_, rev)| rev.parse().ok())
+            .map(|rev| RemoteMirror::of_index(&index.entries, rev))
+            .unwrap_or_default();
+        Engine {
+            root,
+            client,
+            index,
+            remote,
+            stored_cursor,
+            config,
+            progress: None,
+            pass_start: (std::time::Instant::now(), TransferMetrics::default()),
+            status,
+            last_scan: None,
+            touched: BTreeSet::new(),
+            relisted: false,
+            attempt: 0,
+        }
+    }
 }
 
 impl Engine {
     /// Opens the folder's state (`.volebarn/`, created on first use); fails clearly when the
     /// folder is missing or another engine has it open.
     pub fn open(root: &Path, client: Client, config: EngineConfig) -> Result<Engine> {
+        Ok(Engine::open_folder(root)?.engine(client, config))
+    }
+
+    /// The first half of [`Engine::open`]: the folder's state alone, so a caller can build its
+    /// client meanwhile (building one reads the system's certificates; reading the index takes
+    /// about as long).
+    pub fn open_folder(root: &Path) -> Result<OpenFolder> {
         if !root.is_dir() {
             return Err(SyncError::NoFolder(root.to_path_buf()));
         }
@@ -250,19 +355,11 @@ impl Engine {
         if index.base_count() == 0 && !state::marker_exists(root) {
             state::write_marker(root)?;
         }
-        Ok(Engine {
+        Ok(OpenFolder {
             root: root.to_path_buf(),
-            client,
+            stored_cursor: index.get_meta(CURSOR_KEY)?,
             index,
-            remote: RemoteMirror::default(),
-            config,
-            progress: None,
-            pass_start: (std::time::Instant::now(), TransferMetrics::default()),
             status: state::read_status(root).ok().flatten().unwrap_or_default(),
-            last_scan: None,
-            touched: BTreeSet::new(),
-            relisted: false,
-            attempt: 0,
         })
     }
 
@@ -464,17 +561,28 @@ impl Engine {
                 .iter()
                 .map(|(p, e)| (p.clone(), Entry { base: None, ..*e }))
                 .collect();
-            self.index.commit(next)?;
+            self.index.commit_with(next, &[(CURSOR_KEY, None)])?;
+            self.stored_cursor = None;
             state::write_marker(&self.root)?;
         }
 
-        let online = self.refresh_remote().await;
-
         let root = self.root.clone();
-        let previous = self.index.entries.clone();
+        let previous = Arc::clone(&self.index.entries);
+        // A pass that scans in full does not need the server's answer to know what to scan:
+        // the walk runs while the mirror is brought up to date.
+        let incremental = matches!(scope, Scope::Paths(_)) && self.last_scan.is_some() && !self.relisted;
+        let early = (!incremental).then(|| {
+            let (root, previous) = (root.clone(), Arc::clone(&previous));
+            tokio::task::spawn_blocking(move || scan::scan(&root, &previous))
+        });
+        let started = std::time::Instant::now();
+        let online = self.refresh_remote().await;
+        let refreshed = started.elapsed();
+        report.listed_remote = self.relisted;
         // Taken out: a pass that fails on the way leaves none, and the next one scans in full.
-        let partial = match (scope, self.last_scan.take()) {
-            (Scope::Paths(paths), Some(last)) if !self.relisted => {
+        let last = self.last_scan.take();
+        let partial = match (scope, last) {
+            (Scope::Paths(paths), Some(last)) if early.is_none() && !self.relisted => {
                 let mut dirty = std::mem::take(&mut self.touched);
                 // A changed ignore file changes what is synced below its directory.
                 dirty.extend(paths.into_iter().map(|p| match p.rsplit_once('/') {
@@ -488,25 +596,39 @@ impl Engine {
         };
         self.relisted = false;
         self.touched.clear();
-        let (sc, full_scan): (Scan, bool) = tokio::task::spawn_blocking(move || match partial {
-            Some((last, dirty)) => {
-                let sc = scan::rescan(&root, &last, &dirty, &previous);
-                // Something synced is gone (deleted or renamed): the safety rails weigh
-                // deletions against the whole folder, and a batch of them may have been
-                // reported in parts, so this pass looks at all of it.
-                let gone = previous
-                    .iter()
-                    .any(|(p, e)| e.base.is_some() && !sc.files.contains_key(p) && !sc.is_skipped(p));
-                if gone {
-                    (scan::scan(&root, &previous), true)
-                } else {
-                    (sc, false)
-                }
+        let scanned = match (early, partial) {
+            (Some(handle), _) => handle.await.map(|sc| (sc, true)),
+            (None, partial) => {
+                tokio::task::spawn_blocking(move || match partial {
+                    Some((last, dirty)) => {
+                        let sc = scan::rescan(&root, last, &dirty, &previous);
+                        // Something synced is gone (deleted or renamed): the safety rails weigh
+                        // deletions against the whole folder, and a batch of them may have been
+                        // reported in parts, so this pass looks at all of it.
+                        let gone = dirty.iter().any(|d| {
+                            scan::covered(&previous, d).any(|(p, e)| {
+                                e.base.is_some() && !sc.files.contains_key(p) && !sc.is_skipped(p)
+                            })
+                        });
+                        if gone {
+                            (scan::scan(&root, &previous), true)
+                        } else {
+                            (sc, false)
+                        }
+                    }
+                    None => (scan::scan(&root, &previous), true),
+                })
+                .await
             }
-            None => (scan::scan(&root, &previous), true),
-        })
-        .await
-        .map_err(|e| SyncError::Scan(e.to_string()))?;
+        };
+        let (sc, full_scan) = scanned.map_err(|e| SyncError::Scan(e.to_string()))?;
+        tracing::debug!(
+            refresh_ms = refreshed.as_millis() as u64,
+            scan_ms = started.elapsed().as_millis() as u64,
+            full_scan,
+            examined = sc.examined,
+            "pass: mirror refreshed, folder scanned"
+        );
         report.full_scan = full_scan;
         report.hashed = sc.hashed;
         report.bytes_read = sc.bytes_read;
@@ -570,6 +692,7 @@ impl Engine {
             self.remote.dirs.retain(|k| k != d && !is_under(k, d));
         }
         report.created_remote_dirs = plan.create_dirs_remote.clone();
+        self.follow_base(&base, &report);
         report.manual_conflicts = self.record_conflicts(&report.result)?;
         let held: BTreeSet<String> = plan.held_deletions.into_iter().collect();
         self.persist(&sc, &base, &held, &report)?;
@@ -644,6 +767,51 @@ impl Engine {
         Ok(manual)
     }
 
+    /// Brings the mirror up to what this pass did on the server: a path whose base the pass
+    /// changed is, on the server, as the new base says (the server acknowledged the upload,
+    /// deletion, move or adoption that changed it); a directory the pass created is there.
+    /// The journal entries of these changes come later and say the same.
+    fn follow_base(&mut self, base: &BTreeMap<String, BaseState>, report: &PassReport) {
+        let index = Arc::clone(&self.index.entries);
+        // Both are sorted: one merge finds the bases this pass set, changed or dropped.
+        let mut before = index.iter().filter_map(|(p, e)| e.base.map(|b| (p, b))).peekable();
+        let mut after = base.iter().peekable();
+        loop {
+            let (p, now) = match (before.peek(), after.peek()) {
+                (Some((o, ob)), Some((n, nb))) => match (*o).cmp(*n) {
+                    std::cmp::Ordering::Less => (*o, None),
+                    std::cmp::Ordering::Greater => (*n, Some(**nb)),
+                    std::cmp::Ordering::Equal if *ob == Base::from(**nb) => {
+                        before.next();
+                        after.next();
+                        continue;
+                    }
+                    std::cmp::Ordering::Equal => (*n, Some(**nb)),
+                },
+                (Some((o, _)), None) => (*o, None),
+                (None, Some((n, nb))) => (*n, Some(**nb)),
+                (None, None) => break,
+            };
+            before.next_if(|(o, _)| *o == p);
+            after.next_if(|(n, _)| *n == p);
+            match now {
+                Some(b) => {
+                    add_parents(&mut self.remote.dirs, p);
+                    self.remote.files.insert(p.clone(), base_as_remote(&b));
+                }
+                None => {
+                    self.remote.files.remove(p);
+                }
+            }
+        }
+        for d in &report.created_remote_dirs {
+            if !report.result.errors.iter().any(|(p, _)| p == d) {
+                add_parents(&mut self.remote.dirs, d);
+                self.remote.dirs.insert(d.clone());
+            }
+        }
+    }
+
     /// A local directory the plan created on the server this pass (or that holds an uploaded file).
     fn pushed_dir(&self, d: &str, report: &PassReport) -> bool {
         !report.result.errors.iter().any(|(p, _)| p == d)
@@ -660,18 +828,10 @@ impl Engine {
         report: &PassReport,
     ) -> Result<()> {
         let downloaded: BTreeSet<&String> = report.result.downloaded.iter().collect();
-        let mut next: BTreeMap<String, Entry> = BTreeMap::new();
-        for (p, s) in &sc.remember {
-            next.insert(
-                p.clone(),
-                Entry {
-                    local: Some(*s),
-                    base: None,
-                    dir: false,
-                },
-            );
-        }
+        let index = Arc::clone(&self.index.entries);
         // Directories now on both sides.
+        let mut synced_dirs: BTreeSet<&String> = BTreeSet::new();
+        let parents;
         if report.offline.is_none() {
             let gone: BTreeSet<&String> = report
                 .dirs_deleted_local
@@ -679,53 +839,89 @@ impl Engine {
                 .chain(report.dirs_deleted_remote.iter())
                 .collect();
             // Parents of synced files exist on both sides.
-            let mut parents = BTreeSet::new();
-            for p in base.keys() {
-                add_parents(&mut parents, p);
+            let mut p = BTreeSet::new();
+            for f in base.keys() {
+                add_parents(&mut p, f);
             }
+            parents = p;
             for d in sc
                 .dirs
                 .iter()
                 .chain(report.result.created_dirs.iter())
                 .chain(parents.iter())
             {
-                let removed = gone.iter().any(|g| *g == d || is_under(d, g));
+                let removed = !gone.is_empty() && gone.iter().any(|g| *g == d || is_under(d, g));
                 if !removed
                     && (parents.contains(d) || self.remote.dirs.contains(d) || self.pushed_dir(d, report))
                 {
-                    next.entry(d.clone()).or_default().dir = true;
+                    synced_dirs.insert(d);
                 }
             }
         } else {
-            for (p, e) in &self.index.entries {
-                if e.dir {
-                    next.entry(p.clone()).or_default().dir = true;
+            synced_dirs.extend(index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p));
+        }
+        // The folder's stats, the synced directories and the base, merged path by path (all
+        // three are sorted), and the map built in one go.
+        let mut locals = sc.remembered().peekable();
+        let mut dirs = synced_dirs.into_iter().peekable();
+        let mut bases = base.iter().peekable();
+        let mut merged: Vec<(String, Entry)> = Vec::with_capacity(sc.files.len().max(base.len()));
+        loop {
+            let key = [
+                locals.peek().map(|(p, _)| *p),
+                dirs.peek().copied(),
+                bases.peek().map(|(p, _)| *p),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(key) = key else { break };
+            let mut e = Entry::default();
+            if let Some((_, s)) = locals.next_if(|(p, _)| *p == key) {
+                e.local = Some(s);
+            }
+            if dirs.next_if(|d| *d == key).is_some() {
+                e.dir = true;
+            }
+            if let Some((p, b)) = bases.next_if(|(p, _)| *p == key) {
+                e.base = Some(Base::from(*b));
+                if downloaded.contains(p) {
+                    // Downloads carry the remote mtime: while the file keeps it, it is ours.
+                    e.local = std::fs::symlink_metadata(local_path(&self.root, p))
+                        .ok()
+                        .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
+                        .map(|m| Stat {
+                            size: b.size,
+                            mtime: b.mtime,
+                            inode: scan::inode(&m),
+                            xxh3: b.xxh3.0,
+                        });
+                }
+            }
+            merged.push((key.clone(), e));
+        }
+        let mut next: BTreeMap<String, Entry> = merged.into_iter().collect();
+        // Untouched paths keep what the index had.
+        if !held.is_empty() || !sc.skipped.is_empty() || !sc.skipped_dirs.is_empty() {
+            for (p, e) in index.iter() {
+                if held.contains(p) || sc.is_skipped(p) {
+                    next.insert(p.clone(), *e);
                 }
             }
         }
-        for (p, b) in base {
-            let e = next.entry(p.clone()).or_default();
-            e.base = Some(Base::from(*b));
-            if downloaded.contains(p) {
-                // Downloads carry the remote mtime: while the file keeps it, it is ours.
-                e.local = std::fs::symlink_metadata(local_path(&self.root, p))
-                    .ok()
-                    .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
-                    .map(|m| Stat {
-                        size: b.size,
-                        mtime: b.mtime,
-                        inode: scan::inode(&m),
-                        xxh3: b.xxh3.0,
-                    });
+        // The cursor is kept while the mirror can be rebuilt from the index (see CURSOR_KEY).
+        let cursor = match self.remote.cursor {
+            Some(rev) if report.offline.is_none() && self.remote.matches_index(&next) => {
+                Some(format!("{}\n{rev}", self.client.server_url()).into_bytes())
             }
+            _ => None,
+        };
+        if cursor != self.stored_cursor {
+            self.index.commit_with(next, &[(CURSOR_KEY, cursor.as_deref())])?;
+            self.stored_cursor = cursor;
+        } else {
+            self.index.commit(next)?;
         }
-        // Untouched paths keep what the index had.
-        for (p, e) in &self.index.entries {
-            if held.contains(p) || sc.is_skipped(p) {
-                next.insert(p.clone(), *e);
-            }
-        }
-        self.index.commit(next)?;
         let mut metrics = self.status.metrics.clone();
         let r = &report.result;
         // A pass that plans again counts once, with the errors its last attempt left.

@@ -6,6 +6,7 @@
 use crate::error::{Result, SyncError};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use volebarn_client::Xxh3;
 use volebarn_core::sync::BaseState;
 
@@ -76,8 +77,9 @@ const META_PREFIX: u8 = b'm';
 pub struct FileIndex {
     db: rocksdb::DB,
     dir: std::path::PathBuf,
-    /// The persisted state, as last written.
-    pub entries: BTreeMap<String, Entry>,
+    /// The persisted state, as last written; shared (not copied) with the scan that reads it
+    /// on another thread.
+    pub entries: Arc<BTreeMap<String, Entry>>,
 }
 
 fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -110,7 +112,8 @@ impl FileIndex {
             path: dir.to_path_buf(),
             reason,
         };
-        let mut entries = BTreeMap::new();
+        // Keys come sorted: collected first, the map is built in one go.
+        let mut entries = Vec::new();
         for item in db.prefix_iterator([FILE_PREFIX]) {
             let (k, v) = item.map_err(index_error)?;
             if k.first() != Some(&FILE_PREFIX) {
@@ -119,26 +122,61 @@ impl FileIndex {
             let path =
                 String::from_utf8(k[1..].to_vec()).map_err(|_| corrupt("a key is not UTF-8".into()))?;
             let entry: Entry = bitcode::decode(&v).map_err(|e| corrupt(format!("entry {path:?}: {e}")))?;
-            entries.insert(path, entry);
+            entries.push((path, entry));
         }
+        let entries: BTreeMap<String, Entry> = entries.into_iter().collect();
         Ok(FileIndex {
             db,
             dir: dir.to_path_buf(),
-            entries,
+            entries: Arc::new(entries),
         })
     }
 
     /// Persists `next` as the new state, writing only what differs, in one synced batch.
     pub fn commit(&mut self, next: BTreeMap<String, Entry>) -> Result<usize> {
+        self.commit_with(next, &[])
+    }
+
+    /// [`FileIndex::commit`], with metadata written (`Some`) or deleted (`None`) in the same
+    /// batch, so the two cannot disagree after a crash.
+    pub fn commit_with(&mut self, next: BTreeMap<String, Entry>, meta: &[(&str, Option<&[u8]>)]) -> Result<usize> {
         let mut batch = rocksdb::WriteBatch::default();
-        for (p, e) in &next {
-            if self.entries.get(p) != Some(e) {
-                batch.put(key(FILE_PREFIX, p), bitcode::encode(e));
+        for (name, value) in meta {
+            match value {
+                Some(v) => batch.put(key(META_PREFIX, name), v),
+                None => batch.delete(key(META_PREFIX, name)),
             }
         }
-        for p in self.entries.keys() {
-            if !next.contains_key(p) {
-                batch.delete(key(FILE_PREFIX, p));
+        // Both maps are sorted: one merge finds what was added, changed or removed.
+        let (mut old, mut new) = (self.entries.iter().peekable(), next.iter().peekable());
+        loop {
+            match (old.peek(), new.peek()) {
+                (Some((o, oe)), Some((n, ne))) => match o.cmp(n) {
+                    std::cmp::Ordering::Less => {
+                        batch.delete(key(FILE_PREFIX, o));
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        batch.put(key(FILE_PREFIX, n), bitcode::encode(*ne));
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if oe != ne {
+                            batch.put(key(FILE_PREFIX, n), bitcode::encode(*ne));
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
+                (Some((o, _)), None) => {
+                    batch.delete(key(FILE_PREFIX, o));
+                    old.next();
+                }
+                (None, Some((n, ne))) => {
+                    batch.put(key(FILE_PREFIX, n), bitcode::encode(*ne));
+                    new.next();
+                }
+                (None, None) => break,
             }
         }
         let n = batch.len();
@@ -147,7 +185,7 @@ impl FileIndex {
             w.set_sync(true);
             self.db.write_opt(batch, &w).map_err(|e| self.error(e))?;
         }
-        self.entries = next;
+        self.entries = Arc::new(next);
         Ok(n)
     }
 

@@ -18,7 +18,7 @@ pub mod scan;
 pub mod state;
 
 pub use apply::{ConflictCopy, SyncResult};
-pub use engine::{Engine, EngineConfig, PassOptions, PassReport, Scope};
+pub use engine::{Engine, EngineConfig, OpenFolder, PassOptions, PassReport, Scope};
 pub use error::{Result, SyncError};
 pub use plan::{Clash, Move, Plan};
 pub use state::STATE_DIR;

@@ -12,6 +12,7 @@
 use crate::index::Entry;
 use crate::scan::Scan;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{ConflictStrategy, SyncPlan};
@@ -148,15 +149,15 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     // Plan the rest on the server and base as the moves leave them.
     let mut after = Tree {
         base: base_of_index(i.index),
-        files: i.remote_files.clone(),
-        dirs: i.remote_dirs.clone(),
+        files: Cow::Borrowed(i.remote_files),
+        dirs: Cow::Borrowed(i.remote_dirs),
     };
     let renames = detect_renames(sc, i.index);
     let moves = planned_moves(&renames, &sc.dirs, &mut after);
     let Tree {
         mut base,
-        files: mut remote_files,
-        dirs: mut remote_dirs,
+        files: remote_files,
+        dirs: remote_dirs,
     } = after;
 
     // Safety rail: mass deletions wait for --force.
@@ -196,11 +197,14 @@ pub fn make_plan(i: &PlanInput) -> Plan {
         .filter(|(p, _)| !untouched(p))
         .map(|(p, s)| (p.clone(), s.local_state()))
         .collect();
-    let remote_now = (remote_files.clone(), remote_dirs.clone());
-    remote_files.retain(|p, _| !untouched(p));
-    base.retain(|p, _| !untouched(p));
-    remote_dirs.retain(|d| !untouched(d));
-    let files = plan(&local, &remote_files, &base, &sc.dirs, &remote_dirs, i.strategy);
+    // The three-way plan leaves untouched paths out; the directory deletions see them.
+    let (mut planned_files, mut planned_dirs) = (Cow::Borrowed(&*remote_files), Cow::Borrowed(&*remote_dirs));
+    if !held.is_empty() || !sc.skipped.is_empty() || !sc.skipped_dirs.is_empty() {
+        planned_files.to_mut().retain(|p, _| !untouched(p));
+        base.retain(|p, _| !untouched(p));
+        planned_dirs.to_mut().retain(|d| !untouched(d));
+    }
+    let files = plan(&local, &planned_files, &base, &sc.dirs, &planned_dirs, i.strategy);
     let mut out = Plan::from_files(files);
     out.moves = moves;
     out.held_deletions = held.into_iter().collect();
@@ -208,12 +212,16 @@ pub fn make_plan(i: &PlanInput) -> Plan {
         held_reason.map(|r| format!("{r}; held until `volebarn sync --force` (or restore the files)"));
     out.clashes = clashes(sc, &mut out);
     out.not_synced = sc.problems.clone();
-    dir_deletions(sc, i.index, &remote_now.0, &remote_now.1, &mut out);
+    dir_deletions(sc, i.index, &remote_files, &remote_dirs, &mut out);
     out
 }
 
 /// `path` folded as a case-insensitive, normalizing filesystem would see it.
 pub(crate) fn fold(path: &str) -> String {
+    if path.is_ascii() {
+        // NFC leaves ASCII as it is.
+        return path.to_ascii_lowercase();
+    }
     path.nfc().collect::<String>().to_lowercase()
 }
 
@@ -331,14 +339,15 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
     out
 }
 
-/// The base and the server's tree, as the moves planned so far leave them.
-struct Tree {
+/// The base and the server's tree, as the moves planned so far leave them (the server's
+/// tree is copied only when a move changes it).
+struct Tree<'a> {
     base: BTreeMap<String, BaseState>,
-    files: BTreeMap<String, RemoteState>,
-    dirs: BTreeSet<String>,
+    files: Cow<'a, BTreeMap<String, RemoteState>>,
+    dirs: Cow<'a, BTreeSet<String>>,
 }
 
-impl Tree {
+impl Tree<'_> {
     /// Whether the server can move `from` to `to` now: the source is there (a directory, or a
     /// file still as synced) and nothing is at the target or above it.
     fn can_move(&self, from: &str, to: &str) -> Option<bool> {
@@ -356,8 +365,8 @@ impl Tree {
 
     fn apply(&mut self, m: &Move) {
         move_keys(&mut self.base, &m.from, &m.to);
-        move_keys(&mut self.files, &m.from, &m.to);
-        move_dirs(&mut self.dirs, &m.from, &m.to);
+        move_keys(self.files.to_mut(), &m.from, &m.to);
+        move_dirs(self.dirs.to_mut(), &m.from, &m.to);
     }
 }
 
@@ -455,6 +464,9 @@ fn collapse_dir_moves(
 /// Case/normalization clashes: a download (or a directory to create here) must not land on
 /// another name's file. Takes them out of the plan and lists them.
 fn clashes(sc: &Scan, p: &mut Plan) -> Vec<Clash> {
+    if p.downloads.is_empty() && p.create_dirs_local.is_empty() {
+        return Vec::new();
+    }
     let mut taken: BTreeMap<String, String> = sc
         .files
         .keys()

@@ -134,7 +134,6 @@ impl World {
     fn scan(&self) -> Scan {
         let files: BTreeMap<String, Stat> = self.local.iter().map(|(p, f)| (p.clone(), stat(f))).collect();
         Scan {
-            remember: files.clone(),
             files,
             dirs: self.local_dirs.clone(),
             ..Scan::default()

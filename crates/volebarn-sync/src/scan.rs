@@ -8,6 +8,7 @@ use crate::index::{Entry, Stat};
 use crate::rules::{self, IGNORE_FILE};
 use crate::state::STATE_DIR;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use volebarn_client::VPath;
@@ -25,8 +26,9 @@ const RACY_NANOS: i64 = 2_000_000_000;
 pub struct Scan {
     /// Files with their stat and content hash.
     pub files: BTreeMap<String, Stat>,
-    /// Stats to remember in the index (racy ones with an impossible mtime so they are re-read).
-    pub remember: BTreeMap<String, Stat>,
+    /// Files modified so shortly before they were read that their stat does not vouch for
+    /// their content: the index remembers them with an impossible mtime, so they are re-read.
+    pub racy: BTreeSet<String>,
     pub dirs: BTreeSet<String>,
     /// Paths present but not usable this pass (unreadable, still changing): left untouched.
     pub skipped: BTreeSet<String>,
@@ -43,6 +45,15 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// What the index remembers of each file: its stat, with an impossible mtime for a racy
+    /// one.
+    pub fn remembered(&self) -> impl Iterator<Item = (&String, Stat)> {
+        self.files.iter().map(|(p, s)| {
+            let racy = !self.racy.is_empty() && self.racy.contains(p);
+            (p, if racy { Stat { mtime: i64::MIN, ..*s } } else { *s })
+        })
+    }
+
     /// True when `path` or a parent was not usable this pass.
     pub fn is_skipped(&self, path: &str) -> bool {
         self.skipped.contains(path)
@@ -133,91 +144,195 @@ pub fn covers(dir: &str, path: &str) -> bool {
 /// `.volebarnignore` above it applies exactly as in a full scan.
 pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) -> Scan {
     let mut out = Scan::default();
+    let mut files: Vec<(String, Stat)> = Vec::new();
+    let mut dirs: Vec<String> = Vec::new();
+    let mut to_hash: Vec<(String, PathBuf)> = Vec::new();
+    for found in walk(root, under) {
+        match found {
+            Found::Dir(rel) => dirs.push(rel),
+            Found::File(rel, path, stat) => match previous.get(&rel).and_then(|e| e.local) {
+                Some(s) if s.size == stat.size && s.mtime == stat.mtime && s.inode == stat.inode => {
+                    files.push((rel, s));
+                }
+                _ => to_hash.push((rel, path)),
+            },
+            Found::Problem { rel, why, skip } => {
+                match skip {
+                    Skip::Dir => {
+                        out.skipped_dirs.insert(rel.clone());
+                    }
+                    Skip::Path => {
+                        out.skipped.insert(rel.clone());
+                    }
+                    Skip::Nothing => {}
+                }
+                out.problems.push((rel, why));
+            }
+            Found::Examined => out.examined += 1,
+        }
+    }
+    // Built from sorted runs in one go, which costs far less than inserting path by path.
+    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    dirs.sort_unstable();
+    out.files = files.into_iter().collect();
+    out.dirs = dirs.into_iter().collect();
+    out.problems.sort();
+    hash_all(to_hash, &mut out);
+    out
+}
+
+/// What the walk found, one entry at a time.
+enum Found {
+    Dir(String),
+    /// A regular file with its stat (`xxh3` not yet known).
+    File(String, PathBuf, Stat),
+    Problem {
+        rel: String,
+        why: String,
+        skip: Skip,
+    },
+    /// A regular file was looked at (counted whether or not its stat could be read).
+    Examined,
+}
+
+/// What of the folder a problem leaves untouched.
+enum Skip {
+    Dir,
+    Path,
+    Nothing,
+}
+
+/// Threads walking the folder (stat is most of a no-op pass: the kernel's path lookups run
+/// side by side).
+const WALK_THREADS: usize = 2;
+
+/// Walks the part of `root` at `under` (see [`scan_under`]) with the ignore rules, on
+/// [`WALK_THREADS`] threads, in no particular order.
+fn walk(root: &Path, under: &str) -> Vec<Found> {
     let defaults = rules::defaults(root);
-    let (walk_root, under) = (root.to_path_buf(), under.to_string());
+    let (walk_root, under_owned) = (root.to_path_buf(), under.to_string());
     let walker = ignore::WalkBuilder::new(root)
         .standard_filters(false)
         .follow_links(false)
+        .threads(WALK_THREADS)
         .add_custom_ignore_filename(IGNORE_FILE)
         .filter_entry(move |e| {
             let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-            let rel = e
-                .path()
-                .strip_prefix(&walk_root)
-                .map(rel_string)
-                .unwrap_or_default();
-            let wanted = covers(&under, &rel) || (is_dir && covers(&rel, &under));
+            let wanted = under_owned.is_empty() || {
+                let rel = e
+                    .path()
+                    .strip_prefix(&walk_root)
+                    .map(rel_string)
+                    .unwrap_or_default();
+                covers(&under_owned, &rel) || (is_dir && covers(&rel, &under_owned))
+            };
             wanted && !defaults.matched(e.path(), is_dir).is_ignore()
         })
-        .build();
-    let mut to_hash: Vec<(String, PathBuf)> = Vec::new();
-    for item in walker {
-        let entry = match item {
-            Ok(e) => e,
-            Err(e) => {
-                let rel = error_path(&e)
-                    .and_then(|p| p.strip_prefix(root).ok().map(rel_string))
-                    .unwrap_or_default();
-                if rel.is_empty()
-                    || std::fs::symlink_metadata(local_path(root, &rel)).is_ok_and(|m| m.is_dir())
-                {
-                    out.skipped_dirs.insert(rel.clone());
-                } else {
-                    out.skipped.insert(rel.clone());
-                }
-                out.problems.push((rel, e.to_string()));
-                continue;
+        .build_parallel();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<Found>>();
+    walker.run(|| {
+        let tx = tx.clone();
+        let mut mine = Batch { found: Vec::new(), tx };
+        Box::new(move |item| {
+            visit(root, item, &mut mine.found);
+            ignore::WalkState::Continue
+        })
+    });
+    drop(tx);
+    rx.into_iter().flatten().collect()
+}
+
+/// One walking thread's findings, handed over when the thread is done with them.
+struct Batch {
+    found: Vec<Found>,
+    tx: std::sync::mpsc::Sender<Vec<Found>>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        let _ = self.tx.send(std::mem::take(&mut self.found));
+    }
+}
+
+fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>, out: &mut Vec<Found>) {
+    let entry = match item {
+        Ok(e) => e,
+        Err(e) => {
+            let rel = error_path(&e)
+                .and_then(|p| p.strip_prefix(root).ok().map(rel_string))
+                .unwrap_or_default();
+            let skip = if rel.is_empty()
+                || std::fs::symlink_metadata(local_path(root, &rel)).is_ok_and(|m| m.is_dir())
+            {
+                Skip::Dir
+            } else {
+                Skip::Path
+            };
+            out.push(Found::Problem {
+                rel,
+                why: e.to_string(),
+                skip,
+            });
+            return;
+        }
+    };
+    if entry.depth() == 0 {
+        return;
+    }
+    let Ok(rel_path) = entry.path().strip_prefix(root) else {
+        return;
+    };
+    let Some(rel) = rel_path
+        .to_str()
+        .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
+    else {
+        out.push(Found::Problem {
+            rel: rel_path.to_string_lossy().to_string(),
+            why: "name is not UTF-8: not synced".into(),
+            skip: Skip::Nothing,
+        });
+        return;
+    };
+    if rel == STATE_DIR {
+        return;
+    }
+    if VPath::parse_non_root(&rel).is_err() {
+        out.push(Found::Problem {
+            rel,
+            why: "name is not a valid Volebarn path: not synced".into(),
+            skip: Skip::Nothing,
+        });
+        return;
+    }
+    let Some(ft) = entry.file_type() else { return };
+    if ft.is_symlink() {
+        tracing::warn!(path = rel, "skipping symlink (symlinks are not followed)");
+        out.push(Found::Problem {
+            rel,
+            why: "symlink: skipped".into(),
+            skip: Skip::Nothing,
+        });
+    } else if ft.is_dir() {
+        out.push(Found::Dir(rel));
+    } else if ft.is_file() {
+        out.push(Found::Examined);
+        match entry.metadata() {
+            Ok(m) => {
+                let stat = Stat {
+                    size: m.len(),
+                    mtime: mtime_nanos(&m),
+                    inode: inode(&m),
+                    xxh3: 0,
+                };
+                out.push(Found::File(rel, entry.into_path(), stat));
             }
-        };
-        if entry.depth() == 0 {
-            continue;
-        }
-        let Ok(rel_path) = entry.path().strip_prefix(root) else {
-            continue;
-        };
-        let Some(rel) = rel_path
-            .to_str()
-            .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
-        else {
-            out.problems.push((
-                rel_path.to_string_lossy().to_string(),
-                "name is not UTF-8: not synced".into(),
-            ));
-            continue;
-        };
-        if rel == STATE_DIR {
-            continue;
-        }
-        if VPath::parse_non_root(&rel).is_err() {
-            out.problems
-                .push((rel, "name is not a valid Volebarn path: not synced".into()));
-            continue;
-        }
-        let Some(ft) = entry.file_type() else { continue };
-        if ft.is_symlink() {
-            tracing::warn!(path = rel, "skipping symlink (symlinks are not followed)");
-            out.problems.push((rel, "symlink: skipped".into()));
-        } else if ft.is_dir() {
-            out.dirs.insert(rel);
-        } else if ft.is_file() {
-            out.examined += 1;
-            match entry.metadata() {
-                Ok(m) => match previous.get(&rel).and_then(|e| e.local) {
-                    Some(s) if same_stat(&s, &m) => {
-                        out.files.insert(rel.clone(), s);
-                        out.remember.insert(rel, s);
-                    }
-                    _ => to_hash.push((rel, entry.path().to_path_buf())),
-                },
-                Err(e) => {
-                    out.skipped.insert(rel.clone());
-                    out.problems.push((rel, e.to_string()));
-                }
-            }
+            Err(e) => out.push(Found::Problem {
+                rel,
+                why: e.to_string(),
+                skip: Skip::Path,
+            }),
         }
     }
-    hash_all(to_hash, &mut out);
-    out
 }
 
 /// `last` (the folder as an earlier scan saw it) with only the `dirty` paths scanned again:
@@ -225,34 +340,36 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
 /// [`scan_under`], so a path created, changed, renamed or deleted since is as a full scan
 /// would see it. Paths not in `dirty` are taken from `last` unread: the caller vouches that
 /// nothing else changed (a watcher that lost no event).
-pub fn rescan(
-    root: &Path,
-    last: &Scan,
-    dirty: &BTreeSet<String>,
-    previous: &BTreeMap<String, Entry>,
-) -> Scan {
+pub fn rescan(root: &Path, last: Scan, dirty: &BTreeSet<String>, previous: &BTreeMap<String, Entry>) -> Scan {
     let mut out = Scan {
-        files: last.files.clone(),
-        remember: last.remember.clone(),
-        dirs: last.dirs.clone(),
-        skipped: last.skipped.clone(),
-        skipped_dirs: last.skipped_dirs.clone(),
+        files: last.files,
+        racy: last.racy,
+        dirs: last.dirs,
+        skipped: last.skipped,
+        skipped_dirs: last.skipped_dirs,
         ..Scan::default()
     };
     // Only the outermost dirty paths: one below another is read with it.
     let outermost: Vec<&String> = dirty
         .iter()
-        .filter(|d| !dirty.iter().any(|o| o != *d && covers(o, d)))
+        .filter(|d| !dirty.contains("") || d.is_empty())
+        .filter(|d| !d.match_indices('/').any(|(i, _)| dirty.contains(&d[..i])))
         .collect();
     for d in outermost {
-        out.files.retain(|p, _| !covers(d, p));
-        out.remember.retain(|p, _| !covers(d, p));
-        out.dirs.retain(|p| !covers(d, p));
+        let files: Vec<String> = covered(&out.files, d).map(|(k, _)| k.clone()).collect();
+        for p in files {
+            out.files.remove(&p);
+            out.racy.remove(&p);
+        }
+        let dirs: Vec<String> = covered_in(&out.dirs, d).cloned().collect();
+        for p in dirs {
+            out.dirs.remove(&p);
+        }
         out.skipped.retain(|p| !covers(d, p));
         out.skipped_dirs.retain(|p| !covers(d, p));
         let part = scan_under(root, d, previous);
         out.files.extend(part.files);
-        out.remember.extend(part.remember);
+        out.racy.extend(part.racy);
         out.dirs.extend(part.dirs);
         out.skipped.extend(part.skipped);
         out.skipped_dirs.extend(part.skipped_dirs);
@@ -262,6 +379,21 @@ pub fn rescan(
         out.examined += part.examined;
     }
     out
+}
+
+/// The entries of `map` that `dir` covers ([`covers`]), found without a walk over all of them:
+/// they are among the run of keys that start with `dir`.
+pub fn covered<'a, V>(map: &'a BTreeMap<String, V>, dir: &'a str) -> impl Iterator<Item = (&'a String, &'a V)> {
+    map.range::<str, _>((Bound::Included(dir), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(dir))
+        .filter(move |(k, _)| covers(dir, k))
+}
+
+/// [`covered`] for a set.
+fn covered_in<'a>(set: &'a BTreeSet<String>, dir: &'a str) -> impl Iterator<Item = &'a String> {
+    set.range::<str, _>((Bound::Included(dir), Bound::Unbounded))
+        .take_while(move |k| k.starts_with(dir))
+        .filter(move |k| covers(dir, k))
 }
 
 fn hash_all(to_hash: Vec<(String, PathBuf)>, out: &mut Scan) {
@@ -287,16 +419,10 @@ fn hash_all(to_hash: Vec<(String, PathBuf)>, out: &mut Scan) {
         match r {
             Ok(stat) => {
                 out.hashed += 1;
-                out.files.insert(rel.clone(), stat);
-                let remembered = if volebarn_core::timefmt::now_nanos() - stat.mtime < RACY_NANOS {
-                    Stat {
-                        mtime: i64::MIN,
-                        ..stat
-                    }
-                } else {
-                    stat
-                };
-                out.remember.insert(rel, remembered);
+                if volebarn_core::timefmt::now_nanos() - stat.mtime < RACY_NANOS {
+                    out.racy.insert(rel.clone());
+                }
+                out.files.insert(rel, stat);
             }
             Err(HashError::Vanished) => {}
             Err(HashError::Failed(e)) => {

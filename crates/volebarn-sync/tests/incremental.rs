@@ -113,3 +113,69 @@ async fn a_scoped_pass_scans_only_what_changed_and_never_loses_a_local_edit() {
     assert_eq!(again.pending.total(), 0, "converged: {again:?}");
     assert_eq!(server_tree(&srv.client).await, tree(&a));
 }
+
+/// A new engine (a new `volebarn sync` process) starts its mirror of the server from the
+/// index, and asks the server only for the changes since, when the last pass left both sides
+/// agreeing; what the server changed in between is synced exactly as after a full listing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_engine_resumes_from_the_stored_cursor_instead_of_listing_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    for i in 0..40 {
+        write(&a, &format!("d{}/f{i}.txt", i % 4), format!("file {i}").as_bytes());
+    }
+    std::fs::create_dir_all(a.join("empty/inner")).expect("mkdir");
+    age(&a);
+    let open = || srv.engine(&a, ConflictStrategy::PreferNewer);
+    let first = open().pass(PassOptions::default()).await.expect("first pass");
+    assert!(first.listed_remote, "a new folder lists the server");
+    assert_eq!(first.result.uploaded.len(), 40, "{first:?}");
+
+    // The next process finds the cursor in the index: no listing, nothing to do.
+    let mut engine = open();
+    assert!(engine.cursor().is_some(), "the mirror starts from the index");
+    let r = engine.pass(PassOptions::default()).await.expect("no-op pass");
+    assert!(!r.listed_remote, "{r:?}");
+    assert!(!r.changed_anything(), "{r:?}");
+    drop(engine);
+
+    // The server changes while no engine runs.
+    srv.client
+        .upload_file("d0/new.txt", Bytes::from_static(b"new on the server"))
+        .await
+        .expect("upload");
+    srv.client
+        .update_file("d1/f1.txt", Bytes::from_static(b"edited on the server"))
+        .await
+        .expect("edit");
+    srv.client.delete_file("d2/f2.txt").await.expect("delete");
+    srv.client.create_directory("made/there").await.expect("mkdir");
+    let mut engine = open();
+    let r = engine.pass(PassOptions::default()).await.expect("pass after server changes");
+    assert!(!r.listed_remote, "{r:?}");
+    let mut down = r.result.downloaded.clone();
+    down.sort();
+    assert_eq!(down, ["d0/new.txt", "d1/f1.txt"], "{r:?}");
+    assert_eq!(r.result.deleted_local, ["d2/f2.txt"], "{r:?}");
+    assert!(a.join("made/there").is_dir());
+    assert!(a.join("empty/inner").is_dir());
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+
+    // After a pass that uploaded, the next process still needs no listing: the mirror
+    // followed what the pass did on the server.
+    write(&a, "d3/local.txt", b"written here");
+    age(&a);
+    let r = engine.pass(PassOptions::default()).await.expect("upload pass");
+    assert_eq!(r.result.uploaded, ["d3/local.txt"], "{r:?}");
+    drop(engine);
+    let r = open().pass(PassOptions::default()).await.expect("next process");
+    assert!(!r.listed_remote, "{r:?}");
+    assert!(!r.changed_anything(), "{r:?}");
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+
+    // The cursor belongs to that server: the same folder pointed at another one lists it.
+    let other = TestServer::start().await;
+    let engine = other.engine(&a, ConflictStrategy::PreferNewer);
+    assert_eq!(engine.cursor(), None, "a cursor of another server is not used");
+}
