@@ -69,9 +69,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut on_pass: impl FnMut(&PassReport),
 ) -> anyhow::Result<()> {
-    let report = engine.pass(PassOptions::default()).await?;
-    on_pass(&report);
-
     let (tx, mut rx) = mpsc::channel::<Wake>(256);
     let root = engine.root().to_path_buf();
     let defaults = rules::defaults(&root);
@@ -116,6 +113,10 @@ pub async fn run(
             }
         })?;
     debouncer.watch(&root, RecursiveMode::Recursive)?;
+    // The folder is watched before the first pass: what changes while that pass runs (or
+    // right after it) wakes the next one, nothing waits for the periodic rescan.
+    let report = engine.pass(PassOptions::default()).await?;
+    on_pass(&report);
 
     let (cursor_tx, cursor_rx) = watch::channel(engine.cursor());
     let poller = tokio::spawn(long_poll(

@@ -97,6 +97,54 @@ async fn passes_follow_changes_and_do_not_wake_themselves() {
     stop(w).await;
 }
 
+/// A file written the moment the watcher reports its first pass (a user who starts
+/// `volebarn watch` and goes on working) is synced by the watcher, not left for the periodic
+/// rescan: the folder is watched before that pass starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_right_after_the_first_pass_is_not_left_for_the_rescan() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    write(&a, "before.txt", b"there at the start");
+    let e = srv.engine(&a, ConflictStrategy::PreferNewer);
+    let (stop_tx, stopped) = oneshot::channel::<()>();
+    let folder = a.clone();
+    let mut first = true;
+    let task = tokio::spawn(async move {
+        watch::run(
+            e,
+            WatchOptions {
+                poll_interval: Duration::from_secs(5),
+                // Far beyond the test's wait: only the watcher can sync the new file.
+                rescan_interval: Duration::from_secs(600),
+                debounce: Duration::from_millis(100),
+            },
+            async {
+                let _ = stopped.await;
+            },
+            move |_: &volebarn_console::engine::PassReport| {
+                if std::mem::take(&mut first) {
+                    write(&folder, "new/right-after.txt", b"written as the first pass ended");
+                }
+            },
+        )
+        .await
+        .expect("watch");
+    });
+    let c = srv.client_with(fail_fast);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            c.download_file("new/right-after.txt")
+                .await
+                .is_ok_and(|b| b.as_ref() == b"written as the first pass ended")
+        })
+        .await,
+        "timed out waiting for: the file written after the first pass reaches the server"
+    );
+    assert_eq!(server_tree(&c).await, tree(&a));
+    stop((stop_tx, task)).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_watchers_mirror_each_other_and_catch_up_after_being_offline() {
     let dir = tempfile::tempdir().unwrap();
