@@ -3,7 +3,8 @@
 //! resident set from GNU time (`%M`), beside `rsync -a --delete` to an rsync daemon on the same
 //! run (also under GNU time). Rows:
 //! 1. `volebarn sync` of folder A (N files of 1–16 KiB) to a fresh server: time and peak RSS;
-//! 2. a no-op `volebarn sync` (files and bytes the pass read: must be 0);
+//! 2. a no-op `volebarn sync` (files and bytes the pass read: must be 0), median of 3 runs
+//!    (rsync's too);
 //! 3. 100 edits + 100 adds + 100 deletes in A, then `volebarn sync`;
 //! 4. `volebarn sync` of an empty folder B (first sync down): time and peak RSS;
 //! 5. `volebarn watch` running on A and on B: a new file written in A, the time until B holds it
@@ -26,6 +27,16 @@ use volebarn_sync::STATE_DIR;
 const CHANGES: usize = 100;
 const PROBES: usize = 20;
 const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs of each no-op (volebarn's and rsync's), of which the median is reported: a single
+/// run of a 0.1 s command is at the mercy of whatever else the machine does in that moment.
+const NOOP_RUNS: usize = 3;
+
+/// The run with the median wall time.
+fn median_of<T>(mut runs: Vec<T>, wall: impl Fn(&T) -> Option<Duration>) -> T {
+    runs.sort_by_key(|r| wall(r));
+    runs.swap_remove(runs.len() / 2)
+}
 
 /// One measured run of a command.
 struct Measured {
@@ -172,7 +183,12 @@ pub async fn run(work: &Path, n: usize, volebarn: &Path) -> anyhow::Result<()> {
         measured(&dir, bin, &args, &[]).map(Some)
     };
     let rs_first = rsync_push(&dir.join("A"))?;
-    let rs_noop = rsync_push(&dir.join("A"))?;
+    let rs_noop = median_of(
+        (0..NOOP_RUNS)
+            .map(|_| rsync_push(&dir.join("A")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        |r| r.as_ref().map(|m| m.wall),
+    );
 
     let (server, _client) = fresh_server(&dir.join("server")).await?;
     let folder = |name: &str| -> anyhow::Result<Folder> {
@@ -217,7 +233,12 @@ pub async fn run(work: &Path, n: usize, volebarn: &Path) -> anyhow::Result<()> {
         "first sync of A uploaded {} files, not {n}",
         count(&r, "uploaded")
     );
-    let (noop, r_noop) = sync(&a)?;
+    let (noop, r_noop) = median_of(
+        (0..NOOP_RUNS)
+            .map(|_| sync(&a))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        |r| Some(r.0.wall),
+    );
     ensure!(
         count(&r_noop, "uploaded") == 0,
         "the no-op sync uploaded something"

@@ -246,10 +246,14 @@ fn join<'a, L, R, B>(
 ) -> impl Iterator<Item = (&'a str, Option<&'a L>, Option<&'a R>, Option<&'a B>)> {
     let (mut l, mut r, mut b) = (l.iter().peekable(), r.iter().peekable(), b.iter().peekable());
     std::iter::from_fn(move || {
-        let key: &str = [l.peek().map(|e| e.0), r.peek().map(|e| e.0), b.peek().map(|e| e.0)]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let key: &str = [
+            l.peek().map(|e| e.0),
+            r.peek().map(|e| e.0),
+            b.peek().map(|e| e.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         Some((
             key,
             l.next_if(|e| e.0 == key).map(|e| e.1),

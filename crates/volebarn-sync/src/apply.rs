@@ -131,11 +131,24 @@ impl Executor<'_> {
                 Err(e) => result.errors.push((p.clone(), e.to_string())),
             }
         }
-        for p in &plan.deletes_remote {
-            let r = match plan.if_match.get(p) {
-                Some(rev) => self.client.delete_file_if(p, *rev).await,
-                None => self.client.delete_file(p).await,
-            };
+        // Each deletion is its own conditional request: several in flight, answers in order.
+        // (Owned paths and revisions: a closure over `&String` makes the future non-`Send`.)
+        let items: Vec<(String, Option<u64>)> = plan
+            .deletes_remote
+            .iter()
+            .map(|p| (p.clone(), plan.if_match.get(p).copied()))
+            .collect();
+        let deletions: Vec<_> = futures_util::stream::iter(items)
+            .map(|(p, rev): (String, Option<u64>)| async move {
+                match rev {
+                    Some(rev) => self.client.delete_file_if(&p, rev).await,
+                    None => self.client.delete_file(&p).await,
+                }
+            })
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        for (p, r) in plan.deletes_remote.iter().zip(deletions) {
             match r {
                 Ok(()) => {
                     base.remove(p);

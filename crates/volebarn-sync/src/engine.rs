@@ -649,7 +649,9 @@ impl Engine {
             return Ok(report);
         }
 
+        let planning = std::time::Instant::now();
         let plan = self.plan(&sc, &self.remote.files, &self.remote.dirs, opts);
+        let planned = planning.elapsed();
         report.held_deletions = plan.held_deletions.clone();
         report.held_reason = plan.held_reason.clone();
         report.problems.extend(plan.clashes.iter().map(|c| {
@@ -683,6 +685,7 @@ impl Engine {
         }
         .apply(&plan, &local, &mut base, &mut report)
         .await;
+        let applied = planning.elapsed();
         // The mirror follows what this pass did to the server's tree.
         for (from, to) in &report.moved {
             move_keys(&mut self.remote.files, from, to);
@@ -694,8 +697,15 @@ impl Engine {
         report.created_remote_dirs = plan.create_dirs_remote.clone();
         self.follow_base(&base, &report);
         report.manual_conflicts = self.record_conflicts(&report.result)?;
-        let held: BTreeSet<String> = plan.held_deletions.into_iter().collect();
+        let held: BTreeSet<String> = plan.held_deletions.iter().cloned().collect();
         self.persist(&sc, &base, &held, &report)?;
+        tracing::debug!(
+            plan_ms = planned.as_millis() as u64,
+            apply_ms = (applied - planned).as_millis() as u64,
+            persist_ms = (planning.elapsed() - applied).as_millis() as u64,
+            actions = plan.actions(),
+            "pass: planned, applied, persisted"
+        );
         // What this pass wrote in the folder is scanned again by the next one.
         let r = &report.result;
         self.touched.extend(
@@ -774,7 +784,10 @@ impl Engine {
     fn follow_base(&mut self, base: &BTreeMap<String, BaseState>, report: &PassReport) {
         let index = Arc::clone(&self.index.entries);
         // Both are sorted: one merge finds the bases this pass set, changed or dropped.
-        let mut before = index.iter().filter_map(|(p, e)| e.base.map(|b| (p, b))).peekable();
+        let mut before = index
+            .iter()
+            .filter_map(|(p, e)| e.base.map(|b| (p, b)))
+            .peekable();
         let mut after = base.iter().peekable();
         loop {
             let (p, now) = match (before.peek(), after.peek()) {

@@ -139,7 +139,11 @@ impl FileIndex {
 
     /// [`FileIndex::commit`], with metadata written (`Some`) or deleted (`None`) in the same
     /// batch, so the two cannot disagree after a crash.
-    pub fn commit_with(&mut self, next: BTreeMap<String, Entry>, meta: &[(&str, Option<&[u8]>)]) -> Result<usize> {
+    pub fn commit_with(
+        &mut self,
+        next: BTreeMap<String, Entry>,
+        meta: &[(&str, Option<&[u8]>)],
+    ) -> Result<usize> {
         let mut batch = rocksdb::WriteBatch::default();
         for (name, value) in meta {
             match value {

@@ -50,7 +50,17 @@ impl Scan {
     pub fn remembered(&self) -> impl Iterator<Item = (&String, Stat)> {
         self.files.iter().map(|(p, s)| {
             let racy = !self.racy.is_empty() && self.racy.contains(p);
-            (p, if racy { Stat { mtime: i64::MIN, ..*s } } else { *s })
+            (
+                p,
+                if racy {
+                    Stat {
+                        mtime: i64::MIN,
+                        ..*s
+                    }
+                } else {
+                    *s
+                },
+            )
         })
     }
 
@@ -232,7 +242,10 @@ fn walk(root: &Path, under: &str) -> Vec<Found> {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<Found>>();
     walker.run(|| {
         let tx = tx.clone();
-        let mut mine = Batch { found: Vec::new(), tx };
+        let mut mine = Batch {
+            found: Vec::new(),
+            tx,
+        };
         Box::new(move |item| {
             visit(root, item, &mut mine.found);
             ignore::WalkState::Continue
@@ -383,7 +396,10 @@ pub fn rescan(root: &Path, last: Scan, dirty: &BTreeSet<String>, previous: &BTre
 
 /// The entries of `map` that `dir` covers ([`covers`]), found without a walk over all of them:
 /// they are among the run of keys that start with `dir`.
-pub fn covered<'a, V>(map: &'a BTreeMap<String, V>, dir: &'a str) -> impl Iterator<Item = (&'a String, &'a V)> {
+pub fn covered<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    dir: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
     map.range::<str, _>((Bound::Included(dir), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(dir))
         .filter(move |(k, _)| covers(dir, k))

@@ -123,7 +123,11 @@ async fn a_new_engine_resumes_from_the_stored_cursor_instead_of_listing_the_serv
     let srv = TestServer::start().await;
     let a = dir.path().join("A");
     for i in 0..40 {
-        write(&a, &format!("d{}/f{i}.txt", i % 4), format!("file {i}").as_bytes());
+        write(
+            &a,
+            &format!("d{}/f{i}.txt", i % 4),
+            format!("file {i}").as_bytes(),
+        );
     }
     std::fs::create_dir_all(a.join("empty/inner")).expect("mkdir");
     age(&a);
@@ -152,7 +156,10 @@ async fn a_new_engine_resumes_from_the_stored_cursor_instead_of_listing_the_serv
     srv.client.delete_file("d2/f2.txt").await.expect("delete");
     srv.client.create_directory("made/there").await.expect("mkdir");
     let mut engine = open();
-    let r = engine.pass(PassOptions::default()).await.expect("pass after server changes");
+    let r = engine
+        .pass(PassOptions::default())
+        .await
+        .expect("pass after server changes");
     assert!(!r.listed_remote, "{r:?}");
     let mut down = r.result.downloaded.clone();
     down.sort();
