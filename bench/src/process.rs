@@ -287,8 +287,15 @@ pub async fn run(work: &Path, n: usize, volebarn: &Path) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|");
     let row = |name: &str, m: &Measured, rep: Option<&serde_json::Value>, rs: &Option<Measured>| {
         let read = rep.map_or("–".into(), |r| {
+            // A pass that listed the server's whole tree (rather than asking for the changes
+            // since its cursor) is marked.
+            let listed = if r["listed_remote"].as_bool() == Some(true) {
+                " (listed the server)"
+            } else {
+                ""
+            };
             format!(
-                "{} / {}",
+                "{} / {}{listed}",
                 thousands(field(r, "hashed") as usize),
                 thousands(field(r, "bytes_read") as usize)
             )

@@ -23,23 +23,38 @@ fn start_counting(
     root: &Path,
     passes: Arc<AtomicUsize>,
 ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    start_with(
+        srv,
+        root,
+        // Long enough that the tests exercise the watcher and the change feed, not the rescan.
+        Duration::from_secs(60),
+        move |_: &volebarn_console::engine::PassReport| {
+            passes.fetch_add(1, Ordering::SeqCst);
+        },
+    )
+}
+
+/// Starts watching `root` with a full rescan every `rescan`; `on_pass` sees every report.
+fn start_with(
+    srv: &TestServer,
+    root: &Path,
+    rescan: Duration,
+    on_pass: impl FnMut(&volebarn_console::engine::PassReport) + Send + 'static,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let e = srv.engine(root, ConflictStrategy::PreferNewer);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         watch::run(
             e,
             WatchOptions {
-                // Long enough that the tests exercise the watcher and the change feed, not the rescan.
                 poll_interval: Duration::from_secs(5),
-                rescan_interval: Duration::from_secs(60),
+                rescan_interval: rescan,
                 debounce: Duration::from_millis(200),
             },
             async {
                 let _ = stopped.await;
             },
-            move |_: &volebarn_console::engine::PassReport| {
-                passes.fetch_add(1, Ordering::SeqCst);
-            },
+            on_pass,
         )
         .await
         .expect("watch");
@@ -106,30 +121,13 @@ async fn a_change_right_after_the_first_pass_is_not_left_for_the_rescan() {
     let srv = TestServer::start().await;
     let a = dir.path().join("A");
     write(&a, "before.txt", b"there at the start");
-    let e = srv.engine(&a, ConflictStrategy::PreferNewer);
-    let (stop_tx, stopped) = oneshot::channel::<()>();
     let folder = a.clone();
     let mut first = true;
-    let task = tokio::spawn(async move {
-        watch::run(
-            e,
-            WatchOptions {
-                poll_interval: Duration::from_secs(5),
-                // Far beyond the test's wait: only the watcher can sync the new file.
-                rescan_interval: Duration::from_secs(600),
-                debounce: Duration::from_millis(100),
-            },
-            async {
-                let _ = stopped.await;
-            },
-            move |_: &volebarn_console::engine::PassReport| {
-                if std::mem::take(&mut first) {
-                    write(&folder, "new/right-after.txt", b"written as the first pass ended");
-                }
-            },
-        )
-        .await
-        .expect("watch");
+    // The rescan is far beyond the test's wait: only the watcher can sync the new file.
+    let w = start_with(&srv, &a, Duration::from_secs(600), move |_| {
+        if std::mem::take(&mut first) {
+            write(&folder, "new/right-after.txt", b"written as the first pass ended");
+        }
     });
     let c = srv.client_with(fail_fast);
     assert!(
@@ -142,7 +140,7 @@ async fn a_change_right_after_the_first_pass_is_not_left_for_the_rescan() {
         "timed out waiting for: the file written after the first pass reaches the server"
     );
     assert_eq!(server_tree(&c).await, tree(&a));
-    stop((stop_tx, task)).await;
+    stop(w).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@ pub mod chunking;
 pub mod error;
 pub mod hash;
 pub mod path;
+pub mod sorted;
 pub mod sync;
 pub mod timefmt;
 pub mod types;

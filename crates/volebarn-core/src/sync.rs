@@ -210,10 +210,14 @@ pub fn plan(
     let remote_tree = tree(remote_dirs.iter(), remote.keys());
     // A file facing a directory: no table row applies, and any transfer at or under the path
     // would fail (docs/design.md §2: a path is a file or a directory, never both).
+    let (mut in_remote_tree, mut in_local_tree) = (
+        crate::sorted::Cursor::new(remote_tree.iter().copied()),
+        crate::sorted::Cursor::new(local_tree.iter().copied()),
+    );
     let clashes: BTreeSet<&str> = local
         .keys()
-        .filter(|p| remote_tree.contains(p.as_str()))
-        .chain(remote.keys().filter(|p| local_tree.contains(p.as_str())))
+        .filter(|p| in_remote_tree.contains(p))
+        .chain(remote.keys().filter(|p| in_local_tree.contains(p)))
         .map(String::as_str)
         .collect();
 
@@ -420,8 +424,14 @@ fn tree<'a>(
             add_ancestors(&mut out, d);
         }
     }
+    // Files come sorted, so siblings follow each other: their parent is looked up once.
+    let mut last_parent = None;
     for f in files {
-        add_ancestors(&mut out, f);
+        let parent = crate::sorted::parent(f);
+        if last_parent != Some(parent) {
+            add_ancestors(&mut out, f);
+            last_parent = Some(parent);
+        }
     }
     out
 }

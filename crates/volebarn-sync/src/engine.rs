@@ -37,39 +37,28 @@ struct RemoteMirror {
 impl RemoteMirror {
     /// The server's tree as the index records it synced, as of journal revision `cursor`.
     fn of_index(index: &BTreeMap<String, Entry>, cursor: u64) -> RemoteMirror {
-        let mut m = RemoteMirror {
+        // Sorted already: each map is built in one go.
+        RemoteMirror {
+            files: index
+                .iter()
+                .filter_map(|(p, e)| e.base.map(|b| (p.clone(), base_as_remote(&BaseState::from(b)))))
+                .collect(),
+            dirs: index
+                .iter()
+                .filter(|(_, e)| e.dir)
+                .map(|(p, _)| p.clone())
+                .collect(),
             cursor: Some(cursor),
-            ..RemoteMirror::default()
-        };
-        for (p, e) in index {
-            if let Some(b) = e.base {
-                m.files.insert(p.clone(), base_as_remote(&BaseState::from(b)));
-            }
-            if e.dir {
-                m.dirs.insert(p.clone());
-            }
         }
-        m
     }
 
     /// Whether the index `next` would be rebuilt into exactly this mirror ([`RemoteMirror::of_index`]).
     fn matches_index(&self, next: &BTreeMap<String, Entry>) -> bool {
-        let (mut files, mut dirs) = (0, 0);
-        for (p, e) in next {
-            if let Some(b) = e.base {
-                files += 1;
-                if self.files.get(p) != Some(&base_as_remote(&BaseState::from(b))) {
-                    return false;
-                }
-            }
-            if e.dir {
-                dirs += 1;
-                if !self.dirs.contains(p) {
-                    return false;
-                }
-            }
-        }
-        files == self.files.len() && dirs == self.dirs.len()
+        let files = next
+            .iter()
+            .filter_map(|(p, e)| e.base.map(|b| (p, base_as_remote(&BaseState::from(b)))));
+        let dirs = next.iter().filter(|(_, e)| e.dir).map(|(p, _)| p);
+        files.eq(self.files.iter().map(|(p, r)| (p, *r))) && dirs.eq(self.dirs.iter())
     }
 }
 
@@ -672,33 +661,37 @@ impl Engine {
             return Ok(report);
         }
 
-        let local: BTreeMap<String, LocalState> = sc
-            .files
-            .iter()
-            .map(|(p, s)| (p.clone(), s.local_state()))
-            .collect();
         let mut base = base_of_index(&self.index.entries);
-        let client = self.transfer_client(&plan, &local);
-        Executor {
-            client: &client,
-            root: &self.root,
+        // Nothing to do (a no-op pass): nothing to execute, and the mirror stays as it is.
+        if !plan.is_empty() {
+            let local: BTreeMap<String, LocalState> = sc
+                .files
+                .iter()
+                .map(|(p, s)| (p.clone(), s.local_state()))
+                .collect();
+            let client = self.transfer_client(&plan, &local);
+            Executor {
+                client: &client,
+                root: &self.root,
+            }
+            .apply(&plan, &local, &mut base, &mut report)
+            .await;
+            // The mirror follows what this pass did to the server's tree.
+            for (from, to) in &report.moved {
+                move_keys(&mut self.remote.files, from, to);
+                move_dirs(&mut self.remote.dirs, from, to);
+            }
+            for d in &report.dirs_deleted_remote {
+                self.remote.dirs.retain(|k| k != d && !is_under(k, d));
+            }
+            report.created_remote_dirs = plan.create_dirs_remote.clone();
+            self.follow_base(&base, &report);
         }
-        .apply(&plan, &local, &mut base, &mut report)
-        .await;
         let applied = planning.elapsed();
-        // The mirror follows what this pass did to the server's tree.
-        for (from, to) in &report.moved {
-            move_keys(&mut self.remote.files, from, to);
-            move_dirs(&mut self.remote.dirs, from, to);
-        }
-        for d in &report.dirs_deleted_remote {
-            self.remote.dirs.retain(|k| k != d && !is_under(k, d));
-        }
-        report.created_remote_dirs = plan.create_dirs_remote.clone();
-        self.follow_base(&base, &report);
         report.manual_conflicts = self.record_conflicts(&report.result)?;
         let held: BTreeSet<String> = plan.held_deletions.iter().cloned().collect();
         self.persist(&sc, &base, &held, &report)?;
+        tracing::trace!(?plan, "pass: the plan");
         tracing::debug!(
             plan_ms = planned.as_millis() as u64,
             apply_ms = (applied - planned).as_millis() as u64,
@@ -853,8 +846,14 @@ impl Engine {
                 .collect();
             // Parents of synced files exist on both sides.
             let mut p = BTreeSet::new();
+            let mut last_parent = None;
             for f in base.keys() {
-                add_parents(&mut p, f);
+                // Sorted: siblings follow each other, and their parents are added once.
+                let parent = volebarn_core::sorted::parent(f);
+                if last_parent != Some(parent) {
+                    add_parents(&mut p, f);
+                    last_parent = Some(parent);
+                }
             }
             parents = p;
             for d in sc

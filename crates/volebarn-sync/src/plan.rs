@@ -16,6 +16,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{ConflictStrategy, SyncPlan};
+use volebarn_core::sorted::Cursor;
 use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState, SyncConflict};
 
 /// A server-side move: a renamed file, or a renamed directory with everything below it. The
@@ -161,9 +162,10 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     } = after;
 
     // Safety rail: mass deletions wait for --force.
+    let mut here = Cursor::new(sc.files.keys().map(String::as_str));
     let deleted: Vec<String> = base
         .keys()
-        .filter(|p| !sc.files.contains_key(*p) && !sc.is_skipped(p))
+        .filter(|p| !here.contains(p) && !sc.is_skipped(p))
         .cloned()
         .collect();
     let held_reason = if i.force || deleted.is_empty() {
@@ -279,11 +281,12 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
         }
         _ => false,
     };
+    let mut here = Cursor::new(sc.files.keys().map(String::as_str));
     let gone: Vec<(&String, &Entry, bool)> = index
         .iter()
         .filter(|(p, e)| e.base.is_some() && !sc.is_skipped(p))
         .filter_map(|(p, e)| {
-            if !sc.files.contains_key(p) {
+            if !here.contains(p) {
                 Some((p, e, false))
             } else {
                 replaced(p, e).then_some((p, e, true))
