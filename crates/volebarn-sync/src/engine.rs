@@ -505,6 +505,10 @@ impl Engine {
                 "pass ended with errors; planning again"
             );
             self.attempt += 1;
+            // From a fresh listing of the server: a write refused because the server does not
+            // hold what the mirror says (a file gone or changed under it) must not meet the same
+            // mirror again.
+            self.remote.cursor = None;
             let again = self.pass_once(opts, Scope::Full).await?;
             report.absorb(again);
         }
