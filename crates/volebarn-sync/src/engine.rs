@@ -118,7 +118,8 @@ pub struct PassReport {
     pub full_scan: bool,
     /// True when the pass listed the server's whole tree (the manifest) rather than asking
     /// only for the changes since the cursor: the first pass of an engine whose index holds
-    /// no cursor, after the server's journal was trimmed past it, after a move.
+    /// no cursor, after the server's journal was trimmed past it, after a move, and when the
+    /// pass planned again after errors.
     #[serde(default)]
     pub listed_remote: bool,
     /// Errors of earlier attempts of this pass, which planned again (see
