@@ -1,6 +1,7 @@
 //! Helpers for walking sorted collections of paths side by side: the sync planner compares
 //! whole-folder maps, and a merge costs far less than a lookup per path.
 
+use std::collections::BTreeSet;
 use std::iter::Peekable;
 
 /// Answers "is `key` there?" for keys asked in ascending order, walking the sorted `keys` once.
@@ -31,9 +32,63 @@ impl<'a, I: Iterator<Item = &'a str>> Cursor<I> {
     }
 }
 
+/// Every key of two sorted, duplicate-free sequences of `(key, value)`, in order, with what
+/// each side holds for it: a merge, so no key is looked up.
+pub fn join<'a, K: Ord + ?Sized + 'a, A, B>(
+    a: impl IntoIterator<Item = (&'a K, A)>,
+    b: impl IntoIterator<Item = (&'a K, B)>,
+) -> impl Iterator<Item = (&'a K, Option<A>, Option<B>)> {
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    std::iter::from_fn(move || {
+        let key = match (a.peek(), b.peek()) {
+            (Some((x, _)), Some((y, _))) => (*x).min(*y),
+            (Some((x, _)), None) => *x,
+            (None, Some((y, _))) => *y,
+            (None, None) => return None,
+        };
+        Some((
+            key,
+            a.next_if(|(k, _)| *k == key).map(|(_, v)| v),
+            b.next_if(|(k, _)| *k == key).map(|(_, v)| v),
+        ))
+    })
+}
+
+/// [`join`] of three sequences.
+#[allow(clippy::type_complexity)]
+pub fn join3<'a, K: Ord + ?Sized + 'a, A, B, C>(
+    a: impl IntoIterator<Item = (&'a K, A)>,
+    b: impl IntoIterator<Item = (&'a K, B)>,
+    c: impl IntoIterator<Item = (&'a K, C)>,
+) -> impl Iterator<Item = (&'a K, Option<A>, Option<B>, Option<C>)> {
+    join(join(a, b).map(|(k, x, y)| (k, (x, y))), c).map(|(k, xy, z)| {
+        let (x, y) = xy.unwrap_or((None, None));
+        (k, x, y, z)
+    })
+}
+
 /// The parent directory of `path` (`""` at the top).
 pub fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
+}
+
+/// Adds the ancestor directories of each of `paths` to `out`. Walking up from a path stops at
+/// the first ancestor already there (its own ancestors are too), and a path with the same
+/// parent as the one before (siblings, when `paths` are sorted) is skipped at once.
+pub fn add_ancestors<'a>(out: &mut BTreeSet<&'a str>, paths: impl IntoIterator<Item = &'a str>) {
+    let mut last_parent = None;
+    for path in paths {
+        let parent = parent(path);
+        if last_parent == Some(parent) {
+            continue;
+        }
+        last_parent = Some(parent);
+        for (i, _) in path.rmatch_indices('/') {
+            if !out.insert(&path[..i]) {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -50,5 +105,52 @@ mod tests {
         assert_eq!(answers, expected);
         assert_eq!(parent("a/b/c"), "a/b");
         assert_eq!(parent("top"), "");
+    }
+
+    #[test]
+    fn join_pairs_every_key_with_what_each_side_holds() {
+        let a = [("a", 1), ("c", 3), ("d", 4)];
+        let b = [("b", 'b'), ("c", 'c'), ("e", 'e')];
+        let got: Vec<_> = join(a.iter().map(|(k, v)| (*k, *v)), b.iter().map(|(k, v)| (*k, *v))).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Some(1), None),
+                ("b", None, Some('b')),
+                ("c", Some(3), Some('c')),
+                ("d", Some(4), None),
+                ("e", None, Some('e')),
+            ]
+        );
+        let c = [("a", ()), ("e", ())];
+        let three: Vec<_> = join3(
+            a.iter().map(|(k, v)| (*k, *v)),
+            b.iter().map(|(k, v)| (*k, *v)),
+            c.iter().map(|(k, v)| (*k, *v)),
+        )
+        .map(|(k, x, y, z)| (k, x, y, z.is_some()))
+        .collect();
+        assert_eq!(three[0], ("a", Some(1), None, true));
+        assert_eq!(three[2], ("c", Some(3), Some('c'), false));
+        assert_eq!(three[4], ("e", None, Some('e'), true));
+        assert_eq!(three.len(), 5);
+    }
+
+    #[test]
+    fn ancestors_are_added_once_for_sorted_and_unsorted_paths() {
+        let mut out = BTreeSet::new();
+        add_ancestors(
+            &mut out,
+            [
+                "a/b/c.txt",
+                "a/b/d.txt",
+                "a/e.txt",
+                "f/g/h.txt",
+                "top.txt",
+                "a/b/x/y",
+            ],
+        );
+        let got: Vec<&str> = out.into_iter().collect();
+        assert_eq!(got, ["a", "a/b", "a/b/x", "f", "f/g"]);
     }
 }

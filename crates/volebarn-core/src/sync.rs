@@ -222,7 +222,8 @@ pub fn plan(
         .collect();
 
     let mut out = SyncPlan::default();
-    for (path, l, r, b) in join(local, remote, base) {
+    for (path, l, r, b) in crate::sorted::join3(local, remote, base) {
+        let path = path.as_str();
         if clashes.contains(path) {
             out.conflicts.push(SyncConflict {
                 path: path.to_string(),
@@ -238,33 +239,6 @@ pub fn plan(
     }
     plan_dirs(local, remote, local_dirs, remote_dirs, &clashes, &mut out);
     out
-}
-
-/// Every path of the three maps, in order, with what each holds for it: a merge of the
-/// sorted maps, so no path is looked up.
-#[allow(clippy::type_complexity)]
-fn join<'a, L, R, B>(
-    l: &'a BTreeMap<String, L>,
-    r: &'a BTreeMap<String, R>,
-    b: &'a BTreeMap<String, B>,
-) -> impl Iterator<Item = (&'a str, Option<&'a L>, Option<&'a R>, Option<&'a B>)> {
-    let (mut l, mut r, mut b) = (l.iter().peekable(), r.iter().peekable(), b.iter().peekable());
-    std::iter::from_fn(move || {
-        let key: &str = [
-            l.peek().map(|e| e.0),
-            r.peek().map(|e| e.0),
-            b.peek().map(|e| e.0),
-        ]
-        .into_iter()
-        .flatten()
-        .min()?;
-        Some((
-            key,
-            l.next_if(|e| e.0 == key).map(|e| e.1),
-            r.next_if(|e| e.0 == key).map(|e| e.1),
-            b.next_if(|e| e.0 == key).map(|e| e.1),
-        ))
-    })
 }
 
 /// One side of a path compared with the base.
@@ -409,30 +383,13 @@ fn tree<'a>(
     dirs: impl Iterator<Item = &'a String>,
     files: impl Iterator<Item = &'a String>,
 ) -> BTreeSet<&'a str> {
-    // A path's ancestors are all in `out` once it is: the walk up from a path stops at the
-    // first ancestor already there (siblings share theirs), nearest first.
-    fn add_ancestors<'a>(out: &mut BTreeSet<&'a str>, path: &'a str) {
-        for (i, _) in path.rmatch_indices('/') {
-            if !out.insert(&path[..i]) {
-                break;
-            }
-        }
-    }
     let mut out = BTreeSet::new();
     for d in dirs.filter(|d| !d.is_empty()) {
         if out.insert(d.as_str()) {
-            add_ancestors(&mut out, d);
+            crate::sorted::add_ancestors(&mut out, [d.as_str()]);
         }
     }
-    // Files come sorted, so siblings follow each other: their parent is looked up once.
-    let mut last_parent = None;
-    for f in files {
-        let parent = crate::sorted::parent(f);
-        if last_parent != Some(parent) {
-            add_ancestors(&mut out, f);
-            last_parent = Some(parent);
-        }
-    }
+    crate::sorted::add_ancestors(&mut out, files.map(String::as_str));
     out
 }
 

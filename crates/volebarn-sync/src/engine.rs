@@ -11,7 +11,7 @@
 
 use crate::apply::{Executor, SyncResult};
 use crate::error::{Result, SyncError};
-use crate::index::{Base, Entry, FileIndex, Stat};
+use crate::index::{Base, Entry, FileIndex};
 use crate::plan::{add_parents, base_of_index, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
@@ -281,6 +281,17 @@ pub struct Engine {
 /// since, instead of listing the whole tree.
 const CURSOR_KEY: &str = "cursor";
 
+/// The [`CURSOR_KEY`] value for journal revision `rev` of the server at `url`.
+fn encode_cursor(url: &str, rev: u64) -> Vec<u8> {
+    format!("{url}\n{rev}").into_bytes()
+}
+
+/// The revision a [`CURSOR_KEY`] value holds, when it is one of the server at `url`.
+fn decode_cursor(value: &[u8], url: &str) -> Option<u64> {
+    let (of, rev) = std::str::from_utf8(value).ok()?.rsplit_once('\n')?;
+    (of == url).then(|| rev.parse().ok()).flatten()
+}
+
 /// A folder's state, opened by [`Engine::open_folder`]; [`OpenFolder::engine`] makes the engine.
 pub struct OpenFolder {
     root: PathBuf,
@@ -301,10 +312,7 @@ impl OpenFolder {
         // The stored cursor is used only with the server it came from.
         let remote = stored_cursor
             .as_deref()
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.rsplit_once('\n'))
-            .filter(|(url, _)| *url == client.server_url())
-            .and_then(|(_, rev)| rev.parse().ok())
+            .and_then(|v| decode_cursor(v, client.server_url()))
             .map(|rev| RemoteMirror::of_index(&index.entries, rev))
             .unwrap_or_default();
         Engine {
@@ -576,7 +584,7 @@ impl Engine {
         // Taken out: a pass that fails on the way leaves none, and the next one scans in full.
         let last = self.last_scan.take();
         let partial = match (scope, last) {
-            (Scope::Paths(paths), Some(last)) if early.is_none() && !self.relisted => {
+            (Scope::Paths(paths), Some(last)) if incremental && !self.relisted => {
                 let mut dirty = std::mem::take(&mut self.touched);
                 // A changed ignore file changes what is synced below its directory.
                 dirty.extend(paths.into_iter().map(|p| match p.rsplit_once('/') {
@@ -782,33 +790,15 @@ impl Engine {
     fn follow_base(&mut self, base: &BTreeMap<String, BaseState>, report: &PassReport) {
         let index = Arc::clone(&self.index.entries);
         // Both are sorted: one merge finds the bases this pass set, changed or dropped.
-        let mut before = index
-            .iter()
-            .filter_map(|(p, e)| e.base.map(|b| (p, b)))
-            .peekable();
-        let mut after = base.iter().peekable();
-        loop {
-            let (p, now) = match (before.peek(), after.peek()) {
-                (Some((o, ob)), Some((n, nb))) => match (*o).cmp(*n) {
-                    std::cmp::Ordering::Less => (*o, None),
-                    std::cmp::Ordering::Greater => (*n, Some(**nb)),
-                    std::cmp::Ordering::Equal if *ob == Base::from(**nb) => {
-                        before.next();
-                        after.next();
-                        continue;
-                    }
-                    std::cmp::Ordering::Equal => (*n, Some(**nb)),
-                },
-                (Some((o, _)), None) => (*o, None),
-                (None, Some((n, nb))) => (*n, Some(**nb)),
-                (None, None) => break,
-            };
-            before.next_if(|(o, _)| *o == p);
-            after.next_if(|(n, _)| *n == p);
+        let before = index.iter().filter_map(|(p, e)| e.base.map(|b| (p, b)));
+        for (p, was, now) in volebarn_core::sorted::join(before, base) {
+            if was == now.map(|b| Base::from(*b)) {
+                continue;
+            }
             match now {
                 Some(b) => {
                     add_parents(&mut self.remote.dirs, p);
-                    self.remote.files.insert(p.clone(), base_as_remote(&b));
+                    self.remote.files.insert(p.clone(), base_as_remote(b));
                 }
                 None => {
                     self.remote.files.remove(p);
@@ -838,10 +828,10 @@ impl Engine {
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
-        let downloaded: BTreeSet<&String> = report.result.downloaded.iter().collect();
+        let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(String::as_str).collect();
         let index = Arc::clone(&self.index.entries);
         // Directories now on both sides.
-        let mut synced_dirs: BTreeSet<&String> = BTreeSet::new();
+        let mut synced_dirs: BTreeSet<&str> = BTreeSet::new();
         let parents;
         if report.offline.is_none() {
             let gone: BTreeSet<&String> = report
@@ -851,21 +841,14 @@ impl Engine {
                 .collect();
             // Parents of synced files exist on both sides.
             let mut p = BTreeSet::new();
-            let mut last_parent = None;
-            for f in base.keys() {
-                // Sorted: siblings follow each other, and their parents are added once.
-                let parent = volebarn_core::sorted::parent(f);
-                if last_parent != Some(parent) {
-                    add_parents(&mut p, f);
-                    last_parent = Some(parent);
-                }
-            }
+            volebarn_core::sorted::add_ancestors(&mut p, base.keys().map(String::as_str));
             parents = p;
             for d in sc
                 .dirs
                 .iter()
                 .chain(report.result.created_dirs.iter())
-                .chain(parents.iter())
+                .map(String::as_str)
+                .chain(parents.iter().copied())
             {
                 let removed = !gone.is_empty() && gone.iter().any(|g| *g == d || is_under(d, g));
                 if !removed
@@ -875,51 +858,33 @@ impl Engine {
                 }
             }
         } else {
-            synced_dirs.extend(index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p));
+            synced_dirs.extend(index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p.as_str()));
         }
         // The folder's stats, the synced directories and the base, merged path by path (all
         // three are sorted), and the map built in one go.
-        let mut locals = sc.remembered().peekable();
-        let mut dirs = synced_dirs.into_iter().peekable();
-        let mut bases = base.iter().peekable();
-        let mut merged: Vec<(String, Entry)> = Vec::with_capacity(sc.files.len().max(base.len()));
-        loop {
-            let key = [
-                locals.peek().map(|(p, _)| *p),
-                dirs.peek().copied(),
-                bases.peek().map(|(p, _)| *p),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(key) = key else { break };
-            let mut e = Entry::default();
-            if let Some((_, s)) = locals.next_if(|(p, _)| *p == key) {
-                e.local = Some(s);
+        let merged = volebarn_core::sorted::join3(
+            sc.remembered().map(|(p, s)| (p.as_str(), s)),
+            synced_dirs.into_iter().map(|d| (d, ())),
+            base.iter().map(|(p, b)| (p.as_str(), b)),
+        )
+        .map(|(p, local, dir, b)| {
+            let mut e = Entry {
+                local,
+                base: b.map(|b| Base::from(*b)),
+                dir: dir.is_some(),
+            };
+            if let Some(b) = b.filter(|_| downloaded.contains(p)) {
+                // Downloads carry the remote mtime: while the file keeps it, it is ours.
+                e.local = std::fs::symlink_metadata(local_path(&self.root, p))
+                    .ok()
+                    .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
+                    .map(|m| scan::stat_of(&m, b.xxh3.0));
             }
-            if dirs.next_if(|d| *d == key).is_some() {
-                e.dir = true;
-            }
-            if let Some((p, b)) = bases.next_if(|(p, _)| *p == key) {
-                e.base = Some(Base::from(*b));
-                if downloaded.contains(p) {
-                    // Downloads carry the remote mtime: while the file keeps it, it is ours.
-                    e.local = std::fs::symlink_metadata(local_path(&self.root, p))
-                        .ok()
-                        .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
-                        .map(|m| Stat {
-                            size: b.size,
-                            mtime: b.mtime,
-                            inode: scan::inode(&m),
-                            xxh3: b.xxh3.0,
-                        });
-                }
-            }
-            merged.push((key.clone(), e));
-        }
-        let mut next: BTreeMap<String, Entry> = merged.into_iter().collect();
+            (p.to_string(), e)
+        });
+        let mut next: BTreeMap<String, Entry> = merged.collect();
         // Untouched paths keep what the index had.
-        if !held.is_empty() || !sc.skipped.is_empty() || !sc.skipped_dirs.is_empty() {
+        if !held.is_empty() || sc.skips_any() {
             for (p, e) in index.iter() {
                 if held.contains(p) || sc.is_skipped(p) {
                     next.insert(p.clone(), *e);
@@ -929,7 +894,7 @@ impl Engine {
         // The cursor is kept while the mirror can be rebuilt from the index (see CURSOR_KEY).
         let cursor = match self.remote.cursor {
             Some(rev) if report.offline.is_none() && self.remote.matches_index(&next) => {
-                Some(format!("{}\n{rev}", self.client.server_url()).into_bytes())
+                Some(encode_cursor(self.client.server_url(), rev))
             }
             _ => None,
         };

@@ -20,6 +20,11 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// The same file as last seen, by size, mtime and inode: then its hash still holds.
+    pub fn same_file(&self, other: &Stat) -> bool {
+        (self.size, self.mtime, self.inode) == (other.size, other.mtime, other.inode)
+    }
+
     /// The file's state for the planner.
     pub fn local_state(&self) -> volebarn_core::sync::LocalState {
         volebarn_core::sync::LocalState {
@@ -152,35 +157,11 @@ impl FileIndex {
             }
         }
         // Both maps are sorted: one merge finds what was added, changed or removed.
-        let (mut old, mut new) = (self.entries.iter().peekable(), next.iter().peekable());
-        loop {
-            match (old.peek(), new.peek()) {
-                (Some((o, oe)), Some((n, ne))) => match o.cmp(n) {
-                    std::cmp::Ordering::Less => {
-                        batch.delete(key(FILE_PREFIX, o));
-                        old.next();
-                    }
-                    std::cmp::Ordering::Greater => {
-                        batch.put(key(FILE_PREFIX, n), bitcode::encode(*ne));
-                        new.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if oe != ne {
-                            batch.put(key(FILE_PREFIX, n), bitcode::encode(*ne));
-                        }
-                        old.next();
-                        new.next();
-                    }
-                },
-                (Some((o, _)), None) => {
-                    batch.delete(key(FILE_PREFIX, o));
-                    old.next();
-                }
-                (None, Some((n, ne))) => {
-                    batch.put(key(FILE_PREFIX, n), bitcode::encode(*ne));
-                    new.next();
-                }
-                (None, None) => break,
+        for (p, old, new) in volebarn_core::sorted::join(self.entries.iter(), &next) {
+            match (old, new) {
+                (Some(_), None) => batch.delete(key(FILE_PREFIX, p)),
+                (old, Some(e)) if old != Some(e) => batch.put(key(FILE_PREFIX, p), bitcode::encode(e)),
+                _ => {}
             }
         }
         let n = batch.len();

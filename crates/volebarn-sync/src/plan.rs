@@ -201,7 +201,7 @@ pub fn make_plan(i: &PlanInput) -> Plan {
         .collect();
     // The three-way plan leaves untouched paths out; the directory deletions see them.
     let (mut planned_files, mut planned_dirs) = (Cow::Borrowed(&*remote_files), Cow::Borrowed(&*remote_dirs));
-    if !held.is_empty() || !sc.skipped.is_empty() || !sc.skipped_dirs.is_empty() {
+    if !held.is_empty() || sc.skips_any() {
         planned_files.to_mut().retain(|p, _| !untouched(p));
         base.retain(|p, _| !untouched(p));
         planned_dirs.to_mut().retain(|d| !untouched(d));

@@ -64,6 +64,12 @@ impl Scan {
         })
     }
 
+    /// Whether any path was not usable this pass ([`Scan::is_skipped`] is false for all
+    /// paths otherwise).
+    pub fn skips_any(&self) -> bool {
+        !self.skipped.is_empty() || !self.skipped_dirs.is_empty()
+    }
+
     /// True when `path` or a parent was not usable this pass.
     pub fn is_skipped(&self, path: &str) -> bool {
         self.skipped.contains(path)
@@ -95,8 +101,14 @@ pub fn inode(_m: &std::fs::Metadata) -> u64 {
     0
 }
 
-fn same_stat(a: &Stat, m: &std::fs::Metadata) -> bool {
-    a.size == m.len() && a.mtime == mtime_nanos(m) && a.inode == inode(m)
+/// The stat of a file with content hash `xxh3`.
+pub fn stat_of(m: &std::fs::Metadata, xxh3: u64) -> Stat {
+    Stat {
+        size: m.len(),
+        mtime: mtime_nanos(m),
+        inode: inode(m),
+        xxh3,
+    }
 }
 
 enum HashError {
@@ -122,14 +134,8 @@ fn hash_settled(path: &Path, bytes: &AtomicU64) -> Result<Stat, HashError> {
         let (xxh3, _) = volebarn_client::hash_file(path, |n| {
             bytes.fetch_add(n, Ordering::Relaxed);
         })?;
-        let after = std::fs::symlink_metadata(path)?;
-        let stat = Stat {
-            size: after.len(),
-            mtime: mtime_nanos(&after),
-            inode: inode(&after),
-            xxh3: xxh3.0,
-        };
-        if same_stat(&stat, &before) {
+        let stat = stat_of(&std::fs::symlink_metadata(path)?, xxh3.0);
+        if stat.same_file(&stat_of(&before, 0)) {
             return Ok(stat);
         }
         std::thread::yield_now();
@@ -160,12 +166,17 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
     for found in walk(root, under) {
         match found {
             Found::Dir(rel) => dirs.push(rel),
-            Found::File(rel, path, stat) => match previous.get(&rel).and_then(|e| e.local) {
-                Some(s) if s.size == stat.size && s.mtime == stat.mtime && s.inode == stat.inode => {
-                    files.push((rel, s));
+            Found::File(rel, path, stat) => {
+                out.examined += 1;
+                match (stat, previous.get(&rel).and_then(|e| e.local)) {
+                    (Ok(stat), Some(s)) if s.same_file(&stat) => files.push((rel, s)),
+                    (Ok(_), _) => to_hash.push((rel, path)),
+                    (Err(why), _) => {
+                        out.skipped.insert(rel.clone());
+                        out.problems.push((rel, why));
+                    }
                 }
-                _ => to_hash.push((rel, path)),
-            },
+            }
             Found::Problem { rel, why, skip } => {
                 match skip {
                     Skip::Dir => {
@@ -178,7 +189,6 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
                 }
                 out.problems.push((rel, why));
             }
-            Found::Examined => out.examined += 1,
         }
     }
     // Built from sorted runs in one go, which costs far less than inserting path by path.
@@ -194,15 +204,13 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
 /// What the walk found, one entry at a time.
 enum Found {
     Dir(String),
-    /// A regular file with its stat (`xxh3` not yet known).
-    File(String, PathBuf, Stat),
+    /// A regular file with its stat (`xxh3` not yet known), or why it could not be read.
+    File(String, PathBuf, Result<Stat, String>),
     Problem {
         rel: String,
         why: String,
         skip: Skip,
     },
-    /// A regular file was looked at (counted whether or not its stat could be read).
-    Examined,
 }
 
 /// What of the folder a problem leaves untouched.
@@ -328,23 +336,11 @@ fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>, out: &mut V
     } else if ft.is_dir() {
         out.push(Found::Dir(rel));
     } else if ft.is_file() {
-        out.push(Found::Examined);
-        match entry.metadata() {
-            Ok(m) => {
-                let stat = Stat {
-                    size: m.len(),
-                    mtime: mtime_nanos(&m),
-                    inode: inode(&m),
-                    xxh3: 0,
-                };
-                out.push(Found::File(rel, entry.into_path(), stat));
-            }
-            Err(e) => out.push(Found::Problem {
-                rel,
-                why: e.to_string(),
-                skip: Skip::Path,
-            }),
-        }
+        let stat = entry
+            .metadata()
+            .map(|m| stat_of(&m, 0))
+            .map_err(|e| e.to_string());
+        out.push(Found::File(rel, entry.into_path(), stat));
     }
 }
 
