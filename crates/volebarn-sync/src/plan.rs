@@ -387,12 +387,14 @@ fn planned_moves(renames: &[(String, String)], local_dirs: &BTreeSet<String>, tr
     loop {
         let next = (0..waiting.len()).find_map(|i| {
             let (from, to) = &waiting[i];
-            // Into a directory still to move away, or below another move's target (that
-            // move makes the directory).
+            // Into a directory still to move away, below another move's target (that move
+            // makes the directory), or onto a path something still has to move away from
+            // (even if the server no longer holds it there: moving onto it would take that
+            // move's base, and the move would then carry the wrong file).
             let blocked = waiting
                 .iter()
                 .enumerate()
-                .any(|(j, (f, t))| j != i && (at_or_under(to, f) || is_under(to, t)));
+                .any(|(j, (f, t))| j != i && (at_or_under(to, f) || is_under(to, t) || at_or_under(f, to)));
             if blocked {
                 return None;
             }
@@ -449,6 +451,20 @@ fn collapse_dir_moves(
             }
         }
     }
+    // A directory moved into another moved directory's target where that one brings a
+    // directory or file of the same name along (`d1 → d2/d2/d1` beside `d3 → d2/d2` with a
+    // `d3/d1`) would land on it: its files move one by one instead.
+    let lands_on_another = |od: &str, nd: &str| {
+        dir_moves.iter().any(|(o, n)| {
+            let mapped = is_under(nd, n).then(|| format!("{o}{}", &nd[n.len()..]));
+            mapped.is_some_and(|m| m != od && (remote_dirs.contains(&m) || base.contains_key(&m)))
+        })
+    };
+    let dir_moves: BTreeMap<String, String> = dir_moves
+        .iter()
+        .filter(|(od, nd)| !lands_on_another(od, nd))
+        .map(|(a, b)| (a.clone(), b.clone()))
+        .collect();
     // Keep the outermost directory moves only.
     let outer: Vec<(String, String)> = dir_moves
         .iter()

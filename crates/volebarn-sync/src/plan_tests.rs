@@ -521,7 +521,8 @@ fn sync_and_check(w: &mut World, strategy: ConflictStrategy) -> Result<Plan, Tes
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the number of cases (for a longer search than CI's).
+    #![proptest_config(ProptestConfig { cases: ProptestConfig::default().cases.max(2000), ..ProptestConfig::default() })]
 
     #[test]
     fn plan_apply_replan_is_empty_both_sides_converge_nothing_lost(
@@ -713,4 +714,52 @@ fn folding_matches_case_and_unicode_normalization() {
     assert_eq!(fold("Docs/README.md"), fold("docs/readme.md"));
     assert_eq!(fold("caf\u{e9}.txt"), fold("cafe\u{301}.txt"));
     assert_ne!(fold("a.txt"), fold("b.txt"));
+}
+
+/// Found by the property test in CI: a directory moved on both sides, with a file renamed into
+/// the moved directory on the server.
+#[test]
+fn regression_directory_moves_on_both_sides_with_a_file_renamed_into_one() {
+    let files = s(&["d1/d1/f1", "d1/f1", "d2/d1/f1", "d3/d1/f1", "f1"]);
+    for strategy in [
+        ConflictStrategy::PreferLocal,
+        ConflictStrategy::PreferRemote,
+        ConflictStrategy::PreferNewer,
+        ConflictStrategy::Manual,
+    ] {
+        let mut w = World::synced(&files, &[]);
+        w.edit(Side::Local, &Op::RenameDir(14598647653468551868, "d1/d2".into()));
+        w.edit(Side::Local, &Op::RenameDir(2102155850764072285, "d3/d1".into()));
+        w.edit(Side::Remote, &Op::Rename(1883970176402746651, "d1/d2/f1".into()));
+        w.edit(Side::Remote, &Op::RenameDir(9996478762828857872, "d2/d2".into()));
+        sync_and_check(&mut w, strategy).unwrap();
+    }
+}
+
+/// Found by the property test: `d1 → d2/d1` and `d3 → d2/d2` after `mv d1/f1 d3/d1/f1` look
+/// like two directory moves, `d1 → d2/d2/d1` and `d3 → d2/d2`, but the second brings `d3/d1`
+/// to the first one's target: `d3` moves as a directory and `d1/f1` as a file.
+#[test]
+fn a_directory_moved_onto_what_another_move_brings_moves_its_files_instead() {
+    let mut w = World::synced(&s(&["d1/f1", "d3/d1/f2"]), &[]);
+    for o in [
+        Op::Rename(0, "d3/d1/f1".into()),
+        Op::RenameDir(0, "d2/d1".into()),
+        Op::RenameDir(2, "d2/d2".into()),
+    ] {
+        w.edit(Side::Local, &o);
+    }
+    assert_eq!(w.local.keys().collect::<Vec<_>>(), ["d2/d2/d1/f1", "d2/d2/d1/f2"]);
+    let plan = sync_and_check(&mut w, ConflictStrategy::PreferNewer).unwrap();
+    let moves: Vec<(&str, &str, bool)> = plan
+        .moves
+        .iter()
+        .map(|m| (m.from.as_str(), m.to.as_str(), m.directory))
+        .collect();
+    assert_eq!(
+        moves,
+        [("d3", "d2/d2", true), ("d1/f1", "d2/d2/d1/f1", false)],
+        "{plan:#?}"
+    );
+    assert!(plan.uploads.is_empty() && plan.downloads.is_empty(), "{plan:#?}");
 }
