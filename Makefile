@@ -8,9 +8,12 @@ ARGS ?=
 # A CI build is cold and built once: incremental state would only cost disk and time.
 ifeq ($(CI),true)
 export CARGO_INCREMENTAL := 0
+# CI runs the property tests from a fixed seed, like the simulation (VOLEBARN_SIM_SEED), so a run
+# can be replayed; `make proptest` searches far more cases from random seeds.
+export PROPTEST_RNG_SEED ?= 20261130
 endif
 
-.PHONY: all deps tools build run test fmt clippy unit bench clean
+.PHONY: all deps tools build run test fmt clippy unit proptest bench clean
 
 all: build
 
@@ -95,6 +98,12 @@ unit: deps tools
 	$(CARGO) test --workspace
 
 test: deps tools fmt clippy unit
+
+# A long search of the planners' property tests from random seeds; a failure is
+# recorded in the crate's proptest-regressions/ and replayed by every later run, CI's included.
+PROPTEST_LONG ?= 200000
+proptest: deps
+	PROPTEST_CASES=$(PROPTEST_LONG) $(CARGO) test -p volebarn-core -p volebarn-sync --lib -- sync:: plan::
 
 clean:
 	$(CARGO) clean

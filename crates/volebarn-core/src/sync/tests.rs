@@ -646,7 +646,8 @@ fn assert_well_formed(plan: &SyncPlan) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    // PROPTEST_CASES raises the number of cases (`make proptest`).
+    #![proptest_config(ProptestConfig::with_cases(ProptestConfig::default().cases.max(1024)))]
 
     /// Properties 1, 2, 3 and 5: well formed, nothing lost, converged, and then nothing to do.
     #[test]
