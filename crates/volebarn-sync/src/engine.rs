@@ -52,13 +52,22 @@ impl RemoteMirror {
         }
     }
 
-    /// Whether the index `next` would be rebuilt into exactly this mirror ([`RemoteMirror::of_index`]).
-    fn matches_index(&self, next: &BTreeMap<String, Entry>) -> bool {
-        let files = next
-            .iter()
-            .filter_map(|(p, e)| e.base.map(|b| (p, base_as_remote(&BaseState::from(b)))));
-        let dirs = next.iter().filter(|(_, e)| e.dir).map(|(p, _)| p);
-        files.eq(self.files.iter().map(|(p, r)| (p, *r))) && dirs.eq(self.dirs.iter())
+    /// Whether the index `next` (its entries in order) would be rebuilt into exactly this
+    /// mirror ([`RemoteMirror::of_index`]).
+    fn matches_index<'a>(&self, next: impl Iterator<Item = (&'a str, Entry)>) -> bool {
+        let (mut files, mut dirs) = (self.files.iter(), self.dirs.iter());
+        for (p, e) in next {
+            if let Some(b) = e.base {
+                let want = base_as_remote(&BaseState::from(b));
+                if files.next().is_none_or(|(q, r)| q != p || *r != want) {
+                    return false;
+                }
+            }
+            if e.dir && dirs.next().is_none_or(|d| d != p) {
+                return false;
+            }
+        }
+        files.next().is_none() && dirs.next().is_none()
     }
 }
 
@@ -598,8 +607,12 @@ impl Engine {
         };
         self.relisted = false;
         self.touched.clear();
+        // The scan's share of the index ends with it: persist then changes the index in place.
         let scanned = match (early, partial) {
-            (Some(handle), _) => handle.await.map(|sc| (sc, true)),
+            (Some(handle), _) => {
+                drop(previous);
+                handle.await.map(|sc| (sc, true))
+            }
             (None, partial) => {
                 tokio::task::spawn_blocking(move || match partial {
                     Some((last, dirty)) => {
@@ -646,7 +659,7 @@ impl Engine {
             let plan = self.plan(&sc, &as_remote, &self.remote.dirs, opts);
             report.pending = Pending::of(&plan);
             report.plan = Some(plan);
-            self.persist(&sc, &base, &BTreeSet::new(), &report)?;
+            self.persist(&sc, None, &BTreeSet::new(), &report)?;
             self.last_scan = Some(sc);
             return Ok(report);
         }
@@ -674,9 +687,11 @@ impl Engine {
             return Ok(report);
         }
 
-        let mut base = base_of_index(&self.index.entries);
-        // Nothing to do (a no-op pass): nothing to execute, and the mirror stays as it is.
+        // Nothing to do (a no-op pass): nothing to execute, the mirror stays as it is, and the
+        // base is the index's.
+        let mut base = None;
         if !plan.is_empty() {
+            let base = base.insert(base_of_index(&self.index.entries));
             let local: BTreeMap<String, LocalState> = sc
                 .files
                 .iter()
@@ -687,7 +702,7 @@ impl Engine {
                 client: &client,
                 root: &self.root,
             }
-            .apply(&plan, &local, &mut base, &mut report)
+            .apply(&plan, &local, base, &mut report)
             .await;
             // The mirror follows what this pass did to the server's tree.
             for (from, to) in &report.moved {
@@ -698,12 +713,12 @@ impl Engine {
                 self.remote.dirs.retain(|k| k != d && !is_under(k, d));
             }
             report.created_remote_dirs = plan.create_dirs_remote.clone();
-            self.follow_base(&base, &report);
+            self.follow_base(base, &report);
         }
         let applied = planning.elapsed();
         report.manual_conflicts = self.record_conflicts(&report.result)?;
         let held: BTreeSet<String> = plan.held_deletions.iter().cloned().collect();
-        self.persist(&sc, &base, &held, &report)?;
+        self.persist(&sc, base.as_ref(), &held, &report)?;
         tracing::trace!(?plan, "pass: the plan");
         tracing::debug!(
             plan_ms = planned.as_millis() as u64,
@@ -821,15 +836,27 @@ impl Engine {
     }
 
     /// Writes the index (scan stats + new base) and the status file.
+    /// `base`: the base after this pass (`None`: the index's, unchanged). Only the entries
+    /// that differ from the index are written, and applied to it in place.
     fn persist(
         &mut self,
         sc: &Scan,
-        base: &BTreeMap<String, BaseState>,
+        base: Option<&BTreeMap<String, BaseState>>,
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
         let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(String::as_str).collect();
         let index = Arc::clone(&self.index.entries);
+        let bases = || -> Box<dyn Iterator<Item = (&str, BaseState)> + '_> {
+            match base {
+                Some(b) => Box::new(b.iter().map(|(p, b)| (p.as_str(), *b))),
+                None => Box::new(
+                    index
+                        .iter()
+                        .filter_map(|(p, e)| e.base.map(|b| (p.as_str(), BaseState::from(b)))),
+                ),
+            }
+        };
         // Directories now on both sides.
         let mut synced_dirs: BTreeSet<&str> = BTreeSet::new();
         let parents;
@@ -841,7 +868,7 @@ impl Engine {
                 .collect();
             // Parents of synced files exist on both sides.
             let mut p = BTreeSet::new();
-            volebarn_core::sorted::add_ancestors(&mut p, base.keys().map(String::as_str));
+            volebarn_core::sorted::add_ancestors(&mut p, bases().map(|(p, _)| p));
             parents = p;
             for d in sc
                 .dirs
@@ -861,16 +888,16 @@ impl Engine {
             synced_dirs.extend(index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p.as_str()));
         }
         // The folder's stats, the synced directories and the base, merged path by path (all
-        // three are sorted), and the map built in one go.
+        // three are sorted), and compared with the index in the same walk.
         let merged = volebarn_core::sorted::join3(
             sc.remembered().map(|(p, s)| (p.as_str(), s)),
             synced_dirs.into_iter().map(|d| (d, ())),
-            base.iter().map(|(p, b)| (p.as_str(), b)),
+            bases(),
         )
         .map(|(p, local, dir, b)| {
             let mut e = Entry {
                 local,
-                base: b.map(|b| Base::from(*b)),
+                base: b.map(Base::from),
                 dir: dir.is_some(),
             };
             if let Some(b) = b.filter(|_| downloaded.contains(p)) {
@@ -880,29 +907,41 @@ impl Engine {
                     .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
                     .map(|m| scan::stat_of(&m, b.xxh3.0));
             }
-            (p.to_string(), e)
+            (p, e)
         });
-        let mut next: BTreeMap<String, Entry> = merged.collect();
-        // Untouched paths keep what the index had.
-        if !held.is_empty() || sc.skips_any() {
-            for (p, e) in index.iter() {
-                if held.contains(p) || sc.is_skipped(p) {
-                    next.insert(p.clone(), *e);
-                }
-            }
-        }
+        // Untouched paths keep what the index had; the rest is what was merged.
+        let untouched = |p: &str| (!held.is_empty() && held.contains(p)) || sc.is_skipped(p);
+        let changes: Vec<(String, Option<Entry>)> =
+            volebarn_core::sorted::join(index.iter().map(|(p, e)| (p.as_str(), *e)), merged)
+                .filter_map(|(p, old, new)| {
+                    let new = match old {
+                        Some(o) if untouched(p) => Some(o),
+                        _ => new,
+                    };
+                    (old != new).then(|| (p.to_string(), new))
+                })
+                .collect();
         // The cursor is kept while the mirror can be rebuilt from the index (see CURSOR_KEY).
         let cursor = match self.remote.cursor {
-            Some(rev) if report.offline.is_none() && self.remote.matches_index(&next) => {
-                Some(encode_cursor(self.client.server_url(), rev))
+            Some(rev) if report.offline.is_none() => {
+                let next = volebarn_core::sorted::join(
+                    index.iter().map(|(p, e)| (p.as_str(), *e)),
+                    changes.iter().map(|(p, e)| (p.as_str(), *e)),
+                )
+                .filter_map(|(p, old, change)| change.unwrap_or(old).map(|e| (p, e)));
+                self.remote
+                    .matches_index(next)
+                    .then(|| encode_cursor(self.client.server_url(), rev))
             }
             _ => None,
         };
+        let synced_files = base.map_or_else(|| bases().count(), BTreeMap::len);
+        drop(index);
         if cursor != self.stored_cursor {
-            self.index.commit_with(next, &[(CURSOR_KEY, cursor.as_deref())])?;
+            self.index.apply(changes, &[(CURSOR_KEY, cursor.as_deref())])?;
             self.stored_cursor = cursor;
         } else {
-            self.index.commit(next)?;
+            self.index.apply(changes, &[])?;
         }
         let mut metrics = self.status.metrics.clone();
         let r = &report.result;
@@ -932,7 +971,7 @@ impl Engine {
             held_reason: report.held_reason.clone(),
             problems: report.problems.clone(),
             errors: report.result.errors.clone(),
-            synced_files: base.len(),
+            synced_files,
             metrics,
         };
         state::write_status(&self.root, &status)?;

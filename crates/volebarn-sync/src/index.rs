@@ -149,6 +149,22 @@ impl FileIndex {
         next: BTreeMap<String, Entry>,
         meta: &[(&str, Option<&[u8]>)],
     ) -> Result<usize> {
+        // Both maps are sorted: one merge finds what was added, changed or removed.
+        let changes: Vec<(String, Option<Entry>)> = volebarn_core::sorted::join(self.entries.iter(), &next)
+            .filter(|(_, old, new)| old != new)
+            .map(|(p, _, new)| (p.clone(), new.copied()))
+            .collect();
+        self.apply(changes, meta)
+    }
+
+    /// Persists `changes` (each path once: its new entry, or `None` to remove it) and `meta`
+    /// in one synced batch, and applies them to `entries` in place: the whole map is copied
+    /// only while something else (a scan) still shares it.
+    pub fn apply(
+        &mut self,
+        changes: Vec<(String, Option<Entry>)>,
+        meta: &[(&str, Option<&[u8]>)],
+    ) -> Result<usize> {
         let mut batch = rocksdb::WriteBatch::default();
         for (name, value) in meta {
             match value {
@@ -156,12 +172,10 @@ impl FileIndex {
                 None => batch.delete(key(META_PREFIX, name)),
             }
         }
-        // Both maps are sorted: one merge finds what was added, changed or removed.
-        for (p, old, new) in volebarn_core::sorted::join(self.entries.iter(), &next) {
-            match (old, new) {
-                (Some(_), None) => batch.delete(key(FILE_PREFIX, p)),
-                (old, Some(e)) if old != Some(e) => batch.put(key(FILE_PREFIX, p), bitcode::encode(e)),
-                _ => {}
+        for (p, e) in &changes {
+            match e {
+                Some(e) => batch.put(key(FILE_PREFIX, p), bitcode::encode(e)),
+                None => batch.delete(key(FILE_PREFIX, p)),
             }
         }
         let n = batch.len();
@@ -170,7 +184,19 @@ impl FileIndex {
             w.set_sync(true);
             self.db.write_opt(batch, &w).map_err(|e| self.error(e))?;
         }
-        self.entries = Arc::new(next);
+        if !changes.is_empty() {
+            let entries = Arc::make_mut(&mut self.entries);
+            for (p, e) in changes {
+                match e {
+                    Some(e) => {
+                        entries.insert(p, e);
+                    }
+                    None => {
+                        entries.remove(&p);
+                    }
+                }
+            }
+        }
         Ok(n)
     }
 
@@ -246,12 +272,25 @@ mod tests {
             );
             next.remove("c");
             assert_eq!(idx.commit(next).unwrap(), 1);
+            // Changes applied in place; a scan still holding the old state keeps it.
+            let held_by_a_scan = Arc::clone(&idx.entries);
+            let changed = Entry {
+                local: None,
+                ..held_by_a_scan["a/b.txt"]
+            };
+            let changes = vec![("a/b.txt".to_string(), Some(changed)), ("d".to_string(), None)];
+            assert_eq!(idx.apply(changes, &[("m", Some(b"1"))]).unwrap(), 3);
+            assert_eq!(idx.entries["a/b.txt"], changed);
+            assert_eq!(held_by_a_scan["a/b.txt"].local, Some(stat));
+            assert_eq!(idx.apply(Vec::new(), &[]).unwrap(), 0);
             idx.put_meta("cursor", b"42").unwrap();
             assert!(FileIndex::open(dir.path()).is_err(), "a second opener is refused");
         }
         let idx = FileIndex::open(dir.path()).unwrap();
         assert_eq!(idx.entries.len(), 1);
         assert_eq!(idx.entries["a/b.txt"].base, Some(base));
+        assert_eq!(idx.entries["a/b.txt"].local, None);
+        assert_eq!(idx.get_meta("m").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"42"[..]));
         assert_eq!(idx.base_count(), 1);
     }
