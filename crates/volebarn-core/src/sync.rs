@@ -103,6 +103,18 @@ pub struct LocalState {
     pub mtime: UnixNanos,
 }
 
+/// Whatever holds a local file's state: the planner reads the client's own records (a scan's
+/// stats) without a copy of the whole folder as [`LocalState`]s.
+pub trait AsLocalState {
+    fn local_state(&self) -> LocalState;
+}
+
+impl AsLocalState for LocalState {
+    fn local_state(&self) -> LocalState {
+        *self
+    }
+}
+
 /// A file as the server holds it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -198,8 +210,8 @@ impl SyncPlan {
 ///
 /// Directory deletions are not planned: a directory missing on one side is re-created from the
 /// other, and only directories that would not exist after the file operations are listed.
-pub fn plan(
-    local: &BTreeMap<String, LocalState>,
+pub fn plan<L: AsLocalState>(
+    local: &BTreeMap<String, L>,
     remote: &BTreeMap<String, RemoteState>,
     base: &BTreeMap<String, BaseState>,
     local_dirs: &BTreeSet<String>,
@@ -227,14 +239,15 @@ pub fn plan(
         if clashes.contains(path) {
             out.conflicts.push(SyncConflict {
                 path: path.to_string(),
-                local_modified: l.map_or(0, |l| l.mtime),
+                local_modified: l.map_or(0, |l| l.local_state().mtime),
                 remote_modified: r.map_or(0, |r| r.mtime),
                 resolution: ConflictResolution::Manual,
                 remote_rev: r.map(|r| r.rev),
                 kind: ConflictKind::FileDirectory,
             });
         } else if !under_any(path, &clashes) {
-            plan_file(path, l, r, b, strategy, &mut out);
+            let l = l.map(AsLocalState::local_state);
+            plan_file(path, l.as_ref(), r, b, strategy, &mut out);
         }
     }
     plan_dirs(local, remote, local_dirs, remote_dirs, &clashes, &mut out);
@@ -343,8 +356,8 @@ fn resolve(strategy: ConflictStrategy, l: &LocalState, r: &RemoteState) -> Confl
 /// Lists the directories each side must create, judged against the state *after* the file
 /// operations: a directory implied by a downloaded file needs no entry, and one emptied by a
 /// delete must still be listed, or the next plan would not be empty.
-fn plan_dirs(
-    local: &BTreeMap<String, LocalState>,
+fn plan_dirs<L>(
+    local: &BTreeMap<String, L>,
     remote: &BTreeMap<String, RemoteState>,
     local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,

@@ -35,6 +35,12 @@ impl Stat {
     }
 }
 
+impl volebarn_core::sync::AsLocalState for Stat {
+    fn local_state(&self) -> volebarn_core::sync::LocalState {
+        Stat::local_state(self)
+    }
+}
+
 /// The agreed state at the last sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
 pub struct Base {
@@ -117,9 +123,17 @@ impl FileIndex {
             path: dir.to_path_buf(),
             reason,
         };
-        // Keys come sorted: collected first, the map is built in one go.
+        // Keys come sorted: collected first, the map is built in one go. Read once, so not
+        // kept in RocksDB's block cache (at 100,000 files that cache held 7 MB for the rest
+        // of the process).
+        let mut read = rocksdb::ReadOptions::default();
+        read.fill_cache(false);
+        read.set_prefix_same_as_start(true);
         let mut entries = Vec::new();
-        for item in db.prefix_iterator([FILE_PREFIX]) {
+        for item in db.iterator_opt(
+            rocksdb::IteratorMode::From(&[FILE_PREFIX], rocksdb::Direction::Forward),
+            read,
+        ) {
             let (k, v) = item.map_err(index_error)?;
             if k.first() != Some(&FILE_PREFIX) {
                 break;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use unicode_normalization::UnicodeNormalization;
 use volebarn_client::{ConflictStrategy, SyncPlan};
 use volebarn_core::sorted::Cursor;
-use volebarn_core::sync::{plan, BaseState, LocalState, RemoteState, SyncConflict};
+use volebarn_core::sync::{plan, BaseState, RemoteState, SyncConflict};
 
 /// A server-side move: a renamed file, or a renamed directory with everything below it. The
 /// folder already shows the new name; the server is moved to match (history moves along).
@@ -193,15 +193,15 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     };
 
     let untouched = |p: &str| held.contains(p) || sc.is_skipped(p);
-    let local: BTreeMap<String, LocalState> = sc
-        .files
-        .iter()
-        .filter(|(p, _)| !untouched(p))
-        .map(|(p, s)| (p.clone(), s.local_state()))
-        .collect();
-    // The three-way plan leaves untouched paths out; the directory deletions see them.
-    let (mut planned_files, mut planned_dirs) = (Cow::Borrowed(&*remote_files), Cow::Borrowed(&*remote_dirs));
+    // The three-way plan reads the scan's stats as they are and leaves untouched paths out;
+    // the directory deletions see them.
+    let (mut local, mut planned_files, mut planned_dirs) = (
+        Cow::Borrowed(&sc.files),
+        Cow::Borrowed(&*remote_files),
+        Cow::Borrowed(&*remote_dirs),
+    );
     if !held.is_empty() || sc.skips_any() {
+        local.to_mut().retain(|p, _| !untouched(p));
         planned_files.to_mut().retain(|p, _| !untouched(p));
         base.retain(|p, _| !untouched(p));
         planned_dirs.to_mut().retain(|d| !untouched(d));

@@ -242,7 +242,14 @@ fn directories_implied_by_planned_files_are_not_listed() {
 
     let base = map(vec![("k/f", bas(1, 1))]);
     let remote = map(vec![("k/f", rem(1, 5, 1))]);
-    let p = plan(&BTreeMap::new(), &remote, &base, &set(&["k"]), &set(&[]), S);
+    let p = plan(
+        &BTreeMap::<String, LocalState>::new(),
+        &remote,
+        &base,
+        &set(&["k"]),
+        &set(&[]),
+        S,
+    );
     assert_eq!(p.server_delete, paths(&["k/f"]));
     assert_eq!(
         p.server_create_dirs,
