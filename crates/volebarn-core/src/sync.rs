@@ -115,6 +115,18 @@ impl AsLocalState for LocalState {
     }
 }
 
+/// Whatever holds a path's base (if it has one): the planner reads the client's own records
+/// (its index) without a copy of the whole folder as [`BaseState`]s.
+pub trait AsBaseState {
+    fn base_state(&self) -> Option<BaseState>;
+}
+
+impl AsBaseState for BaseState {
+    fn base_state(&self) -> Option<BaseState> {
+        Some(*self)
+    }
+}
+
 /// A file as the server holds it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -210,10 +222,10 @@ impl SyncPlan {
 ///
 /// Directory deletions are not planned: a directory missing on one side is re-created from the
 /// other, and only directories that would not exist after the file operations are listed.
-pub fn plan<L: AsLocalState>(
+pub fn plan<L: AsLocalState, B: AsBaseState>(
     local: &BTreeMap<String, L>,
     remote: &BTreeMap<String, RemoteState>,
-    base: &BTreeMap<String, BaseState>,
+    base: &BTreeMap<String, B>,
     local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,
     strategy: ConflictStrategy,
@@ -246,8 +258,11 @@ pub fn plan<L: AsLocalState>(
                 kind: ConflictKind::FileDirectory,
             });
         } else if !under_any(path, &clashes) {
-            let l = l.map(AsLocalState::local_state);
-            plan_file(path, l.as_ref(), r, b, strategy, &mut out);
+            let (l, b) = (
+                l.map(AsLocalState::local_state),
+                b.and_then(AsBaseState::base_state),
+            );
+            plan_file(path, l.as_ref(), r, b.as_ref(), strategy, &mut out);
         }
     }
     plan_dirs(local, remote, local_dirs, remote_dirs, &clashes, &mut out);

@@ -82,6 +82,12 @@ pub struct Entry {
     pub dir: bool,
 }
 
+impl volebarn_core::sync::AsBaseState for Entry {
+    fn base_state(&self) -> Option<BaseState> {
+        self.base.map(BaseState::from)
+    }
+}
+
 const FILE_PREFIX: u8 = b'f';
 const META_PREFIX: u8 = b'm';
 

@@ -149,7 +149,7 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     let sc = i.scan;
     // Plan the rest on the server and base as the moves leave them.
     let mut after = Tree {
-        base: base_of_index(i.index),
+        base: Cow::Borrowed(i.index),
         files: Cow::Borrowed(i.remote_files),
         dirs: Cow::Borrowed(i.remote_dirs),
     };
@@ -164,14 +164,14 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     // Safety rail: mass deletions wait for --force.
     let mut here = Cursor::new(sc.files.keys().map(String::as_str));
     let deleted: Vec<String> = base
-        .keys()
-        .filter(|p| !here.contains(p) && !sc.is_skipped(p))
-        .cloned()
+        .iter()
+        .filter(|(p, e)| e.base.is_some() && !here.contains(p) && !sc.is_skipped(p))
+        .map(|(p, _)| p.clone())
         .collect();
     let held_reason = if i.force || deleted.is_empty() {
         None
     } else {
-        let total = base.len();
+        let total = base.values().filter(|e| e.base.is_some()).count();
         let limit = total * usize::from(i.max_delete_percent) / 100;
         if sc.files.is_empty() {
             Some(format!(
@@ -203,10 +203,17 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     if !held.is_empty() || sc.skips_any() {
         local.to_mut().retain(|p, _| !untouched(p));
         planned_files.to_mut().retain(|p, _| !untouched(p));
-        base.retain(|p, _| !untouched(p));
+        base.to_mut().retain(|p, _| !untouched(p));
         planned_dirs.to_mut().retain(|d| !untouched(d));
     }
-    let files = plan(&local, &planned_files, &base, &sc.dirs, &planned_dirs, i.strategy);
+    let files = plan(
+        &local,
+        &planned_files,
+        &*base,
+        &sc.dirs,
+        &planned_dirs,
+        i.strategy,
+    );
     let mut out = Plan::from_files(files);
     out.moves = moves;
     out.held_deletions = held.into_iter().collect();
@@ -345,7 +352,8 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
 /// The base and the server's tree, as the moves planned so far leave them (the server's
 /// tree is copied only when a move changes it).
 struct Tree<'a> {
-    base: BTreeMap<String, BaseState>,
+    /// The index's entries: only their base counts here (copied only when a move changes it).
+    base: Cow<'a, BTreeMap<String, Entry>>,
     files: Cow<'a, BTreeMap<String, RemoteState>>,
     dirs: Cow<'a, BTreeSet<String>>,
 }
@@ -356,8 +364,8 @@ impl Tree<'_> {
     fn can_move(&self, from: &str, to: &str) -> Option<bool> {
         let directory = self.dirs.contains(from);
         let source_there = directory
-            || match (self.files.get(from), self.base.get(from)) {
-                (Some(r), Some(b)) => r.rev == b.rev || (r.xxh3, r.size) == (b.xxh3, b.size),
+            || match (self.files.get(from), self.base.get(from).and_then(|e| e.base)) {
+                (Some(r), Some(b)) => r.rev == b.rev || (r.xxh3.0, r.size) == (b.xxh3, b.size),
                 _ => false,
             };
         let target_free = !self.files.contains_key(to)
@@ -367,7 +375,7 @@ impl Tree<'_> {
     }
 
     fn apply(&mut self, m: &Move) {
-        move_keys(&mut self.base, &m.from, &m.to);
+        move_keys(self.base.to_mut(), &m.from, &m.to);
         move_keys(self.files.to_mut(), &m.from, &m.to);
         move_dirs(self.dirs.to_mut(), &m.from, &m.to);
     }
@@ -417,7 +425,7 @@ fn collapse_dir_moves(
     renames: &[(String, String)],
     local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, BaseState>,
+    base: &BTreeMap<String, Entry>,
 ) -> Vec<(String, String)> {
     let map: BTreeMap<&str, &str> = renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let mut dir_moves: BTreeMap<String, String> = BTreeMap::new();
@@ -441,10 +449,13 @@ fn collapse_dir_moves(
             if dir_moves.iter().any(|(o, n)| *n == nd && *o != od) {
                 continue;
             }
-            let all_moved = base.keys().filter(|p| is_under(p, &od)).all(|p| {
-                map.get(p.as_str())
-                    .is_some_and(|t| *t == format!("{nd}{}", &p[od.len()..]))
-            });
+            let all_moved = base
+                .iter()
+                .filter(|(p, e)| e.base.is_some() && is_under(p, &od))
+                .all(|(p, _)| {
+                    map.get(p.as_str())
+                        .is_some_and(|t| *t == format!("{nd}{}", &p[od.len()..]))
+                });
             if all_moved {
                 dir_moves.insert(od, nd);
                 break;
@@ -457,7 +468,9 @@ fn collapse_dir_moves(
     let lands_on_another = |od: &str, nd: &str| {
         dir_moves.iter().any(|(o, n)| {
             let mapped = is_under(nd, n).then(|| format!("{o}{}", &nd[n.len()..]));
-            mapped.is_some_and(|m| m != od && (remote_dirs.contains(&m) || base.contains_key(&m)))
+            mapped.is_some_and(|m| {
+                m != od && (remote_dirs.contains(&m) || base.get(&m).is_some_and(|e| e.base.is_some()))
+            })
         })
     };
     let dir_moves: BTreeMap<String, String> = dir_moves

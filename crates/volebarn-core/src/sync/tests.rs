@@ -202,7 +202,7 @@ fn file_facing_a_directory_is_manual_and_blocks_its_subtree() {
     let p = plan(
         &local,
         &remote,
-        &BTreeMap::new(),
+        &BTreeMap::<String, BaseState>::new(),
         &set(&[]),
         &set(&["d/e", "y"]),
         S,
@@ -234,7 +234,14 @@ fn directories_implied_by_planned_files_are_not_listed() {
     // `n` comes with the download of `n/f`; `k` would vanish on the server with `k/f`.
     let local = map(vec![("k/f", loc(1, 5))]);
     let remote = map(vec![("n/f", rem(1, 5, 1))]);
-    let p = plan(&local, &remote, &BTreeMap::new(), &set(&["k"]), &set(&["n"]), S);
+    let p = plan(
+        &local,
+        &remote,
+        &BTreeMap::<String, BaseState>::new(),
+        &set(&["k"]),
+        &set(&["n"]),
+        S,
+    );
     assert!(
         p.client_create_dirs.is_empty() && p.server_create_dirs.is_empty(),
         "{p:?}"
