@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 /// Parses the command line, runs the command, prints a one-line error on failure.
 pub fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = cli::Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_tracing(cli.global.verbose, cli.global.quiet);
@@ -35,6 +36,23 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc gives each thread that allocates an arena of its own (up to 8 per core), and memory
+/// freed into one arena is not reused by another: the runtime's workers and the threads that
+/// scan the folder and read upload batches each kept their own. Two arenas took a first sync of
+/// 10,000 files from 44–46 MB to 40 MB of peak RSS, and a 100,000-file no-op from 84 to 76–80
+/// MB, in the same time (one arena costs time: threads then wait for each other's allocations).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only tunes glibc's allocator, and it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 /// `error: cause: cause` on one line.
 pub fn one_line(e: &anyhow::Error) -> String {
