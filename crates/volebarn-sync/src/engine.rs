@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use volebarn_client::{Client, ClientError, ConflictStrategy, ErrorCode, TransferMetrics, TransferObserver};
-use volebarn_core::sync::{BaseState, LocalState, RemoteState};
+use volebarn_core::sync::{AsLocalState, BaseState, LocalState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
 use volebarn_core::types::ChangeKind;
 
@@ -39,9 +39,8 @@ impl RemoteMirror {
     fn of_index(index: &BTreeMap<String, Entry>, cursor: u64) -> RemoteMirror {
         // Sorted already: each map is built in one go.
         RemoteMirror {
-            files: index
-                .iter()
-                .filter_map(|(p, e)| e.base.map(|b| (p.clone(), base_as_remote(&BaseState::from(b)))))
+            files: crate::index::bases(index)
+                .map(|(p, b)| (p.clone(), base_as_remote(&b)))
                 .collect(),
             dirs: index
                 .iter()
@@ -850,11 +849,7 @@ impl Engine {
         let bases = || -> Box<dyn Iterator<Item = (&str, BaseState)> + '_> {
             match base {
                 Some(b) => Box::new(b.iter().map(|(p, b)| (p.as_str(), *b))),
-                None => Box::new(
-                    index
-                        .iter()
-                        .filter_map(|(p, e)| e.base.map(|b| (p.as_str(), BaseState::from(b)))),
-                ),
+                None => Box::new(crate::index::bases(&index).map(|(p, b)| (p.as_str(), b))),
             }
         };
         // Directories now on both sides.
@@ -910,7 +905,7 @@ impl Engine {
             (p, e)
         });
         // Untouched paths keep what the index had; the rest is what was merged.
-        let untouched = |p: &str| (!held.is_empty() && held.contains(p)) || sc.is_skipped(p);
+        let untouched = |p: &str| held.contains(p) || sc.is_skipped(p);
         let changes: Vec<(String, Option<Entry>)> =
             volebarn_core::sorted::join(index.iter().map(|(p, e)| (p.as_str(), *e)), merged)
                 .filter_map(|(p, old, new)| {

@@ -24,20 +24,16 @@ impl Stat {
     pub fn same_file(&self, other: &Stat) -> bool {
         (self.size, self.mtime, self.inode) == (other.size, other.mtime, other.inode)
     }
+}
 
-    /// The file's state for the planner.
-    pub fn local_state(&self) -> volebarn_core::sync::LocalState {
+/// The file's state for the planner.
+impl volebarn_core::sync::AsLocalState for Stat {
+    fn local_state(&self) -> volebarn_core::sync::LocalState {
         volebarn_core::sync::LocalState {
             xxh3: Xxh3(self.xxh3),
             size: self.size,
             mtime: self.mtime,
         }
-    }
-}
-
-impl volebarn_core::sync::AsLocalState for Stat {
-    fn local_state(&self) -> volebarn_core::sync::LocalState {
-        Stat::local_state(self)
     }
 }
 
@@ -86,6 +82,12 @@ impl volebarn_core::sync::AsBaseState for Entry {
     fn base_state(&self) -> Option<BaseState> {
         self.base.map(BaseState::from)
     }
+}
+
+/// The base of every synced path of `entries`, in path order.
+pub fn bases(entries: &BTreeMap<String, Entry>) -> impl Iterator<Item = (&String, BaseState)> {
+    use volebarn_core::sync::AsBaseState;
+    entries.iter().filter_map(|(p, e)| e.base_state().map(|b| (p, b)))
 }
 
 const FILE_PREFIX: u8 = b'f';

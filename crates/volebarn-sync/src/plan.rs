@@ -138,10 +138,7 @@ pub struct PlanInput<'a> {
 
 /// The base of every synced file, from the index.
 pub fn base_of_index(index: &BTreeMap<String, Entry>) -> BTreeMap<String, BaseState> {
-    index
-        .iter()
-        .filter_map(|(p, e)| e.base.map(|b| (p.clone(), BaseState::from(b))))
-        .collect()
+    crate::index::bases(index).map(|(p, b)| (p.clone(), b)).collect()
 }
 
 /// Decides everything one pass does (see the module documentation).
