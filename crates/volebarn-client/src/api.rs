@@ -3,7 +3,7 @@
 //! upload that finds its own earlier attempt already applied (409/412 with the same content
 //! on the server) counts as done; a retried delete that finds nothing counts as done.
 
-use crate::bulk::{BulkDownload, ConditionalUpload, FileUpload, UploadCondition};
+use crate::bulk::{BulkDownload, ConditionalUpload, FileUpload, LocalUpload, UploadCondition};
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use bytes::Bytes;
@@ -318,6 +318,15 @@ impl Client {
     /// callers compare the server's hash (as `volebarn-sync` does) before calling it a conflict.
     pub async fn bulk_upload_conditional(&self, files: Vec<ConditionalUpload>) -> Result<BulkUploadResponse> {
         self.call("bulk_upload", || self.bulk_upload_once(files.clone()))
+            .await
+    }
+
+    /// Bulk upload of local files, each read from disk while the request is sent (the client
+    /// holds a few 64 KiB pieces of the body, not all of it); a retry reads them again. A
+    /// file that cannot be read is not sent and is listed in `failed`. Retries meet their own
+    /// first attempts as [`Client::bulk_upload_conditional`] describes.
+    pub async fn bulk_upload_files(&self, files: Vec<LocalUpload>) -> Result<BulkUploadResponse> {
+        self.call("bulk_upload", || self.bulk_upload_files_once(files.clone()))
             .await
     }
 

@@ -4,8 +4,9 @@ use crate::client::{check, header, parse_path, Client};
 use crate::error::{ClientError, Result};
 use bytes::Bytes;
 use percent_encoding::percent_decode_str;
+use reqwest::header::HeaderMap;
 use reqwest::Method;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::sync::SyncPlan;
@@ -13,7 +14,7 @@ use volebarn_core::types::{
     headers, BulkDeleteResponse, BulkUploadResponse, FileManifest, PathList, SyncRequest,
 };
 use volebarn_core::FileMetadata;
-use volebarn_core::{OperationError, Xxh3};
+use volebarn_core::{ErrorCode, OperationError, Xxh3};
 
 /// The `multipart/form-data` body of a bulk upload: for each file a text field `path` (file
 /// names in `Content-Disposition` are not reliably UTF-8 across implementations), then a
@@ -27,43 +28,29 @@ use volebarn_core::{OperationError, Xxh3};
 /// and buffers are joined up to [`FormData::PIECE`] so HTTP/2 frames stay large.
 struct FormData {
     boundary: String,
-    parts: Vec<(String, reqwest::header::HeaderMap, Bytes)>,
+    parts: Vec<(String, HeaderMap, Bytes)>,
 }
 
 impl FormData {
     /// Bytes per piece of the body stream (parts are joined up to about this size).
     const PIECE: usize = 64 * 1024;
 
-    fn new(parts: Vec<(String, reqwest::header::HeaderMap, Bytes)>) -> Self {
-        // Random, as reqwest's: 128 bits make a collision with file content hopeless.
+    fn new(parts: Vec<(String, HeaderMap, Bytes)>) -> Self {
         FormData {
-            boundary: format!("{:032x}", rand::random::<u128>()),
+            boundary: Self::boundary(),
             parts,
         }
     }
 
-    /// One part's bytes: the `path` field, then the `file` field.
-    fn encode(&self, buf: &mut Vec<u8>, path: &str, headers: &reqwest::header::HeaderMap, content: &[u8]) {
-        let b = &self.boundary;
-        buf.extend_from_slice(
-            format!("--{b}\r\ncontent-disposition: form-data; name=\"path\"\r\n\r\n").as_bytes(),
-        );
-        buf.extend_from_slice(path.as_bytes());
-        buf.extend_from_slice(
-            format!("\r\n--{b}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"file\"\r\n")
-                .as_bytes(),
-        );
-        for (name, value) in headers {
-            buf.extend_from_slice(name.as_str().as_bytes());
-            buf.extend_from_slice(b": ");
-            buf.extend_from_slice(value.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
-        buf.extend_from_slice(b"\r\n");
-        buf.extend_from_slice(content);
-        buf.extend_from_slice(b"\r\n");
+    /// A fresh random boundary, as reqwest's: 128 bits make a collision with file content hopeless.
+    fn boundary() -> String {
+        format!("{:032x}", rand::random::<u128>())
     }
 
+    /// The closing delimiter.
+    fn close(boundary: &str) -> Vec<u8> {
+        format!("--{boundary}--\r\n").into_bytes()
+    }
     /// The body, lazily: a part is encoded only when the connection asks for more.
     fn into_stream(self) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let mut next = 0;
@@ -74,16 +61,124 @@ impl FormData {
             let mut buf = Vec::with_capacity(Self::PIECE);
             while next < self.parts.len() && buf.len() < Self::PIECE {
                 let (path, headers, content) = &self.parts[next];
-                self.encode(&mut buf, path, headers, content);
+                encode_part(&mut buf, &self.boundary, path, headers, content);
                 next += 1;
             }
             if next == self.parts.len() {
-                buf.extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+                buf.extend_from_slice(&Self::close(&self.boundary));
                 next += 1;
             }
             std::task::Poll::Ready(Some(Ok(Bytes::from(buf))))
         })
     }
+}
+
+/// One part's bytes: the `path` field, then the `file` field with its headers and bytes.
+fn encode_part(buf: &mut Vec<u8>, boundary: &str, path: &str, headers: &HeaderMap, content: &[u8]) {
+    let b = boundary;
+    buf.extend_from_slice(
+        format!("--{b}\r\ncontent-disposition: form-data; name=\"path\"\r\n\r\n").as_bytes(),
+    );
+    buf.extend_from_slice(path.as_bytes());
+    buf.extend_from_slice(
+        format!("\r\n--{b}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"file\"\r\n")
+            .as_bytes(),
+    );
+    for (name, value) in headers {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(content);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// A file part's own headers: its xxh3 (the server refuses a part damaged in flight), its
+/// condition (`If-Match`, `If-None-Match: *`) and its mtime.
+fn part_headers(content: &[u8], condition: UploadCondition, mtime: Option<i64>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    put(headers::FILE_HASH, Xxh3::of(content).to_string());
+    match condition {
+        UploadCondition::Any => {}
+        UploadCondition::Create => put("if-none-match", "*".into()),
+        UploadCondition::IfMatch(rev) => put("if-match", format!("\"{rev}\"")),
+    }
+    if let Some(t) = mtime {
+        put(headers::MODIFIED_TIME, volebarn_core::timefmt::format_rfc3339(t));
+    }
+    h
+}
+
+/// One local file of a bulk upload ([`Client::bulk_upload_files`]): read from disk while the
+/// request is sent, so a request holds a few pieces of its body, not all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalUpload {
+    /// Where it goes on the server.
+    pub path: String,
+    /// The file to read.
+    pub local: PathBuf,
+    pub condition: UploadCondition,
+}
+
+/// Pieces of a streamed body read ahead of the connection.
+const READ_AHEAD: usize = 2;
+
+/// Reads and encodes `files` into body pieces of about [`FormData::PIECE`] bytes, sent on
+/// `tx` as the connection takes them (blocking). Returns the content bytes read and the files
+/// that could not be read, which are left out of the body. Stops early if the request is gone.
+fn stream_parts(
+    boundary: &str,
+    files: Vec<LocalUpload>,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+) -> (u64, Vec<OperationError>) {
+    let mut buf = Vec::with_capacity(FormData::PIECE);
+    let mut read = 0u64;
+    let mut unreadable = Vec::new();
+    for f in files {
+        match read_local(&f.local) {
+            Ok((content, mtime)) => {
+                let h = part_headers(&content, f.condition, Some(mtime));
+                encode_part(&mut buf, boundary, &f.path, &h, &content);
+                read += content.len() as u64;
+            }
+            Err(e) => {
+                let code = match e.kind() {
+                    std::io::ErrorKind::NotFound => ErrorCode::FileNotFound,
+                    std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+                    _ => ErrorCode::Unknown,
+                };
+                let error = format!("reading {}: {e}", f.local.display());
+                unreadable.push(OperationError::new(f.path, code, error));
+            }
+        }
+        if buf.len() >= FormData::PIECE {
+            let piece = std::mem::replace(&mut buf, Vec::with_capacity(FormData::PIECE));
+            if tx.blocking_send(Bytes::from(piece)).is_err() {
+                return (read, unreadable);
+            }
+        }
+    }
+    buf.extend_from_slice(&FormData::close(boundary));
+    // An error here means the request is gone; its caller sees that.
+    let _ = tx.blocking_send(Bytes::from(buf));
+    (read, unreadable)
+}
+
+/// A local file's bytes and mtime (Unix nanoseconds), from one open.
+fn read_local(path: &Path) -> std::io::Result<(Vec<u8>, i64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut content)?;
+    Ok((content, crate::client::time_nanos(meta.modified()?)))
 }
 
 /// One file of a bulk upload (the seed's `FileUpload`).
@@ -155,22 +250,8 @@ impl Client {
         let mut parts = Vec::with_capacity(files.len());
         for f in files {
             parse_path(&f.path)?;
-            let mut part_headers = reqwest::header::HeaderMap::new();
-            let mut put = |name: &'static str, value: String| {
-                if let Ok(v) = reqwest::header::HeaderValue::from_str(&value) {
-                    part_headers.insert(name, v);
-                }
-            };
-            put(headers::FILE_HASH, Xxh3::of(&f.content).to_string());
-            match f.condition {
-                UploadCondition::Any => {}
-                UploadCondition::Create => put("if-none-match", "*".into()),
-                UploadCondition::IfMatch(rev) => put("if-match", format!("\"{rev}\"")),
-            }
-            if let Some(t) = f.mtime {
-                put(headers::MODIFIED_TIME, volebarn_core::timefmt::format_rfc3339(t));
-            }
-            parts.push((f.path, part_headers, f.content));
+            let h = part_headers(&f.content, f.condition, f.mtime);
+            parts.push((f.path, h, f.content));
         }
         let form = FormData::new(parts);
         let content_type = format!("multipart/form-data; boundary={}", form.boundary);
@@ -183,6 +264,35 @@ impl Client {
             .await?;
         let answer = check(resp, "").await?.json().await?;
         self.sent(content_bytes);
+        Ok(answer)
+    }
+
+    /// [`Client::bulk_upload_once`] reading the files from disk as the body is sent (on a
+    /// blocking thread, a few pieces ahead). Files that cannot be read are left out and
+    /// listed in `failed` (`file_not_found`, `permission_denied`, or `unknown`).
+    pub(crate) async fn bulk_upload_files_once(&self, files: Vec<LocalUpload>) -> Result<BulkUploadResponse> {
+        for f in &files {
+            parse_path(&f.path)?;
+        }
+        let boundary = FormData::boundary();
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(READ_AHEAD);
+        let reader = tokio::task::spawn_blocking(move || stream_parts(&boundary, files, &tx));
+        let body =
+            futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|p| p.map(Ok::<_, std::io::Error>)));
+        let resp = self
+            .request(Method::POST, format!("{}/bulk/upload", self.base))
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        let mut answer: BulkUploadResponse = check(resp, "").await?.json().await?;
+        // The server answered after the closing delimiter, the reader's last piece: it is done.
+        let (read, unreadable) = reader
+            .await
+            .map_err(|e| ClientError::Protocol(format!("read task: {e}")))?;
+        answer.failed.extend(unreadable);
+        self.sent(read);
         Ok(answer)
     }
 
@@ -538,14 +648,20 @@ mod tests {
     use super::*;
     use futures_util::TryStreamExt;
 
+    type Field = (String, Option<String>, Vec<(String, String)>, Vec<u8>);
+
     /// What a multipart parser (the server's, multer) reads back from a body.
-    async fn parse(form: FormData) -> Vec<(String, Option<String>, Vec<(String, String)>, Vec<u8>)> {
+    async fn parse(form: FormData) -> Vec<Field> {
         let boundary = form.boundary.clone();
         let pieces: Vec<Bytes> = form.into_stream().try_collect().await.expect("body");
         assert!(
             pieces.iter().all(|p| p.len() < 2 * FormData::PIECE),
             "pieces stay near the piece size"
         );
+        parse_pieces(boundary, pieces).await
+    }
+
+    async fn parse_pieces(boundary: String, pieces: Vec<Bytes>) -> Vec<Field> {
         let body = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::io::Error>));
         let mut parts = multer::Multipart::new(body, boundary);
         let mut out = Vec::new();
@@ -562,6 +678,115 @@ mod tests {
             out.push((name, file_name, headers, bytes));
         }
         out
+    }
+
+    #[tokio::test]
+    async fn local_files_stream_as_parts_read_from_disk_a_few_pieces_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..200u32 {
+            // Empty files, small ones, and some larger than a piece.
+            let content: Vec<u8> = match i % 4 {
+                0 => Vec::new(),
+                1 => format!("--{i}\r\n\r\n").repeat(i as usize).into_bytes(),
+                2 => vec![i as u8; 3 * FormData::PIECE + i as usize],
+                _ => (0..i).map(|b| b as u8).collect(),
+            };
+            let local = dir.path().join(format!("f{i}"));
+            std::fs::write(&local, &content).expect("write");
+            let condition = if i % 2 == 0 {
+                UploadCondition::Create
+            } else {
+                UploadCondition::IfMatch(u64::from(i))
+            };
+            files.push(LocalUpload {
+                path: format!("d/ä {i}.txt"),
+                local: local.clone(),
+                condition,
+            });
+            if i % 50 == 7 {
+                // Gone before the request reads it.
+                std::fs::remove_file(&local).expect("rm");
+                continue;
+            }
+            let mtime = crate::client::time_nanos(
+                std::fs::metadata(&local)
+                    .expect("stat")
+                    .modified()
+                    .expect("mtime"),
+            );
+            expected.push((
+                format!("d/ä {i}.txt"),
+                part_headers(&content, condition, Some(mtime)),
+                content,
+            ));
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let boundary = FormData::boundary();
+        let b = boundary.clone();
+        let reader = tokio::task::spawn_blocking(move || stream_parts(&b, files, &tx));
+        let mut pieces = Vec::new();
+        while let Some(p) = rx.recv().await {
+            pieces.push(p);
+        }
+        let (read, unreadable) = reader.await.expect("reader");
+        assert!(
+            pieces
+                .iter()
+                .all(|p| p.len() < FormData::PIECE + 4 * FormData::PIECE),
+            "a piece is at most one file beyond the piece size"
+        );
+        let missing: Vec<(&str, ErrorCode)> = unreadable
+            .iter()
+            .map(|e| (e.path.as_str(), e.error_code))
+            .collect();
+        assert_eq!(
+            missing,
+            [
+                ("d/ä 7.txt", ErrorCode::FileNotFound),
+                ("d/ä 57.txt", ErrorCode::FileNotFound),
+                ("d/ä 107.txt", ErrorCode::FileNotFound),
+                ("d/ä 157.txt", ErrorCode::FileNotFound)
+            ]
+        );
+        assert_eq!(read, expected.iter().map(|(_, _, c)| c.len() as u64).sum::<u64>());
+        let parsed = parse_pieces(boundary, pieces).await;
+        assert_eq!(parsed.len(), 2 * expected.len());
+        for (fields, (path, headers, content)) in parsed.chunks(2).zip(expected) {
+            assert_eq!(fields[0].3, path.as_bytes());
+            let sent: Vec<(String, String)> = headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().expect("ascii").to_string()))
+                .collect();
+            assert_eq!(fields[1].2, sent, "hash, condition and mtime of {path}");
+            assert_eq!(fields[1].3, content, "bytes of {path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_stops_the_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<LocalUpload> = (0..100)
+            .map(|i| {
+                let local = dir.path().join(format!("f{i}"));
+                std::fs::write(&local, vec![1u8; FormData::PIECE]).expect("write");
+                LocalUpload {
+                    path: format!("f{i}"),
+                    local,
+                    condition: UploadCondition::Any,
+                }
+            })
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reader = tokio::task::spawn_blocking(move || stream_parts("b", files, &tx));
+        rx.recv().await.expect("first piece");
+        drop(rx);
+        let (read, _) = reader.await.expect("reader");
+        assert!(
+            read < 100 * FormData::PIECE as u64,
+            "it stopped reading: {read} bytes"
+        );
     }
 
     #[tokio::test]

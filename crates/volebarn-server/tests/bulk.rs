@@ -404,3 +404,80 @@ async fn bulk_upload_parts_honour_their_conditions() {
         Bytes::from_static(b"v2")
     );
 }
+
+#[tokio::test]
+async fn bulk_upload_of_local_files_reads_them_as_it_sends() {
+    use volebarn_client::{LocalUpload, UploadCondition};
+    let t = TestServer::start().await;
+    let existing = t
+        .client
+        .upload_file("exists.txt", Bytes::from_static(b"v1"))
+        .await
+        .expect("upload");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    let mut local = BTreeMap::new();
+    for i in 0..150u64 {
+        let content = pseudo_random((i as usize * 997) % 200_000, i);
+        let path = dir.path().join(format!("{i}.bin"));
+        std::fs::write(&path, &content).expect("write");
+        files.push(LocalUpload {
+            path: format!("up/{i}.bin"),
+            local: path,
+            condition: UploadCondition::Create,
+        });
+        local.insert(format!("up/{i}.bin"), content);
+    }
+    let stale = dir.path().join("stale.txt");
+    std::fs::write(&stale, b"stale").expect("write");
+    files.push(LocalUpload {
+        path: "exists.txt".into(),
+        local: stale,
+        condition: UploadCondition::IfMatch(existing.rev + 1),
+    });
+    files.push(LocalUpload {
+        path: "gone.txt".into(),
+        local: dir.path().join("never-written.txt"),
+        condition: UploadCondition::Create,
+    });
+    let sent_before = t.client.metrics().bytes_sent;
+    let resp = t.client.bulk_upload_files(files).await.expect("bulk");
+    assert_eq!(resp.success.len(), 150);
+    let failed: Vec<(&str, ErrorCode)> = resp
+        .failed
+        .iter()
+        .map(|f| (f.path.as_str(), f.error_code))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            ("exists.txt", ErrorCode::PreconditionFailed),
+            ("gone.txt", ErrorCode::FileNotFound)
+        ],
+        "a part fails alone, and a file that cannot be read is named"
+    );
+    for (path, content) in &local {
+        let got = t.client.download_file(path).await.expect("download");
+        assert_eq!(&got[..], &content[..], "{path}");
+    }
+    let on_disk = std::fs::metadata(dir.path().join("3.bin")).expect("stat");
+    let mtime = on_disk
+        .modified()
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos();
+    let meta = resp.files.iter().find(|m| m.path == "up/3.bin").expect("3.bin");
+    assert_eq!(meta.modified as u128, mtime, "the file's mtime travels with it");
+    assert_eq!(
+        t.client.download_file("exists.txt").await.expect("dl"),
+        Bytes::from_static(b"v1")
+    );
+    // Every file read was sent, the refused "stale" too; the unreadable one was not.
+    let bytes: u64 = local.values().map(|c| c.len() as u64).sum::<u64>() + 5;
+    assert_eq!(
+        t.client.metrics().bytes_sent - sent_before,
+        bytes,
+        "bytes sent are counted"
+    );
+}

@@ -9,14 +9,13 @@
 
 use crate::engine::PassReport;
 use crate::plan::{is_under, move_keys, Move, Plan};
-use crate::scan::{local_path, mtime_nanos};
+use crate::scan::local_path;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use volebarn_client::{
-    BulkUploadResponse, Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, OperationError,
-    Result, UploadCondition,
+    BulkUploadResponse, Client, ClientError, ErrorCode, FileMetadata, LocalUpload, Result, UploadCondition,
 };
 use volebarn_core::sync::{conflict_copy_name, BaseState, ConflictKind, ConflictResolution, LocalState};
 use volebarn_core::timefmt::now_nanos;
@@ -298,8 +297,8 @@ impl Executor<'_> {
             .iter()
             .partition(|p| local.get(*p).is_some_and(|f| f.size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
-        // files are read on a blocking thread just before it goes.
-        let mut batches: Vec<Vec<(String, PathBuf, UploadCondition)>> = Vec::new();
+        // files are read from disk while its request is sent.
+        let mut batches: Vec<Vec<LocalUpload>> = Vec::new();
         let mut batch_bytes = 0u64;
         for p in small {
             let condition = match plan.if_match.get(p) {
@@ -307,46 +306,31 @@ impl Executor<'_> {
                 None => UploadCondition::Create,
             };
             let size = local.get(p).map_or(0, |f| f.size);
+            let upload = LocalUpload {
+                path: p.clone(),
+                local: local_path(root, p),
+                condition,
+            };
             match batches.last_mut() {
                 Some(b) if b.len() < BATCH_FILES && batch_bytes + size <= BATCH_BYTES => {
                     batch_bytes += size;
-                    b.push((p.clone(), local_path(root, p), condition));
+                    b.push(upload);
                 }
                 _ => {
                     batch_bytes = size;
-                    batches.push(vec![(p.clone(), local_path(root, p), condition)]);
+                    batches.push(vec![upload]);
                 }
             }
         }
-        type Sent = (Vec<String>, Vec<OperationError>, Result<BulkUploadResponse>);
-        let sent: Vec<Sent> = futures_util::stream::iter(batches)
+        let sent: Vec<(Vec<String>, Result<BulkUploadResponse>)> = futures_util::stream::iter(batches)
             .map(|batch| async move {
-                let (uploads, unreadable) = match tokio::task::spawn_blocking(move || read_batch(batch)).await
-                {
-                    Ok(read) => read,
-                    Err(e) => {
-                        return (
-                            Vec::new(),
-                            Vec::new(),
-                            Err(ClientError::Protocol(format!("read task: {e}"))),
-                        )
-                    }
-                };
-                let paths: Vec<String> = uploads.iter().map(|u| u.path.clone()).collect();
-                let r = if uploads.is_empty() {
-                    Ok(BulkUploadResponse::default())
-                } else {
-                    self.client.bulk_upload_conditional(uploads).await
-                };
-                (paths, unreadable, r)
+                let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
+                (paths, self.client.bulk_upload_files(batch).await)
             })
             .buffer_unordered(BATCHES_IN_FLIGHT)
             .collect()
             .await;
-        for (paths, unreadable, r) in sent {
-            result
-                .errors
-                .extend(unreadable.into_iter().map(|f| (f.path, f.error)));
+        for (paths, r) in sent {
             self.settle_batch(paths, r, local, base, result).await;
         }
         // Owned paths: a closure over `&String` makes the future non-`Send` for spawners.
@@ -517,26 +501,6 @@ fn free_copy_name(root: &Path, rel: &str) -> String {
         n += 1;
     }
     name
-}
-
-/// Reads one bulk upload's files (blocking): the uploads, and the files that could not be read.
-fn read_batch(
-    batch: Vec<(String, PathBuf, UploadCondition)>,
-) -> (Vec<ConditionalUpload>, Vec<OperationError>) {
-    let mut uploads = Vec::with_capacity(batch.len());
-    let mut unreadable = Vec::new();
-    for (rel, path, condition) in batch {
-        match std::fs::read(&path) {
-            Ok(content) => uploads.push(ConditionalUpload {
-                path: rel,
-                content: content.into(),
-                condition,
-                mtime: std::fs::metadata(&path).ok().map(|m| mtime_nanos(&m)),
-            }),
-            Err(e) => unreadable.push(OperationError::new(rel, ErrorCode::Unknown, e.to_string())),
-        }
-    }
-    (uploads, unreadable)
 }
 
 /// `r`, with the error `code` counted as success (already done, or nothing left to do).

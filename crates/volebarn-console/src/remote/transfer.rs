@@ -14,9 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use volebarn_client::{
-    Client, ClientError, ConditionalUpload, ErrorCode, FileMetadata, UploadCondition, VPath,
-};
+use volebarn_client::{Client, ClientError, ErrorCode, FileMetadata, LocalUpload, UploadCondition, VPath};
 use volebarn_sync::STATE_DIR;
 
 /// Files up to this size travel in bulk requests; bigger ones one by one, streamed (and over
@@ -39,11 +37,6 @@ fn below(base: &VPath, rel: &str) -> anyhow::Result<VPath> {
 /// A relative `/`-separated path below a local directory.
 fn local_path(root: &Path, rel: &str) -> PathBuf {
     rel.split('/').fold(root.to_path_buf(), |p, c| p.join(c))
-}
-
-fn mtime_nanos(m: &std::fs::Metadata) -> Option<i64> {
-    let d = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(d.as_nanos()).ok()
 }
 
 /// What a `get` or `put` did.
@@ -490,34 +483,19 @@ async fn put_batch(
     let mut parts = Vec::with_capacity(batch.len());
     let mut rel_of = BTreeMap::new();
     for LocalFile { rel, path, .. } in batch.iter().copied() {
-        let read = async {
-            let content = tokio::fs::read(path).await?;
-            let mtime = tokio::fs::metadata(path)
-                .await
-                .ok()
-                .as_ref()
-                .and_then(mtime_nanos);
-            Ok::<_, std::io::Error>((content, mtime))
-        };
-        match read.await {
-            Ok((content, mtime)) => {
-                let dest = below(base, rel)?.to_string();
-                rel_of.insert(dest.clone(), rel.clone());
-                parts.push(ConditionalUpload {
-                    path: dest,
-                    content: content.into(),
-                    condition: UploadCondition::Any,
-                    mtime,
-                });
-            }
-            Err(e) => report.fail(progress, rel.as_str(), format!("reading: {e}")),
-        }
+        let dest = below(base, rel)?.to_string();
+        rel_of.insert(dest.clone(), rel.clone());
+        parts.push(LocalUpload {
+            path: dest,
+            local: path.clone(),
+            condition: UploadCondition::Any,
+        });
     }
     if parts.is_empty() {
         return Ok(());
     }
     let rel = |p: &str| rel_of.get(p).cloned().unwrap_or_else(|| p.to_string());
-    match client.bulk_upload_conditional(parts).await {
+    match client.bulk_upload_files(parts).await {
         Ok(resp) => {
             for m in &resp.files {
                 report.done(progress, m.size);
