@@ -17,7 +17,7 @@ use std::path::Path;
 use volebarn_client::{
     BulkUploadResponse, Client, ClientError, ErrorCode, FileMetadata, LocalUpload, Result, UploadCondition,
 };
-use volebarn_core::sync::{conflict_copy_name, BaseState, ConflictKind, ConflictResolution, LocalState};
+use volebarn_core::sync::{conflict_copy_name, AsLocalState, BaseState, ConflictKind, ConflictResolution};
 use volebarn_core::timefmt::now_nanos;
 
 /// Transfers in flight while applying a plan.
@@ -90,10 +90,10 @@ impl Executor<'_> {
     /// Performs `plan` with bounded concurrency, updating `base` (keyed as before the moves);
     /// `local` is what the scan behind the plan saw. A failing path is reported in
     /// `report.result.errors` and never stops the rest.
-    pub async fn apply(
+    pub async fn apply<L: AsLocalState + Sync>(
         &self,
         plan: &Plan,
-        local: &BTreeMap<String, LocalState>,
+        local: &BTreeMap<String, L>,
         base: &mut BTreeMap<String, BaseState>,
         report: &mut PassReport,
     ) {
@@ -163,7 +163,7 @@ impl Executor<'_> {
         }
         for p in &plan.adopt {
             match self.client.get_file_metadata(p).await {
-                Ok(m) if local.get(p).map(|l| l.xxh3) == Some(m.xxhash3) => {
+                Ok(m) if local.get(p).map(|l| l.local_state().xxh3) == Some(m.xxhash3) => {
                     base.insert(p.clone(), base_of(&m));
                 }
                 Ok(_) => result.errors.push((p.clone(), "changed during the sync".into())),
@@ -284,10 +284,10 @@ impl Executor<'_> {
 
     /// Uploads the plan's files: small ones in bulk requests (a few MiB each), large ones
     /// streamed or chunked, 8 at a time; every upload conditional on what the plan saw.
-    async fn upload_planned(
+    async fn upload_planned<L: AsLocalState + Sync>(
         &self,
         plan: &Plan,
-        local: &BTreeMap<String, LocalState>,
+        local: &BTreeMap<String, L>,
         base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
@@ -295,7 +295,7 @@ impl Executor<'_> {
         let (small, large): (Vec<&String>, Vec<&String>) = plan
             .uploads
             .iter()
-            .partition(|p| local.get(*p).is_some_and(|f| f.size <= SMALL_FILE));
+            .partition(|p| local.get(*p).is_some_and(|f| f.local_state().size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
         // files are read from disk while its request is sent.
         let mut batches: Vec<Vec<LocalUpload>> = Vec::new();
@@ -305,7 +305,7 @@ impl Executor<'_> {
                 Some(rev) => UploadCondition::IfMatch(*rev),
                 None => UploadCondition::Create,
             };
-            let size = local.get(p).map_or(0, |f| f.size);
+            let size = local.get(p).map_or(0, |f| f.local_state().size);
             let upload = LocalUpload {
                 path: p.clone(),
                 local: local_path(root, p),
@@ -353,11 +353,11 @@ impl Executor<'_> {
 
     /// Records one bulk upload's outcome: stored files become the new base; a refusal that is
     /// our own earlier attempt (same content on the server) counts as stored.
-    async fn settle_batch(
+    async fn settle_batch<L: AsLocalState + Sync>(
         &self,
         paths: Vec<String>,
         sent: Result<BulkUploadResponse>,
-        local: &BTreeMap<String, LocalState>,
+        local: &BTreeMap<String, L>,
         base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
@@ -371,7 +371,12 @@ impl Executor<'_> {
                     let landed = match f.error_code {
                         ErrorCode::AlreadyExists | ErrorCode::PreconditionFailed => {
                             match self.client.get_file_metadata(&f.path).await {
-                                Ok(m) if local.get(&f.path).map(|l| l.xxh3) == Some(m.xxhash3) => Some(m),
+                                Ok(m)
+                                    if local.get(&f.path).map(|l| l.local_state().xxh3)
+                                        == Some(m.xxhash3) =>
+                                {
+                                    Some(m)
+                                }
                                 _ => None,
                             }
                         }

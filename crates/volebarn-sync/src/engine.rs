@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use volebarn_client::{Client, ClientError, ConflictStrategy, ErrorCode, TransferMetrics, TransferObserver};
-use volebarn_core::sync::{AsLocalState, BaseState, LocalState, RemoteState};
+use volebarn_core::sync::{BaseState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
 use volebarn_core::types::ChangeKind;
 
@@ -376,7 +376,7 @@ impl Engine {
 
     /// The client to apply `plan` with: one reporting to a fresh progress observer when there
     /// is something to transfer and a progress factory is set.
-    fn transfer_client(&self, plan: &Plan, local: &BTreeMap<String, LocalState>) -> Client {
+    fn transfer_client(&self, plan: &Plan, local: &BTreeMap<String, crate::index::Stat>) -> Client {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
@@ -691,17 +691,12 @@ impl Engine {
         let mut base = None;
         if !plan.is_empty() {
             let base = base.insert(base_of_index(&self.index.entries));
-            let local: BTreeMap<String, LocalState> = sc
-                .files
-                .iter()
-                .map(|(p, s)| (p.clone(), s.local_state()))
-                .collect();
-            let client = self.transfer_client(&plan, &local);
+            let client = self.transfer_client(&plan, &sc.files);
             Executor {
                 client: &client,
                 root: &self.root,
             }
-            .apply(&plan, &local, base, &mut report)
+            .apply(&plan, &sc.files, base, &mut report)
             .await;
             // The mirror follows what this pass did to the server's tree.
             for (from, to) in &report.moved {
@@ -717,7 +712,7 @@ impl Engine {
         let applied = planning.elapsed();
         report.manual_conflicts = self.record_conflicts(&report.result)?;
         let held: BTreeSet<String> = plan.held_deletions.iter().cloned().collect();
-        self.persist(&sc, base.as_ref(), &held, &report)?;
+        self.persist(&sc, base, &held, &report)?;
         tracing::trace!(?plan, "pass: the plan");
         tracing::debug!(
             plan_ms = planned.as_millis() as u64,
@@ -840,10 +835,12 @@ impl Engine {
     fn persist(
         &mut self,
         sc: &Scan,
-        base: Option<&BTreeMap<String, BaseState>>,
+        base: Option<BTreeMap<String, BaseState>>,
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
+        let base_map = base;
+        let base = base_map.as_ref();
         let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(String::as_str).collect();
         let index = Arc::clone(&self.index.entries);
         let bases = || -> Box<dyn Iterator<Item = (&str, BaseState)> + '_> {
@@ -931,6 +928,8 @@ impl Engine {
             _ => None,
         };
         let synced_files = base.map_or_else(|| bases().count(), BTreeMap::len);
+        // The pass's base is in `changes` now: freed before the index grows by them.
+        drop(base_map);
         drop(index);
         if cursor != self.stored_cursor {
             self.index.apply(changes, &[(CURSOR_KEY, cursor.as_deref())])?;
