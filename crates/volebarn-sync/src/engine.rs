@@ -108,7 +108,8 @@ pub struct PassReport {
     pub held_reason: Option<String>,
     /// Paths not synced this pass and why (unreadable, symlink, name clash, still changing…).
     pub problems: Vec<(String, String)>,
-    /// Local changes not yet on the server (while offline), as planned operations.
+    /// What is left to do, as planned operations: with `dry_run`, or while offline, all of
+    /// the plan; after a real pass, what failed (it is planned again by the next pass).
     pub pending: Pending,
     /// Every decision of the pass (dry run, or offline: what is pending); a real pass executes
     /// exactly this.
@@ -182,6 +183,23 @@ impl Pending {
             dir_deletes_remote: plan.dir_deletes_remote.clone(),
             dir_deletes_local: plan.dir_deletes_local.clone(),
         }
+    }
+
+    /// What is still to do once a pass has executed its plan: the operations that failed
+    /// (and conflicts left for the user). What the pass did is no longer pending.
+    fn left_after(&mut self, r: &SyncResult) {
+        let failed: BTreeSet<&str> = r.errors.iter().map(|(p, _)| p.as_str()).collect();
+        let left = |v: &mut Vec<String>| v.retain(|p| failed.contains(p.as_str()));
+        left(&mut self.uploads);
+        left(&mut self.downloads);
+        left(&mut self.deletes_remote);
+        left(&mut self.deletes_local);
+        left(&mut self.dir_deletes_remote);
+        left(&mut self.dir_deletes_local);
+        self.moves
+            .retain(|(from, to)| failed.contains(from.as_str()) || failed.contains(to.as_str()));
+        self.conflicts
+            .retain(|p| failed.contains(p.as_str()) || r.conflicts.contains(p));
     }
 
     pub fn total(&self) -> usize {
@@ -708,17 +726,21 @@ impl Engine {
             }
             report.created_remote_dirs = plan.create_dirs_remote.clone();
             self.follow_base(base, &report);
+            report.pending.left_after(&report.result);
         }
         let applied = planning.elapsed();
         report.manual_conflicts = self.record_conflicts(&report.result)?;
         let held: BTreeSet<String> = plan.held_deletions.iter().cloned().collect();
-        self.persist(&sc, base, &held, &report)?;
         tracing::trace!(?plan, "pass: the plan");
+        let actions = plan.actions();
+        // Done with: freed before the index grows by what the pass did.
+        drop(plan);
+        self.persist(&sc, base, &held, &report)?;
         tracing::debug!(
             plan_ms = planned.as_millis() as u64,
             apply_ms = (applied - planned).as_millis() as u64,
             persist_ms = (planning.elapsed() - applied).as_millis() as u64,
-            actions = plan.actions(),
+            actions,
             "pass: planned, applied, persisted"
         );
         // What this pass wrote in the folder is scanned again by the next one.

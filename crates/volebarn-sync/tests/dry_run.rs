@@ -61,7 +61,43 @@ async fn a_dry_run_shows_moves_and_directory_deletions_as_the_pass_does_them() {
     assert!(real.result.uploaded.is_empty(), "{real:?}");
     assert_eq!(real.result.deleted_remote, p.deletes_remote, "{real:?}");
     assert_eq!(real.dirs_deleted_remote, p.dir_deletes_remote, "{real:?}");
+    assert_eq!(
+        real.pending.total(),
+        0,
+        "what the pass did is not pending: {real:?}"
+    );
+    let status = volebarn_sync::state::read_status(&a)
+        .expect("status")
+        .expect("written");
+    assert_eq!(
+        status.pending.total(),
+        0,
+        "status (what `volebarn status` shows beside a watch)"
+    );
     assert_eq!(server_tree(&c).await, tree(&a));
     let again = engine.pass(PassOptions::DRY_RUN).await.expect("dry run");
     assert_eq!(again.pending.total(), 0, "nothing left: {again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_pass_could_not_do_stays_pending_and_the_rest_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start_with(|c| c.max_file_size = 100).await;
+    let c = srv.client_with(fail_fast);
+    let a = dir.path().join("A");
+    write(&a, "small.txt", b"fits");
+    write(&a, "big.bin", &[7u8; 101]);
+    age(&a);
+    let mut engine = srv.engine(&a, ConflictStrategy::PreferNewer);
+    let r = engine.pass(PassOptions::default()).await.expect("pass");
+    assert_eq!(r.result.uploaded, ["small.txt"], "{r:?}");
+    let failed: Vec<&str> = r.result.errors.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(failed, ["big.bin"], "{r:?}");
+    assert_eq!(r.pending.uploads, ["big.bin"], "{r:?}");
+    assert_eq!(r.pending.total(), 1, "{r:?}");
+    let status = volebarn_sync::state::read_status(&a)
+        .expect("status")
+        .expect("written");
+    assert_eq!(status.pending.uploads, ["big.bin"]);
+    assert_eq!(server_tree(&c).await.keys().collect::<Vec<_>>(), ["small.txt"]);
 }
