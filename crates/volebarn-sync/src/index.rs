@@ -116,6 +116,10 @@ impl FileIndex {
         opts.set_max_open_files(64);
         opts.set_keep_log_file_num(2);
         opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
+        // A client process writes one batch per pass: its log buffer and memtable blocks need
+        // not be RocksDB's server-sized defaults (1 MiB each, held at a first sync's peak).
+        opts.set_writable_file_max_buffer_size(64 * 1024);
+        opts.set_arena_block_size(64 * 1024);
         let index_error = |source| SyncError::Index {
             path: dir.to_path_buf(),
             source,
