@@ -254,17 +254,28 @@ impl Client {
             parts.push((f.path, h, f.content));
         }
         let form = FormData::new(parts);
-        let content_type = format!("multipart/form-data; boundary={}", form.boundary);
-        let body = form.into_stream();
+        let boundary = form.boundary.clone();
+        let answer = self.post_bulk_upload(&boundary, form.into_stream()).await?;
+        self.sent(content_bytes);
+        Ok(answer)
+    }
+
+    /// Sends a bulk upload's `multipart/form-data` body and reads the answer.
+    async fn post_bulk_upload(
+        &self,
+        boundary: &str,
+        body: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    ) -> Result<BulkUploadResponse> {
         let resp = self
             .request(Method::POST, format!("{}/bulk/upload", self.base))
-            .header("content-type", content_type)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(reqwest::Body::wrap_stream(body))
             .send()
             .await?;
-        let answer = check(resp, "").await?.json().await?;
-        self.sent(content_bytes);
-        Ok(answer)
+        Ok(check(resp, "").await?.json().await?)
     }
 
     /// [`Client::bulk_upload_once`] reading the files from disk as the body is sent (on a
@@ -275,18 +286,12 @@ impl Client {
             parse_path(&f.path)?;
         }
         let boundary = FormData::boundary();
-        let content_type = format!("multipart/form-data; boundary={boundary}");
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(READ_AHEAD);
-        let reader = tokio::task::spawn_blocking(move || stream_parts(&boundary, files, &tx));
+        let b = boundary.clone();
+        let reader = tokio::task::spawn_blocking(move || stream_parts(&b, files, &tx));
         let body =
             futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|p| p.map(Ok::<_, std::io::Error>)));
-        let resp = self
-            .request(Method::POST, format!("{}/bulk/upload", self.base))
-            .header("content-type", content_type)
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await?;
-        let mut answer: BulkUploadResponse = check(resp, "").await?.json().await?;
+        let mut answer = self.post_bulk_upload(&boundary, body).await?;
         // The server answered after the closing delimiter, the reader's last piece: it is done.
         let (read, unreadable) = reader
             .await
