@@ -17,7 +17,9 @@ use std::path::Path;
 use volebarn_client::{
     BulkUploadResponse, Client, ClientError, ErrorCode, FileMetadata, LocalUpload, Result, UploadCondition,
 };
-use volebarn_core::sync::{conflict_copy_name, AsLocalState, BaseState, ConflictKind, ConflictResolution};
+use volebarn_core::sync::{
+    conflict_copy_name, AsLocalState, BaseState, ConflictKind, ConflictResolution, RemoteState,
+};
 use volebarn_core::timefmt::now_nanos;
 
 /// Transfers in flight while applying a plan.
@@ -84,6 +86,28 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ClientError + '_ {
 pub(crate) struct Executor<'a> {
     pub client: &'a Client,
     pub root: &'a Path,
+    /// The server's files as the plan saw them (the sizes batch the downloads).
+    pub remote: &'a BTreeMap<String, RemoteState>,
+}
+
+/// Groups sized items into bulk requests of up to [`BATCH_FILES`] items and [`BATCH_BYTES`]
+/// bytes (an item larger than that is a batch of its own), in order.
+fn batches<T>(items: impl IntoIterator<Item = (T, u64)>) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0u64;
+    for (item, size) in items {
+        match out.last_mut() {
+            Some(b) if b.len() < BATCH_FILES && bytes + size <= BATCH_BYTES => {
+                bytes += size;
+                b.push(item);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![item]);
+            }
+        }
+    }
+    out
 }
 
 impl Executor<'_> {
@@ -298,30 +322,18 @@ impl Executor<'_> {
             .partition(|p| local.get(*p).is_some_and(|f| f.local_state().size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
         // files are read from disk while its request is sent.
-        let mut batches: Vec<Vec<LocalUpload>> = Vec::new();
-        let mut batch_bytes = 0u64;
-        for p in small {
+        let batches = batches(small.into_iter().map(|p| {
             let condition = match plan.if_match.get(p) {
                 Some(rev) => UploadCondition::IfMatch(*rev),
                 None => UploadCondition::Create,
             };
-            let size = local.get(p).map_or(0, |f| f.local_state().size);
             let upload = LocalUpload {
                 path: p.clone(),
                 local: local_path(root, p),
                 condition,
             };
-            match batches.last_mut() {
-                Some(b) if b.len() < BATCH_FILES && batch_bytes + size <= BATCH_BYTES => {
-                    batch_bytes += size;
-                    b.push(upload);
-                }
-                _ => {
-                    batch_bytes = size;
-                    batches.push(vec![upload]);
-                }
-            }
-        }
+            (upload, local.get(p).map_or(0, |f| f.local_state().size))
+        }));
         let sent: Vec<(Vec<String>, Result<BulkUploadResponse>)> = futures_util::stream::iter(batches)
             .map(|batch| async move {
                 let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
@@ -394,17 +406,21 @@ impl Executor<'_> {
         }
     }
 
-    /// Downloads the plan's files in bulk requests of up to 1,000 files, streamed straight to
-    /// disk; whatever a bulk request could not deliver is fetched one by one (with retries).
+    /// Downloads the plan's small files in bulk requests (as many files and bytes as an
+    /// upload's), streamed straight to disk; large files, and whatever a bulk request could
+    /// not deliver, are fetched one by one (with retries). A bulk response is read as fast as
+    /// it arrives, whatever the disk's pace, so its size bounds what the client holds.
     async fn download_planned(
         &self,
         paths: &[String],
         base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
-        let mut leftover: Vec<String> = Vec::new();
-        for batch in paths.chunks(BATCH_FILES) {
-            match self.client.bulk_download_into(self.root, batch).await {
+        let size = |p: &String| self.remote.get(p).map_or(0, |r| r.size);
+        let (small, large): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| size(p) <= SMALL_FILE);
+        let mut leftover: Vec<String> = large.into_iter().cloned().collect();
+        for batch in batches(small.into_iter().map(|p| (p.clone(), size(p)))) {
+            match self.client.bulk_download_into(self.root, &batch).await {
                 Ok((written, failed)) => {
                     for m in written {
                         self.landed(&m, base, &mut result.downloaded);
@@ -513,5 +529,23 @@ fn tolerate(r: Result<()>, code: ErrorCode) -> Result<()> {
     match r {
         Err(e) if e.error_code() == Some(code) => Ok(()),
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_at_most_their_files_and_bytes_in_order() {
+        const MIB: u64 = 1024 * 1024;
+        let sizes = [MIB, MIB, MIB, MIB, 1, 5 * MIB, 0, 0];
+        let got = batches(sizes.iter().enumerate().map(|(i, s)| (i, *s)));
+        assert_eq!(got, [vec![0, 1, 2, 3], vec![4], vec![5], vec![6, 7]]);
+        let many = batches((0..2500).map(|i| (i, 1)));
+        let lens: Vec<usize> = many.iter().map(Vec::len).collect();
+        assert_eq!(lens, [1000, 1000, 500]);
+        assert_eq!(many.concat(), (0..2500).collect::<Vec<_>>());
+        assert!(batches(Vec::<(u8, u64)>::new()).is_empty());
     }
 }

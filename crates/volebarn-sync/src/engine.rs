@@ -713,6 +713,7 @@ impl Engine {
             Executor {
                 client: &client,
                 root: &self.root,
+                remote: &self.remote.files,
             }
             .apply(&plan, &sc.files, base, &mut report)
             .await;
