@@ -26,9 +26,12 @@ use volebarn_core::timefmt::now_nanos;
 const CONCURRENCY: usize = 8;
 /// Files up to this size are uploaded in bulk requests.
 const SMALL_FILE: u64 = 1024 * 1024;
-/// Limits of one bulk upload request.
+/// Limits of one bulk request.
 const BATCH_BYTES: u64 = 4 * 1024 * 1024;
 const BATCH_FILES: usize = 1000;
+/// Bytes of one bulk download request: its response is read as fast as it arrives, so this
+/// bounds what waits in memory for the disk.
+const DOWNLOAD_BATCH_BYTES: u64 = 2 * 1024 * 1024;
 /// Bulk uploads in flight while applying a plan. Each holds its files' bytes: with 4, the first
 /// sync of 10,000 files peaked at 55 MB; with 2, at 49 MB, and took no longer (the server's
 /// durable writes, not the client, set the pace).
@@ -90,14 +93,14 @@ pub(crate) struct Executor<'a> {
     pub remote: &'a BTreeMap<String, RemoteState>,
 }
 
-/// Groups sized items into bulk requests of up to [`BATCH_FILES`] items and [`BATCH_BYTES`]
+/// Groups sized items into bulk requests of up to [`BATCH_FILES`] items and `max_bytes`
 /// bytes (an item larger than that is a batch of its own), in order.
-fn batches<T>(items: impl IntoIterator<Item = (T, u64)>) -> Vec<Vec<T>> {
+fn batches<T>(items: impl IntoIterator<Item = (T, u64)>, max_bytes: u64) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = Vec::new();
     let mut bytes = 0u64;
     for (item, size) in items {
         match out.last_mut() {
-            Some(b) if b.len() < BATCH_FILES && bytes + size <= BATCH_BYTES => {
+            Some(b) if b.len() < BATCH_FILES && bytes + size <= max_bytes => {
                 bytes += size;
                 b.push(item);
             }
@@ -322,18 +325,21 @@ impl Executor<'_> {
             .partition(|p| local.get(*p).is_some_and(|f| f.local_state().size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
         // files are read from disk while its request is sent.
-        let batches = batches(small.into_iter().map(|p| {
-            let condition = match plan.if_match.get(p) {
-                Some(rev) => UploadCondition::IfMatch(*rev),
-                None => UploadCondition::Create,
-            };
-            let upload = LocalUpload {
-                path: p.clone(),
-                local: local_path(root, p),
-                condition,
-            };
-            (upload, local.get(p).map_or(0, |f| f.local_state().size))
-        }));
+        let batches = batches(
+            small.into_iter().map(|p| {
+                let condition = match plan.if_match.get(p) {
+                    Some(rev) => UploadCondition::IfMatch(*rev),
+                    None => UploadCondition::Create,
+                };
+                let upload = LocalUpload {
+                    path: p.clone(),
+                    local: local_path(root, p),
+                    condition,
+                };
+                (upload, local.get(p).map_or(0, |f| f.local_state().size))
+            }),
+            BATCH_BYTES,
+        );
         let sent: Vec<(Vec<String>, Result<BulkUploadResponse>)> = futures_util::stream::iter(batches)
             .map(|batch| async move {
                 let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
@@ -406,8 +412,8 @@ impl Executor<'_> {
         }
     }
 
-    /// Downloads the plan's small files in bulk requests (as many files and bytes as an
-    /// upload's), streamed straight to disk; large files, and whatever a bulk request could
+    /// Downloads the plan's small files in bulk requests (up to 1,000 files and 2 MiB),
+    /// streamed straight to disk; large files, and whatever a bulk request could
     /// not deliver, are fetched one by one (with retries). A bulk response is read as fast as
     /// it arrives, whatever the disk's pace, so its size bounds what the client holds.
     async fn download_planned(
@@ -419,7 +425,10 @@ impl Executor<'_> {
         let size = |p: &String| self.remote.get(p).map_or(0, |r| r.size);
         let (small, large): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| size(p) <= SMALL_FILE);
         let mut leftover: Vec<String> = large.into_iter().cloned().collect();
-        for batch in batches(small.into_iter().map(|p| (p.clone(), size(p)))) {
+        for batch in batches(
+            small.into_iter().map(|p| (p.clone(), size(p))),
+            DOWNLOAD_BATCH_BYTES,
+        ) {
             match self.client.bulk_download_into(self.root, &batch).await {
                 Ok((written, failed)) => {
                     for m in written {
@@ -540,12 +549,14 @@ mod tests {
     fn batches_hold_at_most_their_files_and_bytes_in_order() {
         const MIB: u64 = 1024 * 1024;
         let sizes = [MIB, MIB, MIB, MIB, 1, 5 * MIB, 0, 0];
-        let got = batches(sizes.iter().enumerate().map(|(i, s)| (i, *s)));
+        let got = batches(sizes.iter().enumerate().map(|(i, s)| (i, *s)), 4 * MIB);
         assert_eq!(got, [vec![0, 1, 2, 3], vec![4], vec![5], vec![6, 7]]);
-        let many = batches((0..2500).map(|i| (i, 1)));
+        let many = batches((0..2500).map(|i| (i, 1)), 4 * MIB);
         let lens: Vec<usize> = many.iter().map(Vec::len).collect();
         assert_eq!(lens, [1000, 1000, 500]);
         assert_eq!(many.concat(), (0..2500).collect::<Vec<_>>());
-        assert!(batches(Vec::<(u8, u64)>::new()).is_empty());
+        assert!(batches(Vec::<(u8, u64)>::new(), 4 * MIB).is_empty());
+        let small = batches([(0, MIB), (1, MIB), (2, MIB)], 2 * MIB);
+        assert_eq!(small, [vec![0, 1], vec![2]]);
     }
 }
