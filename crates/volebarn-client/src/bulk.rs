@@ -51,6 +51,7 @@ impl FormData {
     fn close(boundary: &str) -> Vec<u8> {
         format!("--{boundary}--\r\n").into_bytes()
     }
+
     /// The body, lazily: a part is encoded only when the connection asks for more.
     fn into_stream(self) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let mut next = 0;
@@ -179,6 +180,32 @@ fn read_local(path: &Path) -> std::io::Result<(Vec<u8>, i64)> {
     let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut content)?;
     Ok((content, crate::client::time_nanos(meta.modified()?)))
+}
+
+/// Groups items into bulk requests of at most `max_files` items and `max_bytes` bytes by
+/// `size` (an item larger than that is a request of its own), in order.
+pub fn bulk_batches<T>(
+    items: impl IntoIterator<Item = T>,
+    size: impl Fn(&T) -> u64,
+    max_files: usize,
+    max_bytes: u64,
+) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0u64;
+    for item in items {
+        let n = size(&item);
+        match out.last_mut() {
+            Some(b) if b.len() < max_files && bytes + n <= max_bytes => {
+                bytes += n;
+                b.push(item);
+            }
+            _ => {
+                bytes = n;
+                out.push(vec![item]);
+            }
+        }
+    }
+    out
 }
 
 /// One file of a bulk upload (the seed's `FileUpload`).
@@ -683,6 +710,21 @@ mod tests {
             out.push((name, file_name, headers, bytes));
         }
         out
+    }
+
+    #[test]
+    fn bulk_batches_hold_at_most_their_files_and_bytes_in_order() {
+        const MIB: u64 = 1024 * 1024;
+        let sizes = [MIB, MIB, MIB, MIB, 1, 5 * MIB, 0, 0];
+        let got = bulk_batches(0..sizes.len(), |i| sizes[*i], 1000, 4 * MIB);
+        assert_eq!(got, [vec![0, 1, 2, 3], vec![4], vec![5], vec![6, 7]]);
+        let many = bulk_batches(0..2500, |_| 1, 1000, 4 * MIB);
+        let lens: Vec<usize> = many.iter().map(Vec::len).collect();
+        assert_eq!(lens, [1000, 1000, 500]);
+        assert_eq!(many.concat(), (0..2500).collect::<Vec<_>>());
+        assert!(bulk_batches(Vec::<u8>::new(), |_| 1, 1000, 4 * MIB).is_empty());
+        let small = bulk_batches([MIB, MIB, MIB], |s| *s, 1000, 2 * MIB);
+        assert_eq!(small, [vec![MIB, MIB], vec![MIB]]);
     }
 
     #[tokio::test]

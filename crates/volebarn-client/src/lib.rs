@@ -16,7 +16,9 @@ mod progress;
 pub mod queue;
 pub mod resilience;
 
-pub use bulk::{BulkDownload, ConditionalUpload, FileDownload, FileUpload, LocalUpload, UploadCondition};
+pub use bulk::{
+    bulk_batches, BulkDownload, ConditionalUpload, FileDownload, FileUpload, LocalUpload, UploadCondition,
+};
 pub use client::{hash_file, Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};
 pub use large::LargeFileConfig;

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use volebarn_client::{
-    BulkUploadResponse, Client, ClientError, ErrorCode, FileMetadata, LocalUpload, Result, UploadCondition,
+    bulk_batches, BulkUploadResponse, Client, ClientError, ErrorCode, FileMetadata, LocalUpload, Result,
+    UploadCondition,
 };
 use volebarn_core::sync::{
     conflict_copy_name, AsLocalState, BaseState, ConflictKind, ConflictResolution, RemoteState,
@@ -91,26 +92,6 @@ pub(crate) struct Executor<'a> {
     pub root: &'a Path,
     /// The server's files as the plan saw them (the sizes batch the downloads).
     pub remote: &'a BTreeMap<String, RemoteState>,
-}
-
-/// Groups sized items into bulk requests of up to [`BATCH_FILES`] items and `max_bytes`
-/// bytes (an item larger than that is a batch of its own), in order.
-fn batches<T>(items: impl IntoIterator<Item = (T, u64)>, max_bytes: u64) -> Vec<Vec<T>> {
-    let mut out: Vec<Vec<T>> = Vec::new();
-    let mut bytes = 0u64;
-    for (item, size) in items {
-        match out.last_mut() {
-            Some(b) if b.len() < BATCH_FILES && bytes + size <= max_bytes => {
-                bytes += size;
-                b.push(item);
-            }
-            _ => {
-                bytes = size;
-                out.push(vec![item]);
-            }
-        }
-    }
-    out
 }
 
 impl Executor<'_> {
@@ -325,21 +306,16 @@ impl Executor<'_> {
             .partition(|p| local.get(*p).is_some_and(|f| f.local_state().size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
         // files are read from disk while its request is sent.
-        let batches = batches(
-            small.into_iter().map(|p| {
-                let condition = match plan.if_match.get(p) {
-                    Some(rev) => UploadCondition::IfMatch(*rev),
-                    None => UploadCondition::Create,
-                };
-                let upload = LocalUpload {
-                    path: p.clone(),
-                    local: local_path(root, p),
-                    condition,
-                };
-                (upload, local.get(p).map_or(0, |f| f.local_state().size))
-            }),
-            BATCH_BYTES,
-        );
+        let uploads = small.into_iter().map(|p| LocalUpload {
+            path: p.clone(),
+            local: local_path(root, p),
+            condition: match plan.if_match.get(p) {
+                Some(rev) => UploadCondition::IfMatch(*rev),
+                None => UploadCondition::Create,
+            },
+        });
+        let size = |u: &LocalUpload| local.get(&u.path).map_or(0, |f| f.local_state().size);
+        let batches = bulk_batches(uploads, size, BATCH_FILES, BATCH_BYTES);
         let sent: Vec<(Vec<String>, Result<BulkUploadResponse>)> = futures_util::stream::iter(batches)
             .map(|batch| async move {
                 let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
@@ -422,13 +398,11 @@ impl Executor<'_> {
         base: &mut BTreeMap<String, BaseState>,
         result: &mut SyncResult,
     ) {
-        let size = |p: &String| self.remote.get(p).map_or(0, |r| r.size);
+        let size = |p: &&String| self.remote.get(*p).map_or(0, |r| r.size);
         let (small, large): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| size(p) <= SMALL_FILE);
         let mut leftover: Vec<String> = large.into_iter().cloned().collect();
-        for batch in batches(
-            small.into_iter().map(|p| (p.clone(), size(p))),
-            DOWNLOAD_BATCH_BYTES,
-        ) {
+        for batch in bulk_batches(small, size, BATCH_FILES, DOWNLOAD_BATCH_BYTES) {
+            let batch: Vec<String> = batch.into_iter().cloned().collect();
             match self.client.bulk_download_into(self.root, &batch).await {
                 Ok((written, failed)) => {
                     for m in written {
@@ -538,25 +512,5 @@ fn tolerate(r: Result<()>, code: ErrorCode) -> Result<()> {
     match r {
         Err(e) if e.error_code() == Some(code) => Ok(()),
         r => r,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_hold_at_most_their_files_and_bytes_in_order() {
-        const MIB: u64 = 1024 * 1024;
-        let sizes = [MIB, MIB, MIB, MIB, 1, 5 * MIB, 0, 0];
-        let got = batches(sizes.iter().enumerate().map(|(i, s)| (i, *s)), 4 * MIB);
-        assert_eq!(got, [vec![0, 1, 2, 3], vec![4], vec![5], vec![6, 7]]);
-        let many = batches((0..2500).map(|i| (i, 1)), 4 * MIB);
-        let lens: Vec<usize> = many.iter().map(Vec::len).collect();
-        assert_eq!(lens, [1000, 1000, 500]);
-        assert_eq!(many.concat(), (0..2500).collect::<Vec<_>>());
-        assert!(batches(Vec::<(u8, u64)>::new(), 4 * MIB).is_empty());
-        let small = batches([(0, MIB), (1, MIB), (2, MIB)], 2 * MIB);
-        assert_eq!(small, [vec![0, 1], vec![2]]);
     }
 }

@@ -39,9 +39,7 @@ impl RemoteMirror {
     fn of_index(index: &BTreeMap<String, Entry>, cursor: u64) -> RemoteMirror {
         // Sorted already: each map is built in one go.
         RemoteMirror {
-            files: crate::index::bases(index)
-                .map(|(p, b)| (p.clone(), base_as_remote(&b)))
-                .collect(),
+            files: remote_of_bases(index),
             dirs: index
                 .iter()
                 .filter(|(_, e)| e.dir)
@@ -670,9 +668,7 @@ impl Engine {
         if let Err(e) = online {
             report.offline = Some(format!("server unreachable: {e}"));
             // What would go up if the server still held the base: the local changes alone.
-            let base = base_of_index(&self.index.entries);
-            let as_remote: BTreeMap<String, RemoteState> =
-                base.iter().map(|(p, b)| (p.clone(), base_as_remote(b))).collect();
+            let as_remote = remote_of_bases(&self.index.entries);
             let plan = self.plan(&sc, &as_remote, &self.remote.dirs, opts);
             report.pending = Pending::of(&plan);
             report.plan = Some(plan);
@@ -853,16 +849,16 @@ impl Engine {
     }
 
     /// Writes the index (scan stats + new base) and the status file.
-    /// `base`: the base after this pass (`None`: the index's, unchanged). Only the entries
-    /// that differ from the index are written, and applied to it in place.
+    /// `base_map`: the base after this pass (`None`: the index's, unchanged), freed once it is in
+    /// the changes. Only the entries that differ from the index are written, and applied to it
+    /// in place.
     fn persist(
         &mut self,
         sc: &Scan,
-        base: Option<BTreeMap<String, BaseState>>,
+        base_map: Option<BTreeMap<String, BaseState>>,
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
-        let base_map = base;
         let base = base_map.as_ref();
         let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(String::as_str).collect();
         let index = Arc::clone(&self.index.entries);
@@ -995,6 +991,13 @@ impl Engine {
         self.status = status;
         Ok(())
     }
+}
+
+/// The server's files as the index records them synced (their bases), in path order.
+fn remote_of_bases(index: &BTreeMap<String, Entry>) -> BTreeMap<String, RemoteState> {
+    crate::index::bases(index)
+        .map(|(p, b)| (p.clone(), base_as_remote(&b)))
+        .collect()
 }
 
 fn base_as_remote(b: &BaseState) -> RemoteState {

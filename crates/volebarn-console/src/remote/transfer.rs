@@ -14,13 +14,15 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use volebarn_client::{Client, ClientError, ErrorCode, FileMetadata, LocalUpload, UploadCondition, VPath};
+use volebarn_client::{
+    bulk_batches, Client, ClientError, ErrorCode, FileMetadata, LocalUpload, UploadCondition, VPath,
+};
 use volebarn_sync::STATE_DIR;
 
 /// Files up to this size travel in bulk requests; bigger ones one by one, streamed (and over
 /// the client's large-file threshold, as resumable chunks).
 const SMALL_FILE: u64 = 1024 * 1024;
-/// Limits of one bulk request; small enough that the progress bar moves.
+/// Limits of one bulk request ([`bulk_batches`]); small enough that the progress bar moves.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 const BATCH_FILES: usize = 1000;
 
@@ -209,7 +211,7 @@ async fn get_in_bulk<'a>(
         .map(|(rel, m)| (m.path.as_str(), (*rel, *m)))
         .collect();
     let mut leftover = Vec::new();
-    for batch in batches(small, |(_, m)| m.size) {
+    for batch in bulk_batches(small.iter().copied(), |(_, m)| m.size, BATCH_FILES, BATCH_BYTES) {
         let paths: Vec<String> = batch.iter().map(|(_, m)| m.path.clone()).collect();
         match client.bulk_download_into(&stage, &paths).await {
             Ok((written, _missing)) => {
@@ -248,20 +250,6 @@ async fn get_in_bulk<'a>(
         let _ = tokio::fs::remove_dir_all(&stage).await;
     }
     leftover
-}
-
-/// Splits `items` into bulk requests of at most `BATCH_FILES` files and about `BATCH_BYTES`.
-fn batches<T>(items: &[T], size: impl Fn(&T) -> u64) -> Vec<&[T]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0u64);
-    for (i, item) in items.iter().enumerate() {
-        bytes += size(item);
-        if bytes >= BATCH_BYTES || i + 1 - start >= BATCH_FILES || i + 1 == items.len() {
-            out.push(&items[start..=i]);
-            (start, bytes) = (i + 1, 0);
-        }
-    }
-    out
 }
 
 /// Creates a remote file or replaces the one there (which is kept as a version).
@@ -448,8 +436,8 @@ async fn put_tree(ctx: &Ctx, client: &Client, root: &Path, base: &VPath) -> anyh
     let total: u64 = tree.files.iter().map(|f| f.size).sum();
     let progress = ctx.out.progress(total, tree.files.len() as u64);
     let (small, large): (Vec<_>, Vec<_>) = tree.files.iter().partition(|f| f.size <= SMALL_FILE);
-    for batch in batches(&small, |f| f.size) {
-        put_batch(client, base, batch, &progress, &mut report).await?;
+    for batch in bulk_batches(small, |f| f.size, BATCH_FILES, BATCH_BYTES) {
+        put_batch(client, base, &batch, &progress, &mut report).await?;
     }
     let results: Vec<_> = futures_util::stream::iter(large)
         .map(|f| async move {
@@ -520,15 +508,14 @@ mod tests {
 
     #[test]
     fn batches_respect_file_and_byte_limits() {
-        let sizes = vec![SMALL_FILE; 40];
-        let b = batches(&sizes, |s| *s);
+        let batches = |items: Vec<u64>| bulk_batches(items, |s| *s, BATCH_FILES, BATCH_BYTES);
+        let b = batches(vec![SMALL_FILE; 40]);
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![16, 16, 8]);
-        let many = vec![1u64; BATCH_FILES + 1];
-        let b = batches(&many, |s| *s);
+        let b = batches(vec![1u64; BATCH_FILES + 1]);
         assert_eq!(
             b.iter().map(|b| b.len()).collect::<Vec<_>>(),
             vec![BATCH_FILES, 1]
         );
-        assert!(batches(&Vec::<u64>::new(), |s| *s).is_empty());
+        assert!(batches(Vec::new()).is_empty());
     }
 }
