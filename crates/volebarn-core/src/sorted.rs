@@ -1,7 +1,7 @@
 //! Helpers for walking sorted collections of paths side by side: the sync planner compares
 //! whole-folder maps, and a merge costs far less than a lookup per path.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::iter::Peekable;
 
 /// Answers "is `key` there?" for keys asked in ascending order, walking the sorted `keys` once.
@@ -91,6 +91,52 @@ pub fn add_ancestors<'a>(out: &mut BTreeSet<&'a str>, paths: impl IntoIterator<I
     }
 }
 
+/// Applies `changes` (sorted by key, each key once: its new value, or `None` to remove it) to
+/// `map`. A few are inserted in place; many (more than an eighth of the map) rebuild it in one
+/// go from a merge: keys inserted one by one in order leave the map's nodes about half full,
+/// which for a whole-folder map is megabytes held for as long as the map lives.
+pub fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
+    if changes.len() <= map.len() / 8 {
+        for (k, v) in changes {
+            match v {
+                Some(v) => {
+                    map.insert(k, v);
+                }
+                None => {
+                    map.remove(&k);
+                }
+            }
+        }
+        return;
+    }
+    let mut merged: Vec<(K, V)> = Vec::with_capacity(map.len() + changes.len());
+    {
+        // The old map's nodes are freed as the merge walks past them.
+        let (mut old, mut new) = (
+            std::mem::take(map).into_iter().peekable(),
+            changes.into_iter().peekable(),
+        );
+        loop {
+            let take_old = match (old.peek(), new.peek()) {
+                (Some((a, _)), Some((b, _))) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_old {
+                merged.extend(old.next());
+                continue;
+            }
+            let (k, v) = new.next().expect("peeked");
+            if old.peek().is_some_and(|(a, _)| *a == k) {
+                old.next();
+            }
+            merged.extend(v.map(|v| (k, v)));
+        }
+    }
+    *map = merged.into_iter().collect();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +151,34 @@ mod tests {
         assert_eq!(answers, expected);
         assert_eq!(parent("a/b/c"), "a/b");
         assert_eq!(parent("top"), "");
+    }
+
+    #[test]
+    fn applied_changes_insert_replace_and_remove_in_place_or_by_rebuilding() {
+        let start: BTreeMap<u32, char> = [(1, 'a'), (3, 'c'), (5, 'e'), (7, 'g')].into();
+        // Few changes (in place) and many (rebuilt): the same result either way.
+        let big: BTreeMap<u32, char> = (100..200).map(|k| (k, 'x')).chain(start.clone()).collect();
+        let changes = vec![
+            (0, Some('z')),
+            (3, None),
+            (5, Some('E')),
+            (6, Some('f')),
+            (9, None),
+        ];
+        let mut expected = big.clone();
+        expected.insert(0, 'z');
+        expected.remove(&3);
+        expected.insert(5, 'E');
+        expected.insert(6, 'f');
+        let mut in_place = big.clone();
+        apply_changes(&mut in_place, changes.clone());
+        assert_eq!(in_place, expected);
+        let mut rebuilt = start.clone();
+        apply_changes(&mut rebuilt, changes);
+        assert_eq!(rebuilt, [(0, 'z'), (1, 'a'), (5, 'E'), (6, 'f'), (7, 'g')].into());
+        let mut emptied = start.clone();
+        apply_changes(&mut emptied, start.keys().map(|k| (*k, None)).collect());
+        assert!(emptied.is_empty());
     }
 
     #[test]

@@ -183,21 +183,40 @@ impl Pending {
         }
     }
 
-    /// What is still to do once a pass has executed its plan: the operations that failed
-    /// (and conflicts left for the user). What the pass did is no longer pending.
-    fn left_after(&mut self, r: &SyncResult) {
+    /// What is still to do once a pass has executed `plan` as `r` says: the operations that
+    /// failed (and conflicts left for the user). What the pass did is no longer pending. Made
+    /// after the pass, so a large plan is not copied while it runs.
+    fn left_after(plan: &Plan, r: &SyncResult) -> Pending {
         let failed: BTreeSet<&str> = r.errors.iter().map(|(p, _)| p.as_str()).collect();
-        let left = |v: &mut Vec<String>| v.retain(|p| failed.contains(p.as_str()));
-        left(&mut self.uploads);
-        left(&mut self.downloads);
-        left(&mut self.deletes_remote);
-        left(&mut self.deletes_local);
-        left(&mut self.dir_deletes_remote);
-        left(&mut self.dir_deletes_local);
-        self.moves
-            .retain(|(from, to)| failed.contains(from.as_str()) || failed.contains(to.as_str()));
-        self.conflicts
-            .retain(|p| failed.contains(p.as_str()) || r.conflicts.contains(p));
+        let left = |v: &[String]| -> Vec<String> {
+            if failed.is_empty() {
+                return Vec::new();
+            }
+            v.iter()
+                .filter(|p| failed.contains(p.as_str()))
+                .cloned()
+                .collect()
+        };
+        Pending {
+            uploads: left(&plan.uploads),
+            downloads: left(&plan.downloads),
+            deletes_remote: left(&plan.deletes_remote),
+            deletes_local: left(&plan.deletes_local),
+            moves: plan
+                .moves
+                .iter()
+                .filter(|m| failed.contains(m.from.as_str()) || failed.contains(m.to.as_str()))
+                .map(|m| (m.from.clone(), m.to.clone()))
+                .collect(),
+            conflicts: plan
+                .conflicts
+                .iter()
+                .filter(|c| failed.contains(c.path.as_str()) || r.conflicts.contains(&c.path))
+                .map(|c| c.path.clone())
+                .collect(),
+            dir_deletes_remote: left(&plan.dir_deletes_remote),
+            dir_deletes_local: left(&plan.dir_deletes_local),
+        }
     }
 
     pub fn total(&self) -> usize {
@@ -692,8 +711,8 @@ impl Engine {
                 ),
             )
         }));
-        report.pending = Pending::of(&plan);
         if opts.dry_run {
+            report.pending = Pending::of(&plan);
             report.moved = report.pending.moves.clone();
             report.plan = Some(plan);
             self.last_scan = Some(sc);
@@ -705,6 +724,7 @@ impl Engine {
         let mut base = None;
         if !plan.is_empty() {
             let base = base.insert(base_of_index(&self.index.entries));
+            let synced_before = base.len();
             let client = self.transfer_client(&plan, &sc.files);
             Executor {
                 client: &client,
@@ -713,6 +733,11 @@ impl Engine {
             }
             .apply(&plan, &sc.files, base, &mut report)
             .await;
+            if base.len().saturating_sub(synced_before) > synced_before / 8 {
+                // Grown file by file (a first sync): its nodes are half empty. Rebuilt in one
+                // go (freed as it is read), it takes half the memory through persist.
+                *base = std::mem::take(base).into_iter().collect();
+            }
             // The mirror follows what this pass did to the server's tree.
             for (from, to) in &report.moved {
                 move_keys(&mut self.remote.files, from, to);
@@ -723,7 +748,7 @@ impl Engine {
             }
             report.created_remote_dirs = plan.create_dirs_remote.clone();
             self.follow_base(base, &report);
-            report.pending.left_after(&report.result);
+            report.pending = Pending::left_after(&plan, &report.result);
         }
         let applied = planning.elapsed();
         report.manual_conflicts = self.record_conflicts(&report.result)?;
@@ -819,20 +844,14 @@ impl Engine {
         let index = Arc::clone(&self.index.entries);
         // Both are sorted: one merge finds the bases this pass set, changed or dropped.
         let before = index.iter().filter_map(|(p, e)| e.base.map(|b| (p, b)));
-        for (p, was, now) in volebarn_core::sorted::join(before, base) {
-            if was == now.map(|b| Base::from(*b)) {
-                continue;
-            }
-            match now {
-                Some(b) => {
-                    add_parents(&mut self.remote.dirs, p);
-                    self.remote.files.insert(p.clone(), base_as_remote(b));
-                }
-                None => {
-                    self.remote.files.remove(p);
-                }
-            }
+        let changes: Vec<(String, Option<RemoteState>)> = volebarn_core::sorted::join(before, base)
+            .filter(|(_, was, now)| *was != now.map(|b| Base::from(*b)))
+            .map(|(p, _, now)| (p.clone(), now.map(base_as_remote)))
+            .collect();
+        for (p, _) in changes.iter().filter(|(_, now)| now.is_some()) {
+            add_parents(&mut self.remote.dirs, p);
         }
+        volebarn_core::sorted::apply_changes(&mut self.remote.files, changes);
         for d in &report.created_remote_dirs {
             if !report.result.errors.iter().any(|(p, _)| p == d) {
                 add_parents(&mut self.remote.dirs, d);
@@ -950,7 +969,9 @@ impl Engine {
         // The pass's base is in `changes` now: freed before the index grows by them.
         drop(base_map);
         drop(index);
-        if cursor != self.stored_cursor {
+        // Changes written in several batches take the cursor out in the first (see
+        // FileIndex::apply), so it is written again in the last.
+        if cursor != self.stored_cursor || changes.len() > crate::index::BATCH_ENTRIES {
             self.index.apply(changes, &[(CURSOR_KEY, cursor.as_deref())])?;
             self.stored_cursor = cursor;
         } else {

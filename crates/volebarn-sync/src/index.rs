@@ -91,6 +91,11 @@ pub fn bases(entries: &BTreeMap<String, Entry>) -> impl Iterator<Item = (&String
 }
 
 const FILE_PREFIX: u8 = b'f';
+/// Index entries per write batch (see [`FileIndex::apply`]).
+pub const BATCH_ENTRIES: usize = 4096;
+/// RocksDB's memtable: flushed to disk (and freed) once it holds this much, instead of
+/// RocksDB's 64 MiB, which after a first sync would stay in memory for the life of a watch.
+const WRITE_BUFFER: usize = 2 << 20;
 const META_PREFIX: u8 = b'm';
 
 pub struct FileIndex {
@@ -120,6 +125,7 @@ impl FileIndex {
         // not be RocksDB's server-sized defaults (1 MiB each, held at a first sync's peak).
         opts.set_writable_file_max_buffer_size(64 * 1024);
         opts.set_arena_block_size(64 * 1024);
+        opts.set_write_buffer_size(WRITE_BUFFER);
         let index_error = |source| SyncError::Index {
             path: dir.to_path_buf(),
             source,
@@ -183,47 +189,62 @@ impl FileIndex {
         self.apply(changes, meta)
     }
 
-    /// Persists `changes` (each path once: its new entry, or `None` to remove it) and `meta`
-    /// in one synced batch, and applies them to `entries` in place: the whole map is copied
-    /// only while something else (a scan) still shares it.
+    /// Persists `changes` (each path once, in path order: its new entry, or `None` to remove
+    /// it) and `meta` (written, or deleted with `None`), and applies them to `entries` in place:
+    /// the whole map is copied only while something else (a scan) still shares it.
+    ///
+    /// Up to [`BATCH_ENTRIES`] changes go in one synced batch with `meta`. More are written in
+    /// batches of that size, so neither the batch nor RocksDB's memtable holds a whole folder:
+    /// the keys of `meta` are deleted in the first batch and written in the last, which alone
+    /// is synced (the log is replayed in order, so a crash leaves a prefix of the batches,
+    /// without `meta`). Every entry written is true on its own (the pass did what it says), so
+    /// a prefix only leaves the rest to be planned again.
     pub fn apply(
         &mut self,
         changes: Vec<(String, Option<Entry>)>,
         meta: &[(&str, Option<&[u8]>)],
     ) -> Result<usize> {
-        let mut batch = rocksdb::WriteBatch::default();
-        for (name, value) in meta {
-            match value {
-                Some(v) => batch.put(key(META_PREFIX, name), v),
-                None => batch.delete(key(META_PREFIX, name)),
+        let chunks: Vec<&[(String, Option<Entry>)]> = if changes.is_empty() {
+            // The metadata alone.
+            vec![&[]]
+        } else {
+            changes.chunks(BATCH_ENTRIES).collect()
+        };
+        let mut written = 0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut batch = rocksdb::WriteBatch::default();
+            if i == 0 && chunks.len() > 1 {
+                for (name, _) in meta {
+                    batch.delete(key(META_PREFIX, name));
+                }
             }
-        }
-        for (p, e) in &changes {
-            match e {
-                Some(e) => batch.put(key(FILE_PREFIX, p), bitcode::encode(e)),
-                None => batch.delete(key(FILE_PREFIX, p)),
-            }
-        }
-        let n = batch.len();
-        if n > 0 {
-            let mut w = rocksdb::WriteOptions::default();
-            w.set_sync(true);
-            self.db.write_opt(batch, &w).map_err(|e| self.error(e))?;
-        }
-        if !changes.is_empty() {
-            let entries = Arc::make_mut(&mut self.entries);
-            for (p, e) in changes {
+            for (p, e) in *chunk {
                 match e {
-                    Some(e) => {
-                        entries.insert(p, e);
-                    }
-                    None => {
-                        entries.remove(&p);
+                    Some(e) => batch.put(key(FILE_PREFIX, p), bitcode::encode(e)),
+                    None => batch.delete(key(FILE_PREFIX, p)),
+                }
+            }
+            let last = i + 1 == chunks.len();
+            if last {
+                for (name, value) in meta {
+                    match value {
+                        Some(v) => batch.put(key(META_PREFIX, name), v),
+                        None => batch.delete(key(META_PREFIX, name)),
                     }
                 }
             }
+            if batch.is_empty() {
+                continue;
+            }
+            written += chunk.len() + if last { meta.len() } else { 0 };
+            let mut w = rocksdb::WriteOptions::default();
+            w.set_sync(last);
+            self.db.write_opt(batch, &w).map_err(|e| self.error(e))?;
         }
-        Ok(n)
+        if !changes.is_empty() {
+            volebarn_core::sorted::apply_changes(Arc::make_mut(&mut self.entries), changes);
+        }
+        Ok(written)
     }
 
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -319,5 +340,48 @@ mod tests {
         assert_eq!(idx.get_meta("m").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"42"[..]));
         assert_eq!(idx.base_count(), 1);
+    }
+
+    #[test]
+    fn a_large_change_is_written_in_batches_and_all_of_it_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |n: u64| Entry {
+            local: None,
+            base: Some(Base {
+                xxh3: n,
+                size: n,
+                mtime: 1,
+                rev: n,
+            }),
+            dir: false,
+        };
+        let n = BATCH_ENTRIES * 2 + 5;
+        let paths: Vec<String> = (0..n).map(|i| format!("d/{i:06}")).collect();
+        {
+            let mut idx = FileIndex::open(dir.path()).unwrap();
+            idx.put_meta("cursor", b"old").unwrap();
+            let changes = paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), Some(entry(i as u64))))
+                .collect();
+            assert_eq!(idx.apply(changes, &[("cursor", Some(b"new"))]).unwrap(), n + 1);
+            assert_eq!(idx.entries.len(), n);
+            assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"new"[..]));
+            // Then most of them removed again, in batches too (the map is rebuilt).
+            let removed = paths[..n - 3].iter().map(|p| (p.clone(), None)).collect();
+            assert_eq!(idx.apply(removed, &[("cursor", None)]).unwrap(), n - 3 + 1);
+            assert_eq!(
+                idx.entries.keys().collect::<Vec<_>>(),
+                paths[n - 3..].iter().collect::<Vec<_>>()
+            );
+        }
+        let idx = FileIndex::open(dir.path()).unwrap();
+        assert_eq!(
+            idx.entries.keys().collect::<Vec<_>>(),
+            paths[n - 3..].iter().collect::<Vec<_>>()
+        );
+        assert_eq!(idx.entries[&paths[n - 1]], entry(n as u64 - 1));
+        assert_eq!(idx.get_meta("cursor").unwrap(), None);
     }
 }

@@ -162,15 +162,15 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
     let mut out = Scan::default();
     let mut files: Vec<(String, Stat)> = Vec::new();
     let mut dirs: Vec<String> = Vec::new();
-    let mut to_hash: Vec<(String, PathBuf)> = Vec::new();
+    let mut to_hash: Vec<String> = Vec::new();
     for found in walk(root, under) {
         match found {
             Found::Dir(rel) => dirs.push(rel),
-            Found::File(rel, path, stat) => {
+            Found::File(rel, stat) => {
                 out.examined += 1;
                 match (stat, previous.get(&rel).and_then(|e| e.local)) {
                     (Ok(stat), Some(s)) if s.same_file(&stat) => files.push((rel, s)),
-                    (Ok(_), _) => to_hash.push((rel, path)),
+                    (Ok(_), _) => to_hash.push(rel),
                     (Err(why), _) => {
                         out.skipped.insert(rel.clone());
                         out.problems.push((rel, why));
@@ -191,13 +191,14 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
             }
         }
     }
-    // Built from sorted runs in one go, which costs far less than inserting path by path.
+    hash_all(root, to_hash, &mut files, &mut out);
+    // Built from sorted runs in one go: inserting path by path leaves the map's nodes half
+    // full (twice the memory) and costs more time.
     files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     dirs.sort_unstable();
     out.files = files.into_iter().collect();
     out.dirs = dirs.into_iter().collect();
     out.problems.sort();
-    hash_all(to_hash, &mut out);
     out
 }
 
@@ -205,7 +206,7 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
 enum Found {
     Dir(String),
     /// A regular file with its stat (`xxh3` not yet known), or why it could not be read.
-    File(String, PathBuf, Result<Stat, String>),
+    File(String, Result<Stat, String>),
     Problem {
         rel: String,
         why: String,
@@ -340,7 +341,7 @@ fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>, out: &mut V
             .metadata()
             .map(|m| stat_of(&m, 0))
             .map_err(|e| e.to_string());
-        out.push(Found::File(rel, entry.into_path(), stat));
+        out.push(Found::File(rel, stat));
     }
 }
 
@@ -408,18 +409,20 @@ fn covered_in<'a>(set: &'a BTreeSet<String>, dir: &'a str) -> impl Iterator<Item
         .filter(move |k| covers(dir, k))
 }
 
-fn hash_all(to_hash: Vec<(String, PathBuf)>, out: &mut Scan) {
+/// Reads and hashes the files at `rels` (on [`HASH_THREADS`] threads): each one read is added
+/// to `files`, one that cannot be read is a problem of `out`.
+fn hash_all(root: &Path, mut rels: Vec<String>, files: &mut Vec<(String, Stat)>, out: &mut Scan) {
     let bytes = AtomicU64::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Vec<(String, Result<Stat, HashError>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..HASH_THREADS.min(to_hash.len()).max(1))
+    let results: Vec<Vec<(usize, Result<Stat, HashError>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..HASH_THREADS.min(rels.len()).max(1))
             .map(|_| {
                 s.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((rel, path)) = to_hash.get(i) else { break };
-                        mine.push((rel.clone(), hash_settled(path, &bytes)));
+                        let Some(rel) = rels.get(i) else { break };
+                        mine.push((i, hash_settled(&local_path(root, rel), &bytes)));
                     }
                     mine
                 })
@@ -427,14 +430,16 @@ fn hash_all(to_hash: Vec<(String, PathBuf)>, out: &mut Scan) {
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    for (rel, r) in results.into_iter().flatten() {
+    files.reserve(rels.len());
+    for (i, r) in results.into_iter().flatten() {
+        let rel = std::mem::take(&mut rels[i]);
         match r {
             Ok(stat) => {
                 out.hashed += 1;
                 if volebarn_core::timefmt::now_nanos() - stat.mtime < RACY_NANOS {
                     out.racy.insert(rel.clone());
                 }
-                out.files.insert(rel, stat);
+                files.push((rel, stat));
             }
             Err(HashError::Vanished) => {}
             Err(HashError::Failed(e)) => {
