@@ -92,9 +92,10 @@ pub fn add_ancestors<'a>(out: &mut BTreeSet<&'a str>, paths: impl IntoIterator<I
 }
 
 /// Applies `changes` (sorted by key, each key once: its new value, or `None` to remove it) to
-/// `map`. A few are inserted in place; many (more than an eighth of the map) rebuild it in one
-/// go from a merge: keys inserted one by one in order leave the map's nodes about half full,
-/// which for a whole-folder map is megabytes held for as long as the map lives.
+/// `map`. A few are inserted in place; many (more than an eighth of the map) rebuild it with a
+/// [`MapBuilder`], freeing the old map as the merge walks past it: keys inserted one by one in
+/// order leave the map's nodes about half full, which for a whole-folder map is megabytes held
+/// for as long as the map lives.
 pub fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
     if changes.len() <= map.len() / 8 {
         for (k, v) in changes {
@@ -109,32 +110,78 @@ pub fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Optio
         }
         return;
     }
-    let mut merged: Vec<(K, V)> = Vec::with_capacity(map.len() + changes.len());
-    {
-        // The old map's nodes are freed as the merge walks past them.
-        let (mut old, mut new) = (
-            std::mem::take(map).into_iter().peekable(),
-            changes.into_iter().peekable(),
-        );
-        loop {
-            let take_old = match (old.peek(), new.peek()) {
-                (Some((a, _)), Some((b, _))) => a < b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if take_old {
-                merged.extend(old.next());
-                continue;
-            }
-            let (k, v) = new.next().expect("peeked");
-            if old.peek().is_some_and(|(a, _)| *a == k) {
-                old.next();
-            }
-            merged.extend(v.map(|v| (k, v)));
+    let mut out = MapBuilder::default();
+    merge_changes(std::mem::take(map).into_iter(), changes, |k, v| out.push(k, v));
+    *map = out.finish();
+}
+
+/// Merges `old` (sorted by key) with `changes` (sorted, each key once: its new value, or
+/// `None` to remove it), handing every resulting entry to `out` in order.
+pub fn merge_changes<K: Ord, V>(
+    old: impl IntoIterator<Item = (K, V)>,
+    changes: impl IntoIterator<Item = (K, Option<V>)>,
+    mut out: impl FnMut(K, V),
+) {
+    let (mut old, mut new) = (old.into_iter().peekable(), changes.into_iter().peekable());
+    loop {
+        let take_old = match (old.peek(), new.peek()) {
+            (Some((a, _)), Some((b, _))) => a < b,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return,
+        };
+        if take_old {
+            let (k, v) = old.next().expect("peeked");
+            out(k, v);
+            continue;
+        }
+        let (k, v) = new.next().expect("peeked");
+        if old.peek().is_some_and(|(a, _)| *a == k) {
+            old.next();
+        }
+        if let Some(v) = v {
+            out(k, v);
         }
     }
-    *map = merged.into_iter().collect();
+}
+
+/// Builds a map from entries pushed in ascending key order, with full nodes and without
+/// holding them all twice (as collecting into a map does: a vector of every entry, then the
+/// tree): entries wait in a run of at most an eighth of the map, which is then appended in
+/// one go (a merge that frees the map's old nodes as it builds the new ones).
+#[derive(Debug)]
+pub struct MapBuilder<K, V> {
+    map: BTreeMap<K, V>,
+    run: Vec<(K, V)>,
+}
+
+impl<K, V> Default for MapBuilder<K, V> {
+    fn default() -> Self {
+        MapBuilder {
+            map: BTreeMap::new(),
+            run: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord, V> MapBuilder<K, V> {
+    /// Adds an entry; its key must come after every key pushed before.
+    pub fn push(&mut self, k: K, v: V) {
+        self.run.push((k, v));
+        if self.run.len() >= (self.map.len() / 8).max(4096) {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut run: BTreeMap<K, V> = std::mem::take(&mut self.run).into_iter().collect();
+        self.map.append(&mut run);
+    }
+
+    pub fn finish(mut self) -> BTreeMap<K, V> {
+        self.flush();
+        self.map
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +223,17 @@ mod tests {
         let mut rebuilt = start.clone();
         apply_changes(&mut rebuilt, changes);
         assert_eq!(rebuilt, [(0, 'z'), (1, 'a'), (5, 'E'), (6, 'f'), (7, 'g')].into());
+        let mut built = MapBuilder::default();
+        for k in 0..10_000u32 {
+            built.push(k, k * 2);
+        }
+        let built = built.finish();
+        assert_eq!(built.len(), 10_000);
+        assert!(built.iter().all(|(k, v)| *v == k * 2));
+        assert_eq!(
+            built.keys().copied().collect::<Vec<_>>(),
+            (0..10_000).collect::<Vec<_>>()
+        );
         let mut emptied = start.clone();
         apply_changes(&mut emptied, start.keys().map(|k| (*k, None)).collect());
         assert!(emptied.is_empty());

@@ -941,41 +941,36 @@ impl Engine {
         });
         // Untouched paths keep what the index had; the rest is what was merged.
         let untouched = |p: &str| held.contains(p) || sc.is_skipped(p);
-        let changes: Vec<(String, Option<Entry>)> =
-            volebarn_core::sorted::join(index.iter().map(|(p, e)| (p.as_str(), *e)), merged)
-                .filter_map(|(p, old, new)| {
-                    let new = match old {
-                        Some(o) if untouched(p) => Some(o),
-                        _ => new,
-                    };
-                    (old != new).then(|| (p.to_string(), new))
-                })
-                .collect();
+        let changes = volebarn_core::sorted::join(index.iter().map(|(p, e)| (p.as_str(), *e)), merged)
+            .filter_map(|(p, old, new)| {
+                let new = match old {
+                    Some(o) if untouched(p) => Some(o),
+                    _ => new,
+                };
+                (old != new).then_some((p, new))
+            });
+        // Written as they are found (see FileIndex::stage).
+        let staged = self.index.stage(&index, changes, &[CURSOR_KEY])?;
         // The cursor is kept while the mirror can be rebuilt from the index (see CURSOR_KEY).
         let cursor = match self.remote.cursor {
-            Some(rev) if report.offline.is_none() => {
-                let next = volebarn_core::sorted::join(
-                    index.iter().map(|(p, e)| (p.as_str(), *e)),
-                    changes.iter().map(|(p, e)| (p.as_str(), *e)),
-                )
-                .filter_map(|(p, old, change)| change.unwrap_or(old).map(|e| (p, e)));
-                self.remote
-                    .matches_index(next)
-                    .then(|| encode_cursor(self.client.server_url(), rev))
-            }
+            Some(rev) if report.offline.is_none() => self
+                .remote
+                .matches_index(staged.next(&index))
+                .then(|| encode_cursor(self.client.server_url(), rev)),
             _ => None,
         };
         let synced_files = base.map_or_else(|| bases().count(), BTreeMap::len);
-        // The pass's base is in `changes` now: freed before the index grows by them.
+        // The pass's base is in the index now: freed, with the index's old entries.
         drop(base_map);
         drop(index);
-        // Changes written in several batches take the cursor out in the first (see
-        // FileIndex::apply), so it is written again in the last.
-        if cursor != self.stored_cursor || changes.len() > crate::index::BATCH_ENTRIES {
-            self.index.apply(changes, &[(CURSOR_KEY, cursor.as_deref())])?;
+        // Changes written in several batches took the cursor out (see FileIndex::stage), so it
+        // is written again in the last.
+        if cursor != self.stored_cursor || staged.wrote_batches() {
+            self.index
+                .commit_staged(staged, &[(CURSOR_KEY, cursor.as_deref())])?;
             self.stored_cursor = cursor;
         } else {
-            self.index.apply(changes, &[])?;
+            self.index.commit_staged(staged, &[])?;
         }
         let mut metrics = self.status.metrics.clone();
         let r = &report.result;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use volebarn_client::Xxh3;
+use volebarn_core::sorted::{merge_changes, MapBuilder};
 use volebarn_core::sync::BaseState;
 
 /// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
@@ -98,12 +99,90 @@ pub const BATCH_ENTRIES: usize = 4096;
 const WRITE_BUFFER: usize = 2 << 20;
 const META_PREFIX: u8 = b'm';
 
+/// A pass's changes to the index, found and partly written by [`FileIndex::stage`].
+pub struct Staged {
+    /// The batch still to write.
+    batch: rocksdb::WriteBatch,
+    /// Batches written already (not synced), the first with the metadata keys deleted.
+    batches_written: usize,
+    written: usize,
+    /// The changes, while they are few.
+    changes: Vec<(String, Option<Entry>)>,
+    /// The new entries, once they are many.
+    rebuilt: Option<BTreeMap<String, Entry>>,
+}
+
+impl Staged {
+    /// Entries changed.
+    pub fn len(&self) -> usize {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    /// Whether some changes were written already: then the metadata keys were deleted, and
+    /// [`FileIndex::commit_staged`] must be given their values.
+    pub fn wrote_batches(&self) -> bool {
+        self.batches_written > 0
+    }
+
+    /// The index as it will be, every entry in path order (`old`: as given to
+    /// [`FileIndex::stage`]).
+    pub fn next<'a>(
+        &'a self,
+        old: &'a BTreeMap<String, Entry>,
+    ) -> Box<dyn Iterator<Item = (&'a str, Entry)> + 'a> {
+        match &self.rebuilt {
+            Some(next) => Box::new(next.iter().map(|(p, e)| (p.as_str(), *e))),
+            None => Box::new(
+                volebarn_core::sorted::join(
+                    old.iter().map(|(p, e)| (p.as_str(), *e)),
+                    self.changes.iter().map(|(p, e)| (p.as_str(), *e)),
+                )
+                .filter_map(|(p, old, change)| change.unwrap_or(old).map(|e| (p, e))),
+            ),
+        }
+    }
+}
+
 pub struct FileIndex {
     db: rocksdb::DB,
     dir: std::path::PathBuf,
     /// The persisted state, as last written; shared (not copied) with the scan that reads it
     /// on another thread.
     pub entries: Arc<BTreeMap<String, Entry>>,
+}
+
+/// Every entry of the index in `db` (at `dir`), in path order.
+fn read_entries(db: &rocksdb::DB, dir: &Path) -> Result<BTreeMap<String, Entry>> {
+    let corrupt = |reason: String| SyncError::Corrupt {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    // Keys come sorted: the map is built with full nodes. Read once, so not kept in RocksDB's
+    // block cache (at 100,000 files that cache held 7 MB for the rest of the process).
+    let mut read = rocksdb::ReadOptions::default();
+    read.fill_cache(false);
+    read.set_prefix_same_as_start(true);
+    let mut entries = MapBuilder::default();
+    for item in db.iterator_opt(
+        rocksdb::IteratorMode::From(&[FILE_PREFIX], rocksdb::Direction::Forward),
+        read,
+    ) {
+        let (k, v) = item.map_err(|source| SyncError::Index {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        if k.first() != Some(&FILE_PREFIX) {
+            break;
+        }
+        let path = String::from_utf8(k[1..].to_vec()).map_err(|_| corrupt("a key is not UTF-8".into()))?;
+        let entry: Entry = bitcode::decode(&v).map_err(|e| corrupt(format!("entry {path:?}: {e}")))?;
+        entries.push(path, entry);
+    }
+    Ok(entries.finish())
 }
 
 fn key(prefix: u8, name: &str) -> Vec<u8> {
@@ -137,31 +216,7 @@ impl FileIndex {
                 index_error(e)
             }
         })?;
-        let corrupt = |reason: String| SyncError::Corrupt {
-            path: dir.to_path_buf(),
-            reason,
-        };
-        // Keys come sorted: collected first, the map is built in one go. Read once, so not
-        // kept in RocksDB's block cache (at 100,000 files that cache held 7 MB for the rest
-        // of the process).
-        let mut read = rocksdb::ReadOptions::default();
-        read.fill_cache(false);
-        read.set_prefix_same_as_start(true);
-        let mut entries = Vec::new();
-        for item in db.iterator_opt(
-            rocksdb::IteratorMode::From(&[FILE_PREFIX], rocksdb::Direction::Forward),
-            read,
-        ) {
-            let (k, v) = item.map_err(index_error)?;
-            if k.first() != Some(&FILE_PREFIX) {
-                break;
-            }
-            let path =
-                String::from_utf8(k[1..].to_vec()).map_err(|_| corrupt("a key is not UTF-8".into()))?;
-            let entry: Entry = bitcode::decode(&v).map_err(|e| corrupt(format!("entry {path:?}: {e}")))?;
-            entries.push((path, entry));
-        }
-        let entries: BTreeMap<String, Entry> = entries.into_iter().collect();
+        let entries = read_entries(&db, dir)?;
         Ok(FileIndex {
             db,
             dir: dir.to_path_buf(),
@@ -190,61 +245,137 @@ impl FileIndex {
     }
 
     /// Persists `changes` (each path once, in path order: its new entry, or `None` to remove
-    /// it) and `meta` (written, or deleted with `None`), and applies them to `entries` in place:
-    /// the whole map is copied only while something else (a scan) still shares it.
-    ///
-    /// Up to [`BATCH_ENTRIES`] changes go in one synced batch with `meta`. More are written in
-    /// batches of that size, so neither the batch nor RocksDB's memtable holds a whole folder:
-    /// the keys of `meta` are deleted in the first batch and written in the last, which alone
-    /// is synced (the log is replayed in order, so a crash leaves a prefix of the batches,
-    /// without `meta`). Every entry written is true on its own (the pass did what it says), so
-    /// a prefix only leaves the rest to be planned again.
+    /// it) and `meta` (written, or deleted with `None`), and applies them to `entries`
+    /// ([`FileIndex::stage`], then [`FileIndex::commit_staged`]).
     pub fn apply(
         &mut self,
         changes: Vec<(String, Option<Entry>)>,
         meta: &[(&str, Option<&[u8]>)],
     ) -> Result<usize> {
-        let chunks: Vec<&[(String, Option<Entry>)]> = if changes.is_empty() {
-            // The metadata alone.
-            vec![&[]]
-        } else {
-            changes.chunks(BATCH_ENTRIES).collect()
+        let old = Arc::clone(&self.entries);
+        let keys: Vec<&str> = meta.iter().map(|(k, _)| *k).collect();
+        let staged = self.stage(&old, changes.iter().map(|(p, e)| (p.as_str(), *e)), &keys)?;
+        drop(old);
+        self.commit_staged(staged, meta)
+    }
+
+    /// Writes `changes` to the index as they come (each path once, in path order: its new
+    /// entry, or `None` to remove it), against `old`, the index's entries as they are
+    /// (shared with the caller, who finds the changes by walking them). Nothing is synced and
+    /// `entries` is unchanged until [`FileIndex::commit_staged`].
+    ///
+    /// Up to [`BATCH_ENTRIES`] changes go in the one synced batch that `commit_staged` writes
+    /// with the metadata. More are written in batches of that size as they are found, so
+    /// neither the batch, nor RocksDB's memtable, nor a list of the changes holds a whole
+    /// folder: the `meta_keys` are deleted in the first batch and written again in the last,
+    /// which alone is synced (the log is replayed in order, so a crash leaves a prefix of the
+    /// batches, without the metadata). Every entry written is true on its own (the pass did
+    /// what it says), so a prefix only leaves the rest to be planned again.
+    ///
+    /// The new entries are kept as a list while they are few; past an eighth of the index they
+    /// are merged with `old` into a new map as they come.
+    pub fn stage<'a>(
+        &mut self,
+        old: &'a BTreeMap<String, Entry>,
+        changes: impl IntoIterator<Item = (&'a str, Option<Entry>)>,
+        meta_keys: &[&str],
+    ) -> Result<Staged> {
+        let mut st = Staged {
+            batch: rocksdb::WriteBatch::default(),
+            batches_written: 0,
+            written: 0,
+            changes: Vec::new(),
+            rebuilt: None,
         };
-        let mut written = 0;
-        for (i, chunk) in chunks.iter().enumerate() {
-            let mut batch = rocksdb::WriteBatch::default();
-            if i == 0 && chunks.len() > 1 {
-                for (name, _) in meta {
-                    batch.delete(key(META_PREFIX, name));
-                }
+        let few = (old.len() / 8).max(BATCH_ENTRIES);
+        let mut rest = old.iter().peekable();
+        let mut builder: Option<MapBuilder<String, Entry>> = None;
+        for (p, e) in changes {
+            match e {
+                Some(e) => st.batch.put(key(FILE_PREFIX, p), bitcode::encode(&e)),
+                None => st.batch.delete(key(FILE_PREFIX, p)),
             }
-            for (p, e) in *chunk {
-                match e {
-                    Some(e) => batch.put(key(FILE_PREFIX, p), bitcode::encode(e)),
-                    None => batch.delete(key(FILE_PREFIX, p)),
-                }
-            }
-            let last = i + 1 == chunks.len();
-            if last {
-                for (name, value) in meta {
-                    match value {
-                        Some(v) => batch.put(key(META_PREFIX, name), v),
-                        None => batch.delete(key(META_PREFIX, name)),
+            st.written += 1;
+            if st.batch.len() >= BATCH_ENTRIES {
+                if st.batches_written == 0 {
+                    for k in meta_keys {
+                        st.batch.delete(key(META_PREFIX, k));
                     }
                 }
+                let batch = std::mem::take(&mut st.batch);
+                self.db.write(batch).map_err(|e| self.failed(e))?;
+                st.batches_written += 1;
             }
-            if batch.is_empty() {
-                continue;
+            if builder.is_none() && st.changes.len() >= few {
+                // Many: from here on the new map is built as the changes come.
+                let mut b = MapBuilder::default();
+                let before = std::iter::from_fn(|| rest.next_if(|(k, _)| k.as_str() < p))
+                    .map(|(k, e)| (k.clone(), *e));
+                merge_changes(before, std::mem::take(&mut st.changes), |k, e| b.push(k, e));
+                builder = Some(b);
             }
-            written += chunk.len() + if last { meta.len() } else { 0 };
-            let mut w = rocksdb::WriteOptions::default();
-            w.set_sync(last);
-            self.db.write_opt(batch, &w).map_err(|e| self.error(e))?;
+            match &mut builder {
+                Some(b) => {
+                    while let Some((k, o)) = rest.next_if(|(k, _)| k.as_str() < p) {
+                        b.push(k.clone(), *o);
+                    }
+                    rest.next_if(|(k, _)| k.as_str() == p);
+                    if let Some(e) = e {
+                        b.push(p.to_string(), e);
+                    }
+                }
+                None => st.changes.push((p.to_string(), e)),
+            }
         }
-        if !changes.is_empty() {
-            volebarn_core::sorted::apply_changes(Arc::make_mut(&mut self.entries), changes);
+        if let Some(mut b) = builder {
+            for (k, o) in rest {
+                b.push(k.clone(), *o);
+            }
+            st.rebuilt = Some(b.finish());
         }
-        Ok(written)
+        Ok(st)
+    }
+
+    /// Writes the last batch of `staged` with `meta` (written, or deleted with `None`),
+    /// synced, and applies the changes to `entries`.
+    pub fn commit_staged(&mut self, staged: Staged, meta: &[(&str, Option<&[u8]>)]) -> Result<usize> {
+        let Staged {
+            mut batch,
+            batches_written,
+            written,
+            changes,
+            rebuilt,
+        } = staged;
+        for (name, value) in meta {
+            match value {
+                Some(v) => batch.put(key(META_PREFIX, name), v),
+                None => batch.delete(key(META_PREFIX, name)),
+            }
+        }
+        let mut w = rocksdb::WriteOptions::default();
+        w.set_sync(true);
+        if !batch.is_empty() {
+            self.db.write_opt(batch, &w).map_err(|e| self.failed(e))?;
+        } else if batches_written > 0 {
+            self.db.flush_wal(true).map_err(|e| self.failed(e))?;
+        }
+        match rebuilt {
+            Some(next) => self.entries = Arc::new(next),
+            None if !changes.is_empty() => {
+                volebarn_core::sorted::apply_changes(Arc::make_mut(&mut self.entries), changes);
+            }
+            None => {}
+        }
+        Ok(written + meta.len())
+    }
+
+    /// A write that failed may have left earlier batches of the same pass written: the
+    /// entries are read back, so they hold what the index on disk says.
+    fn failed(&mut self, source: rocksdb::Error) -> SyncError {
+        if let Ok(entries) = read_entries(&self.db, &self.dir) {
+            self.entries = Arc::new(entries);
+        }
+        self.error(source)
     }
 
     pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -383,5 +514,59 @@ mod tests {
         );
         assert_eq!(idx.entries[&paths[n - 1]], entry(n as u64 - 1));
         assert_eq!(idx.get_meta("cursor").unwrap(), None);
+    }
+
+    #[test]
+    fn many_changes_among_unchanged_entries_give_the_same_index_as_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |n: u64| Entry {
+            local: None,
+            base: Some(Base {
+                xxh3: n,
+                size: n,
+                mtime: 1,
+                rev: n,
+            }),
+            dir: n % 3 == 0,
+        };
+        let n = BATCH_ENTRIES * 3;
+        let paths: Vec<String> = (0..n).map(|i| format!("p{i:06}")).collect();
+        let mut idx = FileIndex::open(dir.path()).unwrap();
+        idx.apply(
+            paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), Some(entry(i as u64))))
+                .collect(),
+            &[],
+        )
+        .unwrap();
+        // Every other path changed or removed, and new paths between the old ones: far more
+        // than an eighth of the index, so the new map is built as the changes come.
+        let mut changes: Vec<(String, Option<Entry>)> = paths
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(i, p)| (p.clone(), (i % 4 != 0).then(|| entry(i as u64 + 7))))
+            .collect();
+        changes.extend((0..n).step_by(5).map(|i| (format!("p{i:06}x"), Some(entry(1)))));
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut expected = (*idx.entries).clone();
+        for (p, e) in &changes {
+            match e {
+                Some(e) => expected.insert(p.clone(), *e),
+                None => expected.remove(p),
+            };
+        }
+        let written = changes.len();
+        assert_eq!(
+            idx.apply(changes, &[("cursor", Some(b"9"))]).unwrap(),
+            written + 1
+        );
+        assert_eq!(*idx.entries, expected);
+        drop(idx);
+        let idx = FileIndex::open(dir.path()).unwrap();
+        assert_eq!(*idx.entries, expected, "the same on disk");
+        assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"9"[..]));
     }
 }
