@@ -12,6 +12,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use volebarn_client::VPath;
+use volebarn_core::sorted::MapBuilder;
 
 /// Threads hashing changed files.
 const HASH_THREADS: usize = 4;
@@ -160,46 +161,94 @@ pub fn covers(dir: &str, path: &str) -> bool {
 /// `.volebarnignore` above it applies exactly as in a full scan.
 pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) -> Scan {
     let mut out = Scan::default();
-    let mut files: Vec<(String, Stat)> = Vec::new();
+    let mut runs: Vec<Vec<(String, Stat)>> = Vec::new();
     let mut dirs: Vec<String> = Vec::new();
     let mut to_hash: Vec<String> = Vec::new();
-    for found in walk(root, under) {
-        match found {
-            Found::Dir(rel) => dirs.push(rel),
-            Found::File(rel, stat) => {
-                out.examined += 1;
-                match (stat, previous.get(&rel).and_then(|e| e.local)) {
-                    (Ok(stat), Some(s)) if s.same_file(&stat) => files.push((rel, s)),
-                    (Ok(_), _) => to_hash.push(rel),
-                    (Err(why), _) => {
+    for found in walk(root, under, previous) {
+        out.examined += (found.same.len() + found.to_hash.len()) as u64;
+        runs.push(found.same);
+        to_hash.extend(found.to_hash);
+        for other in found.other {
+            match other {
+                Found::Dir(rel) => dirs.push(rel),
+                Found::File(rel, stat) => {
+                    out.examined += 1;
+                    if let Err(why) = stat {
                         out.skipped.insert(rel.clone());
                         out.problems.push((rel, why));
                     }
                 }
-            }
-            Found::Problem { rel, why, skip } => {
-                match skip {
-                    Skip::Dir => {
-                        out.skipped_dirs.insert(rel.clone());
+                Found::Problem { rel, why, skip } => {
+                    match skip {
+                        Skip::Dir => {
+                            out.skipped_dirs.insert(rel.clone());
+                        }
+                        Skip::Path => {
+                            out.skipped.insert(rel.clone());
+                        }
+                        Skip::Nothing => {}
                     }
-                    Skip::Path => {
-                        out.skipped.insert(rel.clone());
-                    }
-                    Skip::Nothing => {}
+                    out.problems.push((rel, why));
                 }
-                out.problems.push((rel, why));
             }
         }
     }
-    hash_all(root, to_hash, &mut files, &mut out);
-    // Built from sorted runs in one go: inserting path by path leaves the map's nodes half
-    // full (twice the memory) and costs more time.
-    files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    runs.push(hash_all(root, to_hash, &mut out));
     dirs.sort_unstable();
-    out.files = files.into_iter().collect();
+    out.files = merge_runs(runs);
     out.dirs = dirs.into_iter().collect();
     out.problems.sort();
     out
+}
+
+/// The map of `runs` (in no order, each holding distinct paths), built as one sorted merge:
+/// inserting path by path leaves the map's nodes half full (twice the memory) and costs more
+/// time. Each run is sorted backwards and taken from its end, shrinking as it goes, so the
+/// entries are not all held twice (in the runs and in the map) at the end.
+fn merge_runs(mut runs: Vec<Vec<(String, Stat)>>) -> BTreeMap<String, Stat> {
+    for r in &mut runs {
+        r.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    }
+    let mut out = MapBuilder::default();
+    loop {
+        let next = runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.last().map(|(k, _)| (i, k)))
+            .min_by(|a, b| a.1.cmp(b.1))
+            .map(|(i, _)| i);
+        let Some(i) = next else {
+            return out.finish();
+        };
+        let run = &mut runs[i];
+        let (k, v) = run.pop().expect("not empty");
+        if run.len() % 4096 == 0 && run.capacity() > 2 * run.len() {
+            run.shrink_to_fit();
+        }
+        out.push(k, v);
+    }
+}
+
+/// One walking thread's findings, sorted out as they come: a file whose size, mtime and
+/// inode are as the index last saw them keeps the index's stat (and hash); a new or changed
+/// one is to be read; the rest (directories, problems) as found.
+#[derive(Default)]
+struct Findings {
+    same: Vec<(String, Stat)>,
+    to_hash: Vec<String>,
+    other: Vec<Found>,
+}
+
+impl Findings {
+    fn add(&mut self, found: Found, previous: &BTreeMap<String, Entry>) {
+        match found {
+            Found::File(rel, Ok(stat)) => match previous.get(&rel).and_then(|e| e.local) {
+                Some(s) if s.same_file(&stat) => self.same.push((rel, s)),
+                _ => self.to_hash.push(rel),
+            },
+            other => self.other.push(other),
+        }
+    }
 }
 
 /// What the walk found, one entry at a time.
@@ -226,8 +275,9 @@ enum Skip {
 const WALK_THREADS: usize = 2;
 
 /// Walks the part of `root` at `under` (see [`scan_under`]) with the ignore rules, on
-/// [`WALK_THREADS`] threads, in no particular order.
-fn walk(root: &Path, under: &str) -> Vec<Found> {
+/// [`WALK_THREADS`] threads, in no particular order; each thread's findings are sorted out
+/// against `previous` as they come.
+fn walk(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) -> Vec<Findings> {
     let defaults = rules::defaults(root);
     let (walk_root, under_owned) = (root.to_path_buf(), under.to_string());
     let walker = ignore::WalkBuilder::new(root)
@@ -248,26 +298,28 @@ fn walk(root: &Path, under: &str) -> Vec<Found> {
             wanted && !defaults.matched(e.path(), is_dir).is_ignore()
         })
         .build_parallel();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<Found>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Findings>();
     walker.run(|| {
         let tx = tx.clone();
         let mut mine = Batch {
-            found: Vec::new(),
+            found: Findings::default(),
             tx,
         };
         Box::new(move |item| {
-            visit(root, item, &mut mine.found);
+            if let Some(found) = visit(root, item) {
+                mine.found.add(found, previous);
+            }
             ignore::WalkState::Continue
         })
     });
     drop(tx);
-    rx.into_iter().flatten().collect()
+    rx.into_iter().collect()
 }
 
 /// One walking thread's findings, handed over when the thread is done with them.
 struct Batch {
-    found: Vec<Found>,
-    tx: std::sync::mpsc::Sender<Vec<Found>>,
+    found: Findings,
+    tx: std::sync::mpsc::Sender<Findings>,
 }
 
 impl Drop for Batch {
@@ -276,7 +328,8 @@ impl Drop for Batch {
     }
 }
 
-fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>, out: &mut Vec<Found>) {
+/// What the walk found at `item`, if anything to sync.
+fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>) -> Option<Found> {
     let entry = match item {
         Ok(e) => e,
         Err(e) => {
@@ -290,58 +343,57 @@ fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>, out: &mut V
             } else {
                 Skip::Path
             };
-            out.push(Found::Problem {
+            return Some(Found::Problem {
                 rel,
                 why: e.to_string(),
                 skip,
             });
-            return;
         }
     };
     if entry.depth() == 0 {
-        return;
+        return None;
     }
     let Ok(rel_path) = entry.path().strip_prefix(root) else {
-        return;
+        return None;
     };
     let Some(rel) = rel_path
         .to_str()
         .map(|s| s.replace(std::path::MAIN_SEPARATOR, "/"))
     else {
-        out.push(Found::Problem {
+        return Some(Found::Problem {
             rel: rel_path.to_string_lossy().to_string(),
             why: "name is not UTF-8: not synced".into(),
             skip: Skip::Nothing,
         });
-        return;
     };
     if rel == STATE_DIR {
-        return;
+        return None;
     }
     if VPath::parse_non_root(&rel).is_err() {
-        out.push(Found::Problem {
+        return Some(Found::Problem {
             rel,
             why: "name is not a valid Volebarn path: not synced".into(),
             skip: Skip::Nothing,
         });
-        return;
     }
-    let Some(ft) = entry.file_type() else { return };
+    let Some(ft) = entry.file_type() else { return None };
     if ft.is_symlink() {
         tracing::warn!(path = rel, "skipping symlink (symlinks are not followed)");
-        out.push(Found::Problem {
+        Some(Found::Problem {
             rel,
             why: "symlink: skipped".into(),
             skip: Skip::Nothing,
-        });
+        })
     } else if ft.is_dir() {
-        out.push(Found::Dir(rel));
+        Some(Found::Dir(rel))
     } else if ft.is_file() {
         let stat = entry
             .metadata()
             .map(|m| stat_of(&m, 0))
             .map_err(|e| e.to_string());
-        out.push(Found::File(rel, stat));
+        Some(Found::File(rel, stat))
+    } else {
+        None
     }
 }
 
@@ -409,9 +461,9 @@ fn covered_in<'a>(set: &'a BTreeSet<String>, dir: &'a str) -> impl Iterator<Item
         .filter(move |k| covers(dir, k))
 }
 
-/// Reads and hashes the files at `rels` (on [`HASH_THREADS`] threads): each one read is added
-/// to `files`, one that cannot be read is a problem of `out`.
-fn hash_all(root: &Path, mut rels: Vec<String>, files: &mut Vec<(String, Stat)>, out: &mut Scan) {
+/// Reads and hashes the files at `rels` (on [`HASH_THREADS`] threads): returns those read; one
+/// that cannot be read is a problem of `out`.
+fn hash_all(root: &Path, mut rels: Vec<String>, out: &mut Scan) -> Vec<(String, Stat)> {
     let bytes = AtomicU64::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Vec<(usize, Result<Stat, HashError>)>> = std::thread::scope(|s| {
@@ -430,7 +482,7 @@ fn hash_all(root: &Path, mut rels: Vec<String>, files: &mut Vec<(String, Stat)>,
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
-    files.reserve(rels.len());
+    let mut files = Vec::with_capacity(rels.len());
     for (i, r) in results.into_iter().flatten() {
         let rel = std::mem::take(&mut rels[i]);
         match r {
@@ -449,6 +501,7 @@ fn hash_all(root: &Path, mut rels: Vec<String>, files: &mut Vec<(String, Stat)>,
         }
     }
     out.bytes_read += bytes.load(Ordering::Relaxed);
+    files
 }
 
 fn rel_string(p: &Path) -> String {
