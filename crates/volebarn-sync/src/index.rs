@@ -1,7 +1,8 @@
 //! The `FileIndex`: per path, what the last scan saw locally (stat + hash, so an unchanged file
 //! is never read again) and the base both sides agreed on at the last sync ([docs/design.md](docs/design.md) §6).
 //! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
-//! each pass writes only the entries that changed, in one synced batch.
+//! each pass writes only the entries that changed, in one synced batch (a pass that changes
+//! more than [`BATCH_ENTRIES`] writes them in several, see [`FileIndex::stage`]).
 
 use crate::error::{Result, SyncError};
 use std::collections::BTreeMap;
@@ -92,7 +93,7 @@ pub fn bases(entries: &BTreeMap<String, Entry>) -> impl Iterator<Item = (&String
 }
 
 const FILE_PREFIX: u8 = b'f';
-/// Index entries per write batch (see [`FileIndex::apply`]).
+/// Index entries per write batch (see [`FileIndex::stage`]).
 pub const BATCH_ENTRIES: usize = 4096;
 /// RocksDB's memtable: flushed to disk (and freed) once it holds this much, instead of
 /// RocksDB's 64 MiB, which after a first sync would stay in memory for the life of a watch.
@@ -224,7 +225,7 @@ impl FileIndex {
         })
     }
 
-    /// Persists `next` as the new state, writing only what differs, in one synced batch.
+    /// Persists `next` as the new state, writing only what differs ([`FileIndex::apply`]).
     pub fn commit(&mut self, next: BTreeMap<String, Entry>) -> Result<usize> {
         self.commit_with(next, &[])
     }
