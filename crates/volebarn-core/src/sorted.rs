@@ -111,7 +111,7 @@ pub fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Optio
         return;
     }
     let mut out = MapBuilder::default();
-    merge_changes(std::mem::take(map).into_iter(), changes, |k, v| out.push(k, v));
+    merge_changes(std::mem::take(map), changes, |k, v| out.push(k, v));
     *map = out.finish();
 }
 

@@ -8,7 +8,8 @@
 //! stops the rest.
 
 use crate::engine::PassReport;
-use crate::plan::{is_under, move_keys, Move, Plan};
+use crate::index::PassBase;
+use crate::plan::{is_under, Move, Plan};
 use crate::scan::local_path;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -102,7 +103,7 @@ impl Executor<'_> {
         &self,
         plan: &Plan,
         local: &BTreeMap<String, L>,
-        base: &mut BTreeMap<String, BaseState>,
+        base: &mut PassBase,
         report: &mut PassReport,
     ) {
         report.moved = self.apply_moves(&plan.moves, base, &mut report.result).await;
@@ -211,14 +212,14 @@ impl Executor<'_> {
     async fn apply_moves(
         &self,
         moves: &[Move],
-        base: &mut BTreeMap<String, BaseState>,
+        base: &mut PassBase,
         result: &mut SyncResult,
     ) -> Vec<(String, String)> {
         let mut done = Vec::new();
         for m in moves {
             match self.client.move_file(&m.from, &m.to).await {
                 Ok(meta) => {
-                    move_keys(base, &m.from, &m.to);
+                    base.move_keys(&m.from, &m.to);
                     if m.directory {
                         self.rebase_below(&m.to, base).await;
                     } else if base.get(&m.to).is_some_and(|b| b.xxh3 == meta.xxhash3) {
@@ -240,15 +241,16 @@ impl Executor<'_> {
 
     /// After a directory move: the moved files' base takes the revisions the server gave them
     /// (same content), so the next pass has nothing to adopt.
-    async fn rebase_below(&self, dir: &str, base: &mut BTreeMap<String, BaseState>) {
+    async fn rebase_below(&self, dir: &str, base: &mut PassBase) {
         let Ok(m) = self.client.get_manifest(Some(dir)).await else {
             return; // the next pass adopts them
         };
         for (p, f) in m.files.iter().filter(|(_, f)| !f.is_directory) {
-            if let Some(b) = base.get_mut(p) {
-                if (b.xxh3, b.size) == (f.xxhash3, f.size) {
-                    *b = base_of(f);
-                }
+            if base
+                .get(p)
+                .is_some_and(|b| (b.xxh3, b.size) == (f.xxhash3, f.size))
+            {
+                base.insert(p.clone(), base_of(f));
             }
         }
     }
@@ -296,7 +298,7 @@ impl Executor<'_> {
         &self,
         plan: &Plan,
         local: &BTreeMap<String, L>,
-        base: &mut BTreeMap<String, BaseState>,
+        base: &mut PassBase,
         result: &mut SyncResult,
     ) {
         let root = self.root;
@@ -352,7 +354,7 @@ impl Executor<'_> {
         paths: Vec<String>,
         sent: Result<BulkUploadResponse>,
         local: &BTreeMap<String, L>,
-        base: &mut BTreeMap<String, BaseState>,
+        base: &mut PassBase,
         result: &mut SyncResult,
     ) {
         match sent {
@@ -392,12 +394,7 @@ impl Executor<'_> {
     /// streamed straight to disk; large files, and whatever a bulk request could
     /// not deliver, are fetched one by one (with retries). A bulk response is read as fast as
     /// it arrives, whatever the disk's pace, so its size bounds what the client holds.
-    async fn download_planned(
-        &self,
-        paths: &[String],
-        base: &mut BTreeMap<String, BaseState>,
-        result: &mut SyncResult,
-    ) {
+    async fn download_planned(&self, paths: &[String], base: &mut PassBase, result: &mut SyncResult) {
         let size = |p: &&String| self.remote.get(*p).map_or(0, |r| r.size);
         let (small, large): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| size(p) <= SMALL_FILE);
         let mut leftover: Vec<String> = large.into_iter().cloned().collect();
@@ -435,7 +432,7 @@ impl Executor<'_> {
 
     /// A file that reached its destination: the observer hears of it, it becomes the new base
     /// and is listed in `done`.
-    fn landed(&self, m: &FileMetadata, base: &mut BTreeMap<String, BaseState>, done: &mut Vec<String>) {
+    fn landed(&self, m: &FileMetadata, base: &mut PassBase, done: &mut Vec<String>) {
         self.client.report_file_done(&m.path);
         base.insert(m.path.clone(), base_of(m));
         done.push(m.path.clone());
@@ -466,7 +463,7 @@ impl Executor<'_> {
         rel: &str,
         resolution: ConflictResolution,
         remote_rev: Option<u64>,
-        base: &mut BTreeMap<String, BaseState>,
+        base: &mut PassBase,
     ) -> Result<String> {
         let copy = free_copy_name(self.root, rel);
         let (copy_path, rel_path) = (local_path(self.root, &copy), local_path(self.root, rel));

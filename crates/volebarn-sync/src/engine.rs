@@ -11,8 +11,8 @@
 
 use crate::apply::{Executor, SyncResult};
 use crate::error::{Result, SyncError};
-use crate::index::{Base, Entry, FileIndex};
-use crate::plan::{add_parents, base_of_index, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
+use crate::index::{Base, Entry, FileIndex, PassBase};
+use crate::plan::{add_parents, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
 use crate::state::{self, ConflictRecord, StatusFile};
@@ -723,8 +723,7 @@ impl Engine {
         // base is the index's.
         let mut base = None;
         if !plan.is_empty() {
-            let base = base.insert(base_of_index(&self.index.entries));
-            let synced_before = base.len();
+            let base = base.insert(PassBase::new(Arc::clone(&self.index.entries)));
             let client = self.transfer_client(&plan, &sc.files);
             Executor {
                 client: &client,
@@ -733,11 +732,7 @@ impl Engine {
             }
             .apply(&plan, &sc.files, base, &mut report)
             .await;
-            if base.len().saturating_sub(synced_before) > synced_before / 8 {
-                // Grown file by file (a first sync): its nodes are half empty. Rebuilt in one
-                // go (freed as it is read), it takes half the memory through persist.
-                *base = std::mem::take(base).into_iter().collect();
-            }
+            base.compact();
             // The mirror follows what this pass did to the server's tree.
             for (from, to) in &report.moved {
                 move_keys(&mut self.remote.files, from, to);
@@ -840,13 +835,10 @@ impl Engine {
     /// changed is, on the server, as the new base says (the server acknowledged the upload,
     /// deletion, move or adoption that changed it); a directory the pass created is there.
     /// The journal entries of these changes come later and say the same.
-    fn follow_base(&mut self, base: &BTreeMap<String, BaseState>, report: &PassReport) {
-        let index = Arc::clone(&self.index.entries);
-        // Both are sorted: one merge finds the bases this pass set, changed or dropped.
-        let before = index.iter().filter_map(|(p, e)| e.base.map(|b| (p, b)));
-        let changes: Vec<(String, Option<RemoteState>)> = volebarn_core::sorted::join(before, base)
-            .filter(|(_, was, now)| *was != now.map(|b| Base::from(*b)))
-            .map(|(p, _, now)| (p.clone(), now.map(base_as_remote)))
+    fn follow_base(&mut self, base: &PassBase, report: &PassReport) {
+        let changes: Vec<(String, Option<RemoteState>)> = base
+            .changes()
+            .map(|(p, now)| (p.to_string(), now.as_ref().map(base_as_remote)))
             .collect();
         for (p, _) in changes.iter().filter(|(_, now)| now.is_some()) {
             add_parents(&mut self.remote.dirs, p);
@@ -874,7 +866,7 @@ impl Engine {
     fn persist(
         &mut self,
         sc: &Scan,
-        base_map: Option<BTreeMap<String, BaseState>>,
+        base_map: Option<PassBase>,
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
@@ -883,7 +875,7 @@ impl Engine {
         let index = Arc::clone(&self.index.entries);
         let bases = || -> Box<dyn Iterator<Item = (&str, BaseState)> + '_> {
             match base {
-                Some(b) => Box::new(b.iter().map(|(p, b)| (p.as_str(), *b))),
+                Some(b) => Box::new(b.iter()),
                 None => Box::new(crate::index::bases(&index).map(|(p, b)| (p.as_str(), b))),
             }
         };
@@ -959,7 +951,7 @@ impl Engine {
                 .then(|| encode_cursor(self.client.server_url(), rev)),
             _ => None,
         };
-        let synced_files = base.map_or_else(|| bases().count(), BTreeMap::len);
+        let synced_files = bases().count();
         // The pass's base is in the index now: freed, with the index's old entries.
         drop(base_map);
         drop(index);

@@ -92,6 +92,93 @@ pub fn bases(entries: &BTreeMap<String, Entry>) -> impl Iterator<Item = (&String
     entries.iter().filter_map(|(p, e)| e.base_state().map(|b| (p, b)))
 }
 
+/// A pass's base: the index's bases, with what the pass changed on top of them (a path's new
+/// base, or `None`: no longer synced). A pass that changes a few files copies nothing of the
+/// folder's base; at 100,000 files the copy was 13 MB.
+pub struct PassBase {
+    index: Arc<BTreeMap<String, Entry>>,
+    changed: BTreeMap<String, Option<BaseState>>,
+}
+
+impl PassBase {
+    /// The index's bases as they are.
+    pub fn new(index: Arc<BTreeMap<String, Entry>>) -> PassBase {
+        PassBase {
+            index,
+            changed: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<BaseState> {
+        match self.changed.get(path) {
+            Some(b) => *b,
+            None => self.index.get(path).and_then(|e| e.base).map(BaseState::from),
+        }
+    }
+
+    pub fn insert(&mut self, path: String, base: BaseState) {
+        self.changed.insert(path, Some(base));
+    }
+
+    pub fn remove(&mut self, path: &str) {
+        if self.get(path).is_some() {
+            self.changed.insert(path.to_string(), None);
+        }
+    }
+
+    /// Moves the base of `from` and of everything below it to the same place below `to`.
+    pub fn move_keys(&mut self, from: &str, to: &str) {
+        let moved: Vec<(String, BaseState)> = volebarn_core::sorted::join(
+            crate::scan::covered(&self.index, from).map(|(p, e)| (p.as_str(), e.base)),
+            crate::scan::covered(&self.changed, from).map(|(p, b)| (p.as_str(), *b)),
+        )
+        .filter_map(|(p, was, now)| {
+            now.unwrap_or(was.flatten().map(BaseState::from))
+                .map(|b| (p.to_string(), b))
+        })
+        .collect();
+        for (p, _) in &moved {
+            self.changed.insert(p.clone(), None);
+        }
+        for (p, b) in moved {
+            self.changed.insert(format!("{to}{}", &p[from.len()..]), Some(b));
+        }
+    }
+
+    /// Every synced path's base, in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, BaseState)> + '_ {
+        volebarn_core::sorted::join(
+            bases(&self.index).map(|(p, b)| (p.as_str(), b)),
+            self.changed.iter().map(|(p, b)| (p.as_str(), *b)),
+        )
+        .filter_map(|(p, was, now)| match now {
+            Some(now) => now.map(|b| (p, b)),
+            None => was.map(|b| (p, b)),
+        })
+    }
+
+    /// The paths whose base differs from the index's, with the new one (`None`: no longer
+    /// synced), in path order.
+    pub fn changes(&self) -> impl Iterator<Item = (&str, Option<BaseState>)> + '_ {
+        self.changed
+            .iter()
+            .map(|(p, now)| (p.as_str(), *now))
+            .filter(|(p, now)| self.index.get(*p).and_then(|e| e.base).map(BaseState::from) != *now)
+    }
+
+    /// Rebuilds the changes in one go when the pass added many of them one by one (a first
+    /// sync): a map grown key by key in order keeps its nodes half full.
+    pub fn compact(&mut self) {
+        if self.changed.len() > 4096 {
+            let mut out = MapBuilder::default();
+            for (p, b) in std::mem::take(&mut self.changed) {
+                out.push(p, b);
+            }
+            self.changed = out.finish();
+        }
+    }
+}
+
 const FILE_PREFIX: u8 = b'f';
 /// Index entries per write batch (see [`FileIndex::stage`]).
 pub const BATCH_ENTRIES: usize = 4096;
@@ -474,10 +561,9 @@ mod tests {
         assert_eq!(idx.base_count(), 1);
     }
 
-    #[test]
-    fn a_large_change_is_written_in_batches_and_all_of_it_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let entry = |n: u64| Entry {
+    /// A synced entry with base `n` (every field), a directory when `dir`.
+    fn synced(n: u64, dir: bool) -> Entry {
+        Entry {
             local: None,
             base: Some(Base {
                 xxh3: n,
@@ -485,8 +571,14 @@ mod tests {
                 mtime: 1,
                 rev: n,
             }),
-            dir: false,
-        };
+            dir,
+        }
+    }
+
+    #[test]
+    fn a_large_change_is_written_in_batches_and_all_of_it_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |n: u64| synced(n, false);
         let n = BATCH_ENTRIES * 2 + 5;
         let paths: Vec<String> = (0..n).map(|i| format!("d/{i:06}")).collect();
         {
@@ -520,16 +612,7 @@ mod tests {
     #[test]
     fn many_changes_among_unchanged_entries_give_the_same_index_as_one_by_one() {
         let dir = tempfile::tempdir().unwrap();
-        let entry = |n: u64| Entry {
-            local: None,
-            base: Some(Base {
-                xxh3: n,
-                size: n,
-                mtime: 1,
-                rev: n,
-            }),
-            dir: n % 3 == 0,
-        };
+        let entry = |n: u64| synced(n, n.is_multiple_of(3));
         let n = BATCH_ENTRIES * 3;
         let paths: Vec<String> = (0..n).map(|i| format!("p{i:06}")).collect();
         let mut idx = FileIndex::open(dir.path()).unwrap();
@@ -569,5 +652,58 @@ mod tests {
         let idx = FileIndex::open(dir.path()).unwrap();
         assert_eq!(*idx.entries, expected, "the same on disk");
         assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"9"[..]));
+    }
+
+    #[test]
+    fn a_pass_base_reads_through_to_the_index_and_moves_and_forgets_on_top() {
+        let base = |n: u64| BaseState::from(synced(n, false).base.unwrap());
+        let index: BTreeMap<String, Entry> = [
+            ("a/x", Some(synced(1, false))),
+            ("a/y", Some(synced(2, false))),
+            ("a", Some(synced(0, true))),
+            ("b", Some(synced(3, false))),
+            ("n", Some(Entry::default())),
+        ]
+        .into_iter()
+        .map(|(p, e)| (p.to_string(), e.unwrap()))
+        .collect();
+        let index = Arc::new(index);
+        let mut pb = PassBase::new(Arc::clone(&index));
+        assert_eq!(pb.get("b"), Some(base(3)));
+        assert_eq!(pb.get("n"), None, "a path never synced has no base");
+        assert_eq!(pb.changes().count(), 0);
+        pb.insert("c".into(), base(4));
+        pb.remove("b");
+        pb.remove("nothing");
+        pb.insert("a/x".into(), base(1));
+        pb.move_keys("a", "z/a");
+        let all: Vec<(&str, BaseState)> = pb.iter().collect();
+        // The directory entry "a" itself has a base in this index, so it moves along.
+        assert_eq!(
+            all,
+            [
+                ("c", base(4)),
+                ("z/a", base(0)),
+                ("z/a/x", base(1)),
+                ("z/a/y", base(2))
+            ]
+        );
+        let changes: Vec<(&str, Option<BaseState>)> = pb.changes().collect();
+        assert_eq!(
+            changes,
+            [
+                ("a", None),
+                ("a/x", None),
+                ("a/y", None),
+                ("b", None),
+                ("c", Some(base(4))),
+                ("z/a", Some(base(0))),
+                ("z/a/x", Some(base(1))),
+                ("z/a/y", Some(base(2))),
+            ]
+        );
+        pb.compact();
+        assert_eq!(pb.iter().count(), 4);
+        assert_eq!(index.len(), 5, "the index itself is untouched");
     }
 }

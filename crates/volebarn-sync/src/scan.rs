@@ -222,7 +222,7 @@ fn merge_runs(mut runs: Vec<Vec<(String, Stat)>>) -> BTreeMap<String, Stat> {
         };
         let run = &mut runs[i];
         let (k, v) = run.pop().expect("not empty");
-        if run.len() % 4096 == 0 && run.capacity() > 2 * run.len() {
+        if run.len().is_multiple_of(4096) && run.capacity() > 2 * run.len() {
             run.shrink_to_fit();
         }
         out.push(k, v);
@@ -376,7 +376,7 @@ fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>) -> Option<F
             skip: Skip::Nothing,
         });
     }
-    let Some(ft) = entry.file_type() else { return None };
+    let ft = entry.file_type()?;
     if ft.is_symlink() {
         tracing::warn!(path = rel, "skipping symlink (symlinks are not followed)");
         Some(Found::Problem {
