@@ -24,6 +24,9 @@ use volebarn_sync::STATE_DIR;
 const SMALL_FILE: u64 = 1024 * 1024;
 /// Limits of one bulk request ([`bulk_batches`]); small enough that the progress bar moves.
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// Bulk downloads hold less: the response is read as fast as it arrives, whatever pace the
+/// disk writes at, so a whole response can sit in memory (the same bound as sync's).
+const GET_BATCH_BYTES: u64 = 2 * 1024 * 1024;
 const BATCH_FILES: usize = 1000;
 
 /// `rel` below `base`; `rel` is already a valid relative path.
@@ -211,7 +214,12 @@ async fn get_in_bulk<'a>(
         .map(|(rel, m)| (m.path.as_str(), (*rel, *m)))
         .collect();
     let mut leftover = Vec::new();
-    for batch in bulk_batches(small.iter().copied(), |(_, m)| m.size, BATCH_FILES, BATCH_BYTES) {
+    for batch in bulk_batches(
+        small.iter().copied(),
+        |(_, m)| m.size,
+        BATCH_FILES,
+        GET_BATCH_BYTES,
+    ) {
         let paths: Vec<String> = batch.iter().map(|(_, m)| m.path.clone()).collect();
         match client.bulk_download_into(&stage, &paths).await {
             Ok((written, _missing)) => {
@@ -517,5 +525,8 @@ mod tests {
             vec![BATCH_FILES, 1]
         );
         assert!(batches(Vec::new()).is_empty());
+        // Downloads: two of the largest small files per request at most.
+        let b = bulk_batches(vec![SMALL_FILE; 5], |s| *s, BATCH_FILES, GET_BATCH_BYTES);
+        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
     }
 }
