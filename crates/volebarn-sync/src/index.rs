@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use volebarn_client::Xxh3;
-use volebarn_core::sorted::{merge_changes, MapBuilder};
+use volebarn_core::sorted::MapBuilder;
 use volebarn_core::sync::BaseState;
 
 /// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
@@ -201,15 +201,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Entries changed.
-    pub fn len(&self) -> usize {
-        self.written
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.written == 0
-    }
-
     /// Whether some changes were written already: then the metadata keys were deleted, and
     /// [`FileIndex::commit_staged`] must be given their values.
     pub fn wrote_batches(&self) -> bool {
@@ -378,6 +369,16 @@ impl FileIndex {
         let few = (old.len() / 8).max(BATCH_ENTRIES);
         let mut rest = old.iter().peekable();
         let mut builder: Option<MapBuilder<String, Entry>> = None;
+        // The entries of `old` before `path`, then `path`'s new entry in place of its old one.
+        let mut feed = |b: &mut MapBuilder<String, Entry>, path: String, e: Option<Entry>| {
+            while let Some((k, o)) = rest.next_if(|(k, _)| **k < path) {
+                b.push(k.clone(), *o);
+            }
+            rest.next_if(|(k, _)| **k == path);
+            if let Some(e) = e {
+                b.push(path, e);
+            }
+        };
         for (p, e) in changes {
             match e {
                 Some(e) => st.batch.put(key(FILE_PREFIX, p), bitcode::encode(&e)),
@@ -397,21 +398,13 @@ impl FileIndex {
             if builder.is_none() && st.changes.len() >= few {
                 // Many: from here on the new map is built as the changes come.
                 let mut b = MapBuilder::default();
-                let before = std::iter::from_fn(|| rest.next_if(|(k, _)| k.as_str() < p))
-                    .map(|(k, e)| (k.clone(), *e));
-                merge_changes(before, std::mem::take(&mut st.changes), |k, e| b.push(k, e));
+                for (k, e) in std::mem::take(&mut st.changes) {
+                    feed(&mut b, k, e);
+                }
                 builder = Some(b);
             }
             match &mut builder {
-                Some(b) => {
-                    while let Some((k, o)) = rest.next_if(|(k, _)| k.as_str() < p) {
-                        b.push(k.clone(), *o);
-                    }
-                    rest.next_if(|(k, _)| k.as_str() == p);
-                    if let Some(e) = e {
-                        b.push(p.to_string(), e);
-                    }
-                }
+                Some(b) => feed(b, p.to_string(), e),
                 None => st.changes.push((p.to_string(), e)),
             }
         }
