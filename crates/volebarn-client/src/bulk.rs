@@ -183,29 +183,47 @@ fn read_local(path: &Path) -> std::io::Result<(Vec<u8>, i64)> {
 }
 
 /// Groups items into bulk requests of at most `max_files` items and `max_bytes` bytes by
-/// `size` (an item larger than that is a request of its own), in order.
-pub fn bulk_batches<T>(
-    items: impl IntoIterator<Item = T>,
-    size: impl Fn(&T) -> u64,
+/// `size` (an item larger than that is a request of its own), in order. Lazy: a batch is
+/// gathered when it is asked for, so a first sync of 100,000 files does not hold every file's
+/// request (path, local path, condition) before the first one is sent.
+pub fn bulk_batches<I: IntoIterator, F: Fn(&I::Item) -> u64>(
+    items: I,
+    size: F,
     max_files: usize,
     max_bytes: u64,
-) -> Vec<Vec<T>> {
-    let mut out: Vec<Vec<T>> = Vec::new();
-    let mut bytes = 0u64;
-    for item in items {
-        let n = size(&item);
-        match out.last_mut() {
-            Some(b) if b.len() < max_files && bytes + n <= max_bytes => {
-                bytes += n;
-                b.push(item);
-            }
-            _ => {
-                bytes = n;
-                out.push(vec![item]);
-            }
-        }
+) -> BulkBatches<I::IntoIter, F> {
+    BulkBatches {
+        items: items.into_iter().peekable(),
+        size,
+        max_files,
+        max_bytes,
     }
-    out
+}
+
+/// The batches of [`bulk_batches`], gathered one at a time.
+pub struct BulkBatches<I: Iterator, F> {
+    items: std::iter::Peekable<I>,
+    size: F,
+    max_files: usize,
+    max_bytes: u64,
+}
+
+impl<I: Iterator, F: Fn(&I::Item) -> u64> Iterator for BulkBatches<I, F> {
+    type Item = Vec<I::Item>;
+
+    fn next(&mut self) -> Option<Vec<I::Item>> {
+        let first = self.items.next()?;
+        let mut bytes = (self.size)(&first);
+        let mut batch = vec![first];
+        while batch.len() < self.max_files {
+            let Some(next) = self.items.next_if(|i| bytes + (self.size)(i) <= self.max_bytes) else {
+                break;
+            };
+            bytes += (self.size)(&next);
+            batch.push(next);
+        }
+        Some(batch)
+    }
 }
 
 /// One file of a bulk upload (the seed's `FileUpload`).
@@ -716,14 +734,14 @@ mod tests {
     fn bulk_batches_hold_at_most_their_files_and_bytes_in_order() {
         const MIB: u64 = 1024 * 1024;
         let sizes = [MIB, MIB, MIB, MIB, 1, 5 * MIB, 0, 0];
-        let got = bulk_batches(0..sizes.len(), |i| sizes[*i], 1000, 4 * MIB);
+        let got: Vec<_> = bulk_batches(0..sizes.len(), |i| sizes[*i], 1000, 4 * MIB).collect();
         assert_eq!(got, [vec![0, 1, 2, 3], vec![4], vec![5], vec![6, 7]]);
-        let many = bulk_batches(0..2500, |_| 1, 1000, 4 * MIB);
+        let many: Vec<_> = bulk_batches(0..2500, |_| 1, 1000, 4 * MIB).collect();
         let lens: Vec<usize> = many.iter().map(Vec::len).collect();
         assert_eq!(lens, [1000, 1000, 500]);
         assert_eq!(many.concat(), (0..2500).collect::<Vec<_>>());
-        assert!(bulk_batches(Vec::<u8>::new(), |_| 1, 1000, 4 * MIB).is_empty());
-        let small = bulk_batches([MIB, MIB, MIB], |s| *s, 1000, 2 * MIB);
+        assert_eq!(bulk_batches(Vec::<u8>::new(), |_| 1, 1000, 4 * MIB).next(), None);
+        let small: Vec<_> = bulk_batches([MIB, MIB, MIB], |s| *s, 1000, 2 * MIB).collect();
         assert_eq!(small, [vec![MIB, MIB], vec![MIB]]);
     }
 

@@ -20,6 +20,7 @@
 use crate::hash::Xxh3;
 use crate::timefmt::{rfc3339_nanos, UnixNanos};
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
@@ -222,16 +223,16 @@ impl SyncPlan {
 ///
 /// Directory deletions are not planned: a directory missing on one side is re-created from the
 /// other, and only directories that would not exist after the file operations are listed.
-pub fn plan<L: AsLocalState, B: AsBaseState>(
-    local: &BTreeMap<String, L>,
-    remote: &BTreeMap<String, RemoteState>,
-    base: &BTreeMap<String, B>,
+pub fn plan<K: Ord + Borrow<str>, L: AsLocalState, B: AsBaseState>(
+    local: &BTreeMap<K, L>,
+    remote: &BTreeMap<K, RemoteState>,
+    base: &BTreeMap<K, B>,
     local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,
     strategy: ConflictStrategy,
 ) -> SyncPlan {
-    let local_tree = tree(local_dirs.iter(), local.keys());
-    let remote_tree = tree(remote_dirs.iter(), remote.keys());
+    let local_tree = tree(local_dirs.iter(), local.keys().map(Borrow::borrow));
+    let remote_tree = tree(remote_dirs.iter(), remote.keys().map(Borrow::borrow));
     // A file facing a directory: no table row applies, and any transfer at or under the path
     // would fail (docs/design.md §2: a path is a file or a directory, never both).
     let (mut in_remote_tree, mut in_local_tree) = (
@@ -240,14 +241,14 @@ pub fn plan<L: AsLocalState, B: AsBaseState>(
     );
     let clashes: BTreeSet<&str> = local
         .keys()
+        .map(Borrow::borrow)
         .filter(|p| in_remote_tree.contains(p))
-        .chain(remote.keys().filter(|p| in_local_tree.contains(p)))
-        .map(String::as_str)
+        .chain(remote.keys().map(Borrow::borrow).filter(|p| in_local_tree.contains(p)))
         .collect();
 
     let mut out = SyncPlan::default();
     for (path, l, r, b) in crate::sorted::join3(local, remote, base) {
-        let path = path.as_str();
+        let path: &str = path.borrow();
         if clashes.contains(path) {
             out.conflicts.push(SyncConflict {
                 path: path.to_string(),
@@ -371,29 +372,31 @@ fn resolve(strategy: ConflictStrategy, l: &LocalState, r: &RemoteState) -> Confl
 /// Lists the directories each side must create, judged against the state *after* the file
 /// operations: a directory implied by a downloaded file needs no entry, and one emptied by a
 /// delete must still be listed, or the next plan would not be empty.
-fn plan_dirs<L>(
-    local: &BTreeMap<String, L>,
-    remote: &BTreeMap<String, RemoteState>,
+fn plan_dirs<K: Borrow<str>, L>(
+    local: &BTreeMap<K, L>,
+    remote: &BTreeMap<K, RemoteState>,
     local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,
     clashes: &BTreeSet<&str>,
     out: &mut SyncPlan,
 ) {
-    let client_deleted: BTreeSet<&String> = out.client_delete.iter().collect();
-    let server_deleted: BTreeSet<&String> = out.server_delete.iter().collect();
+    let client_deleted: BTreeSet<&str> = out.client_delete.iter().map(String::as_str).collect();
+    let server_deleted: BTreeSet<&str> = out.server_delete.iter().map(String::as_str).collect();
     let local_after = tree(
         local_dirs.iter(),
         local
             .keys()
+            .map(Borrow::borrow)
             .filter(|p| !client_deleted.contains(p))
-            .chain(&out.client_download),
+            .chain(out.client_download.iter().map(String::as_str)),
     );
     let remote_after = tree(
         remote_dirs.iter(),
         remote
             .keys()
+            .map(Borrow::borrow)
             .filter(|p| !server_deleted.contains(p))
-            .chain(&out.client_upload),
+            .chain(out.client_upload.iter().map(String::as_str)),
     );
     let missing = |dirs: &BTreeSet<String>, other: &BTreeSet<&str>| -> Vec<String> {
         dirs.iter()
@@ -409,7 +412,7 @@ fn plan_dirs<L>(
 /// Every directory that exists on a side: the listed ones, their parents, and files' parents.
 fn tree<'a>(
     dirs: impl Iterator<Item = &'a String>,
-    files: impl Iterator<Item = &'a String>,
+    files: impl Iterator<Item = &'a str>,
 ) -> BTreeSet<&'a str> {
     let mut out = BTreeSet::new();
     for d in dirs.filter(|d| !d.is_empty()) {
@@ -417,7 +420,7 @@ fn tree<'a>(
             crate::sorted::add_ancestors(&mut out, [d.as_str()]);
         }
     }
-    crate::sorted::add_ancestors(&mut out, files.map(String::as_str));
+    crate::sorted::add_ancestors(&mut out, files);
     out
 }
 

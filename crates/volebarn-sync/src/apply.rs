@@ -8,7 +8,7 @@
 //! stops the rest.
 
 use crate::engine::PassReport;
-use crate::index::PassBase;
+use crate::index::{Key, PassBase, Stat};
 use crate::plan::{is_under, Move, Plan};
 use crate::scan::local_path;
 use futures_util::StreamExt;
@@ -92,20 +92,16 @@ pub(crate) struct Executor<'a> {
     pub client: &'a Client,
     pub root: &'a Path,
     /// The server's files as the plan saw them (the sizes batch the downloads).
-    pub remote: &'a BTreeMap<String, RemoteState>,
+    pub remote: &'a BTreeMap<Key, RemoteState>,
+    /// The folder's files as the scan behind the plan saw them.
+    pub local: &'a BTreeMap<Key, Stat>,
 }
 
 impl Executor<'_> {
-    /// Performs `plan` with bounded concurrency, updating `base` (keyed as before the moves);
-    /// `local` is what the scan behind the plan saw. A failing path is reported in
-    /// `report.result.errors` and never stops the rest.
-    pub async fn apply<L: AsLocalState + Sync>(
-        &self,
-        plan: &Plan,
-        local: &BTreeMap<String, L>,
-        base: &mut PassBase,
-        report: &mut PassReport,
-    ) {
+    /// Performs `plan` with bounded concurrency, updating `base` (keyed as before the moves).
+    /// A failing path is reported in `report.result.errors` and never stops the rest.
+    pub async fn apply(&self, plan: &Plan, base: &mut PassBase, report: &mut PassReport) {
+        let local = self.local;
         report.moved = self.apply_moves(&plan.moves, base, &mut report.result).await;
         let result = &mut report.result;
         for d in &plan.create_dirs_local {
@@ -120,7 +116,7 @@ impl Executor<'_> {
                 result.errors.push((d.clone(), e.to_string()));
             }
         }
-        self.upload_planned(plan, local, base, result).await;
+        self.upload_planned(plan, base, result).await;
         self.download_planned(&plan.downloads, base, result).await;
         for p in &plan.deletes_local {
             // Delete only what the plan saw: an edit made since then is kept.
@@ -172,8 +168,8 @@ impl Executor<'_> {
         }
         for p in &plan.adopt {
             match self.client.get_file_metadata(p).await {
-                Ok(m) if local.get(p).map(|l| l.local_state().xxh3) == Some(m.xxhash3) => {
-                    base.insert(p.clone(), base_of(&m));
+                Ok(m) if local.get(p.as_str()).map(|l| l.local_state().xxh3) == Some(m.xxhash3) => {
+                    base.insert(self.key(p, base), base_of(&m));
                 }
                 Ok(_) => result.errors.push((p.clone(), "changed during the sync".into())),
                 Err(e) => result.errors.push((p.clone(), e.to_string())),
@@ -223,7 +219,7 @@ impl Executor<'_> {
                     if m.directory {
                         self.rebase_below(&m.to, base).await;
                     } else if base.get(&m.to).is_some_and(|b| b.xxh3 == meta.xxhash3) {
-                        base.insert(m.to.clone(), base_of(&meta));
+                        base.insert(base.key(&m.to), base_of(&meta));
                     }
                     done.push((m.from.clone(), m.to.clone()));
                 }
@@ -250,7 +246,7 @@ impl Executor<'_> {
                 .get(p)
                 .is_some_and(|b| (b.xxh3, b.size) == (f.xxhash3, f.size))
             {
-                base.insert(p.clone(), base_of(f));
+                base.insert(base.key(p), base_of(f));
             }
         }
     }
@@ -294,40 +290,36 @@ impl Executor<'_> {
 
     /// Uploads the plan's files: small ones in bulk requests (a few MiB each), large ones
     /// streamed or chunked, 8 at a time; every upload conditional on what the plan saw.
-    async fn upload_planned<L: AsLocalState + Sync>(
-        &self,
-        plan: &Plan,
-        local: &BTreeMap<String, L>,
-        base: &mut PassBase,
-        result: &mut SyncResult,
-    ) {
-        let root = self.root;
+    async fn upload_planned(&self, plan: &Plan, base: &mut PassBase, result: &mut SyncResult) {
+        let (root, local) = (self.root, self.local);
         let (small, large): (Vec<&String>, Vec<&String>) = plan
             .uploads
             .iter()
-            .partition(|p| local.get(*p).is_some_and(|f| f.local_state().size <= SMALL_FILE));
+            .partition(|p| local.get(p.as_str()).is_some_and(|f| f.size <= SMALL_FILE));
         // Batches of up to BATCH_FILES files / BATCH_BYTES bytes, a few in flight; each batch's
         // files are read from disk while its request is sent.
-        let uploads = small.into_iter().map(|p| LocalUpload {
-            path: p.clone(),
-            local: local_path(root, p),
-            condition: match plan.if_match.get(p) {
+        // Owned paths: the batches are gathered while the requests are in flight, and a
+        // closure over `&String` held across an await makes the future non-`Send`.
+        let uploads = small.into_iter().cloned().map(|p: String| LocalUpload {
+            local: local_path(root, &p),
+            condition: match plan.if_match.get(&p) {
                 Some(rev) => UploadCondition::IfMatch(*rev),
                 None => UploadCondition::Create,
             },
+            path: p,
         });
-        let size = |u: &LocalUpload| local.get(&u.path).map_or(0, |f| f.local_state().size);
+        let size = |u: &LocalUpload| local.get(u.path.as_str()).map_or(0, |f| f.size);
+        // Gathered as they are sent, and settled as they come back: neither the requests nor
+        // the answers of a whole first sync are held at once.
         let batches = bulk_batches(uploads, size, BATCH_FILES, BATCH_BYTES);
-        let sent: Vec<(Vec<String>, Result<BulkUploadResponse>)> = futures_util::stream::iter(batches)
+        let mut sent = std::pin::pin!(futures_util::stream::iter(batches)
             .map(|batch| async move {
                 let paths: Vec<String> = batch.iter().map(|u| u.path.clone()).collect();
                 (paths, self.client.bulk_upload_files(batch).await)
             })
-            .buffer_unordered(BATCHES_IN_FLIGHT)
-            .collect()
-            .await;
-        for (paths, r) in sent {
-            self.settle_batch(paths, r, local, base, result).await;
+            .buffer_unordered(BATCHES_IN_FLIGHT));
+        while let Some((paths, r)) = sent.next().await {
+            self.settle_batch(paths, r, base, result).await;
         }
         // Owned paths: a closure over `&String` makes the future non-`Send` for spawners.
         let large: Vec<String> = large.into_iter().cloned().collect();
@@ -349,11 +341,10 @@ impl Executor<'_> {
 
     /// Records one bulk upload's outcome: stored files become the new base; a refusal that is
     /// our own earlier attempt (same content on the server) counts as stored.
-    async fn settle_batch<L: AsLocalState + Sync>(
+    async fn settle_batch(
         &self,
         paths: Vec<String>,
         sent: Result<BulkUploadResponse>,
-        local: &BTreeMap<String, L>,
         base: &mut PassBase,
         result: &mut SyncResult,
     ) {
@@ -368,8 +359,7 @@ impl Executor<'_> {
                         ErrorCode::AlreadyExists | ErrorCode::PreconditionFailed => {
                             match self.client.get_file_metadata(&f.path).await {
                                 Ok(m)
-                                    if local.get(&f.path).map(|l| l.local_state().xxh3)
-                                        == Some(m.xxhash3) =>
+                                    if self.local.get(f.path.as_str()).map(|l| l.xxh3) == Some(m.xxhash3.0) =>
                                 {
                                     Some(m)
                                 }
@@ -395,7 +385,7 @@ impl Executor<'_> {
     /// not deliver, are fetched one by one (with retries). A bulk response is read as fast as
     /// it arrives, whatever the disk's pace, so its size bounds what the client holds.
     async fn download_planned(&self, paths: &[String], base: &mut PassBase, result: &mut SyncResult) {
-        let size = |p: &&String| self.remote.get(*p).map_or(0, |r| r.size);
+        let size = |p: &&String| self.remote.get(p.as_str()).map_or(0, |r| r.size);
         let (small, large): (Vec<&String>, Vec<&String>) = paths.iter().partition(|p| size(p) <= SMALL_FILE);
         let mut leftover: Vec<String> = large.into_iter().cloned().collect();
         for batch in bulk_batches(small, size, BATCH_FILES, DOWNLOAD_BATCH_BYTES) {
@@ -434,8 +424,18 @@ impl Executor<'_> {
     /// and is listed in `done`.
     fn landed(&self, m: &FileMetadata, base: &mut PassBase, done: &mut Vec<String>) {
         self.client.report_file_done(&m.path);
-        base.insert(m.path.clone(), base_of(m));
+        base.insert(self.key(&m.path, base), base_of(m));
         done.push(m.path.clone());
+    }
+
+    /// `path` as a [`Key`]: the one the scan, the mirror or the base holds already, so a
+    /// path is held once however many maps have it.
+    fn key(&self, path: &str, base: &PassBase) -> Key {
+        let shared = self.local.get_key_value(path).map(|(k, _)| k);
+        match shared.or_else(|| self.remote.get_key_value(path).map(|(k, _)| k)) {
+            Some(k) => Key::clone(k),
+            None => base.key(path),
+        }
     }
 
     /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev;
@@ -477,13 +477,13 @@ impl Executor<'_> {
             std::fs::rename(&rel_path, &copy_path).map_err(io(&rel_path))?;
         }
         let uploaded_copy = self.upload_conditional(&copy, None).await?;
-        base.insert(copy.clone(), base_of(&uploaded_copy));
+        base.insert(Key::from(copy.as_str()), base_of(&uploaded_copy));
         let winner = if use_local {
             self.upload_conditional(rel, remote_rev).await?
         } else {
             self.download_into(rel).await?
         };
-        base.insert(rel.to_string(), base_of(&winner));
+        base.insert(self.key(rel, base), base_of(&winner));
         Ok(copy)
     }
 }

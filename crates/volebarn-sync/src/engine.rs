@@ -11,7 +11,7 @@
 
 use crate::apply::{Executor, SyncResult};
 use crate::error::{Result, SyncError};
-use crate::index::{Base, Entry, FileIndex, PassBase};
+use crate::index::{Base, Entry, FileIndex, Key, PassBase};
 use crate::plan::{add_parents, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
@@ -28,7 +28,8 @@ use volebarn_core::types::ChangeKind;
 /// The server's files as this client last learned them.
 #[derive(Debug, Default, Clone)]
 struct RemoteMirror {
-    files: BTreeMap<String, RemoteState>,
+    /// Keyed by the index's [`Key`]s where it holds the path: the path is not held twice.
+    files: BTreeMap<Key, RemoteState>,
     dirs: BTreeSet<String>,
     /// Journal revision the mirror is current as of; None: fetch the manifest.
     cursor: Option<u64>,
@@ -36,14 +37,14 @@ struct RemoteMirror {
 
 impl RemoteMirror {
     /// The server's tree as the index records it synced, as of journal revision `cursor`.
-    fn of_index(index: &BTreeMap<String, Entry>, cursor: u64) -> RemoteMirror {
+    fn of_index(index: &BTreeMap<Key, Entry>, cursor: u64) -> RemoteMirror {
         // Sorted already: each map is built in one go.
         RemoteMirror {
             files: remote_of_bases(index),
             dirs: index
                 .iter()
                 .filter(|(_, e)| e.dir)
-                .map(|(p, _)| p.clone())
+                .map(|(p, _)| p.to_string())
                 .collect(),
             cursor: Some(cursor),
         }
@@ -56,7 +57,7 @@ impl RemoteMirror {
         for (p, e) in next {
             if let Some(b) = e.base {
                 let want = base_as_remote(&BaseState::from(b));
-                if files.next().is_none_or(|(q, r)| q != p || *r != want) {
+                if files.next().is_none_or(|(q, r)| &**q != p || *r != want) {
                     return false;
                 }
             }
@@ -411,15 +412,15 @@ impl Engine {
 
     /// The client to apply `plan` with: one reporting to a fresh progress observer when there
     /// is something to transfer and a progress factory is set.
-    fn transfer_client(&self, plan: &Plan, local: &BTreeMap<String, crate::index::Stat>) -> Client {
+    fn transfer_client(&self, plan: &Plan, local: &BTreeMap<Key, crate::index::Stat>) -> Client {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
-        let up = plan.uploads.iter().filter_map(|p| local.get(p)).map(|f| f.size);
+        let up = plan.uploads.iter().filter_map(|p| local.get(p.as_str())).map(|f| f.size);
         let down = plan
             .downloads
             .iter()
-            .filter_map(|p| self.remote.files.get(p))
+            .filter_map(|p| self.remote.files.get(p.as_str()))
             .map(|r| r.size);
         let sizes: Vec<u64> = up.chain(down).collect();
         if sizes.is_empty() {
@@ -457,7 +458,7 @@ impl Engine {
                         m.dirs.insert(p);
                     } else {
                         add_parents(&mut m.dirs, &p);
-                        m.files.insert(p, remote_state(&f));
+                        m.files.insert(shared_key(&self.index.entries, &p), remote_state(&f));
                     }
                 }
                 self.remote = m;
@@ -486,7 +487,8 @@ impl Engine {
                         }
                         Some(m) => {
                             add_parents(&mut self.remote.dirs, &c.path);
-                            self.remote.files.insert(c.path.clone(), remote_state(m));
+                            let key = shared_key(&self.index.entries, &c.path);
+                            self.remote.files.insert(key, remote_state(m));
                         }
                         // Superseded by a later change in the journal, which comes after and
                         // settles the entry; the parents the server made for it stay.
@@ -499,7 +501,7 @@ impl Engine {
                     },
                     ChangeKind::Delete | ChangeKind::Rmdir => {
                         let p = c.path.as_str();
-                        self.remote.files.retain(|k, _| k != p && !is_under(k, p));
+                        self.remote.files.retain(|k, _| &**k != p && !is_under(k, p));
                         self.remote.dirs.retain(|k| k != p && !is_under(k, p));
                     }
                     // Whole trees may have moved: re-list rather than guess.
@@ -517,7 +519,7 @@ impl Engine {
     /// True when a journal entry only reports what the folder already holds as its base (this
     /// engine's own upload, or a deletion of what it no longer tracks): nothing to scan for.
     fn echo_of_ours(&self, c: &volebarn_client::ChangeEntry) -> bool {
-        let entry = self.index.entries.get(&c.path);
+        let entry = self.index.entries.get(c.path.as_str());
         match (c.kind, &c.metadata) {
             (ChangeKind::Put, Some(m)) if !m.is_directory => entry
                 .and_then(|e| e.base)
@@ -527,7 +529,7 @@ impl Engine {
                     && !self
                         .index
                         .entries
-                        .range::<String, _>((std::ops::Bound::Excluded(&c.path), std::ops::Bound::Unbounded))
+                        .range::<str, _>((std::ops::Bound::Excluded(c.path.as_str()), std::ops::Bound::Unbounded))
                         .next()
                         .is_some_and(|(k, _)| is_under(k, &c.path))
             }
@@ -729,8 +731,9 @@ impl Engine {
                 client: &client,
                 root: &self.root,
                 remote: &self.remote.files,
+                local: &sc.files,
             }
-            .apply(&plan, &sc.files, base, &mut report)
+            .apply(&plan, base, &mut report)
             .await;
             base.compact();
             // The mirror follows what this pass did to the server's tree.
@@ -783,7 +786,7 @@ impl Engine {
     fn plan(
         &self,
         sc: &Scan,
-        remote_files: &BTreeMap<String, RemoteState>,
+        remote_files: &BTreeMap<Key, RemoteState>,
         remote_dirs: &BTreeSet<String>,
         opts: PassOptions,
     ) -> Plan {
@@ -836,9 +839,9 @@ impl Engine {
     /// deletion, move or adoption that changed it); a directory the pass created is there.
     /// The journal entries of these changes come later and say the same.
     fn follow_base(&mut self, base: &PassBase, report: &PassReport) {
-        let changes: Vec<(String, Option<RemoteState>)> = base
+        let changes: Vec<(Key, Option<RemoteState>)> = base
             .changes()
-            .map(|(p, now)| (p.to_string(), now.as_ref().map(base_as_remote)))
+            .map(|(p, now)| (Key::clone(p), now.as_ref().map(base_as_remote)))
             .collect();
         for (p, _) in changes.iter().filter(|(_, now)| now.is_some()) {
             add_parents(&mut self.remote.dirs, p);
@@ -873,10 +876,10 @@ impl Engine {
         let base = base_map.as_ref();
         let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(String::as_str).collect();
         let index = Arc::clone(&self.index.entries);
-        let bases = || -> Box<dyn Iterator<Item = (&str, BaseState)> + '_> {
+        let bases = || -> Box<dyn Iterator<Item = (&Key, BaseState)> + '_> {
             match base {
                 Some(b) => Box::new(b.iter()),
-                None => Box::new(crate::index::bases(&index).map(|(p, b)| (p.as_str(), b))),
+                None => Box::new(crate::index::bases(&index)),
             }
         };
         // Directories now on both sides.
@@ -890,7 +893,7 @@ impl Engine {
                 .collect();
             // Parents of synced files exist on both sides.
             let mut p = BTreeSet::new();
-            volebarn_core::sorted::add_ancestors(&mut p, bases().map(|(p, _)| p));
+            volebarn_core::sorted::add_ancestors(&mut p, bases().map(|(p, _)| &**p));
             parents = p;
             for d in sc
                 .dirs
@@ -907,16 +910,22 @@ impl Engine {
                 }
             }
         } else {
-            synced_dirs.extend(index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p.as_str()));
+            synced_dirs.extend(index.iter().filter(|(_, e)| e.dir).map(|(p, _)| &**p));
         }
         // The folder's stats, the synced directories and the base, merged path by path (all
         // three are sorted), and compared with the index in the same walk.
+        // Each path keeps the key the scan or the base holds: the new index shares it.
         let merged = volebarn_core::sorted::join3(
-            sc.remembered().map(|(p, s)| (p.as_str(), s)),
+            sc.remembered().map(|(p, s)| (&**p, (p, s))),
             synced_dirs.into_iter().map(|d| (d, ())),
-            bases(),
+            bases().map(|(p, b)| (&**p, (p, b))),
         )
         .map(|(p, local, dir, b)| {
+            let key = match (local, b) {
+                (Some((k, _)), _) | (None, Some((k, _))) => Key::clone(k),
+                (None, None) => Key::from(p),
+            };
+            let (local, b) = (local.map(|(_, s)| s), b.map(|(_, b)| b));
             let mut e = Entry {
                 local,
                 base: b.map(Base::from),
@@ -929,17 +938,23 @@ impl Engine {
                     .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
                     .map(|m| scan::stat_of(&m, b.xxh3.0));
             }
-            (p, e)
+            (p, (key, e))
         });
         // Untouched paths keep what the index had; the rest is what was merged.
         let untouched = |p: &str| held.contains(p) || sc.is_skipped(p);
-        let changes = volebarn_core::sorted::join(index.iter().map(|(p, e)| (p.as_str(), *e)), merged)
+        let changes = volebarn_core::sorted::join(index.iter().map(|(p, e)| (&**p, (p, *e))), merged)
             .filter_map(|(p, old, new)| {
+                let key = match (&new, old) {
+                    (Some((k, _)), _) => Key::clone(k),
+                    (None, Some((k, _))) => Key::clone(k),
+                    (None, None) => unreachable!("a joined path is on one side at least"),
+                };
+                let (old, new) = (old.map(|(_, e)| e), new.map(|(_, e)| e));
                 let new = match old {
                     Some(o) if untouched(p) => Some(o),
                     _ => new,
                 };
-                (old != new).then_some((p, new))
+                (old != new).then_some((key, new))
             });
         // Written as they are found (see FileIndex::stage).
         let staged = self.index.stage(&index, changes, &[CURSOR_KEY])?;
@@ -1002,10 +1017,18 @@ impl Engine {
 }
 
 /// The server's files as the index records them synced (their bases), in path order.
-fn remote_of_bases(index: &BTreeMap<String, Entry>) -> BTreeMap<String, RemoteState> {
+fn remote_of_bases(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, RemoteState> {
     crate::index::bases(index)
-        .map(|(p, b)| (p.clone(), base_as_remote(&b)))
+        .map(|(p, b)| (Key::clone(p), base_as_remote(&b)))
         .collect()
+}
+
+/// `path` as a [`Key`]: the index's when it holds the path, so it is not held twice.
+fn shared_key(index: &BTreeMap<Key, Entry>, path: &str) -> Key {
+    match index.get_key_value(path) {
+        Some((k, _)) => Key::clone(k),
+        None => Key::from(path),
+    }
 }
 
 fn base_as_remote(b: &BaseState) -> RemoteState {

@@ -9,7 +9,8 @@
 //! in this order: moves, directories, uploads, downloads, deletions, adoptions, conflicts,
 //! directory deletions.
 
-use crate::index::Entry;
+use crate::index::{Entry, Key};
+use std::borrow::Borrow;
 use crate::scan::Scan;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -126,9 +127,9 @@ pub struct PlanInput<'a> {
     /// The folder now.
     pub scan: &'a Scan,
     /// Per path: the last scan's stat, the base, whether the directory was synced.
-    pub index: &'a BTreeMap<String, Entry>,
+    pub index: &'a BTreeMap<Key, Entry>,
     /// The server as the mirror knows it (directories include files' parents).
-    pub remote_files: &'a BTreeMap<String, RemoteState>,
+    pub remote_files: &'a BTreeMap<Key, RemoteState>,
     pub remote_dirs: &'a BTreeSet<String>,
     pub strategy: ConflictStrategy,
     pub max_delete_percent: u8,
@@ -137,8 +138,8 @@ pub struct PlanInput<'a> {
 }
 
 /// The base of every synced file, from the index.
-pub fn base_of_index(index: &BTreeMap<String, Entry>) -> BTreeMap<String, BaseState> {
-    crate::index::bases(index).map(|(p, b)| (p.clone(), b)).collect()
+pub fn base_of_index(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, BaseState> {
+    crate::index::bases(index).map(|(p, b)| (Key::clone(p), b)).collect()
 }
 
 /// Decides everything one pass does (see the module documentation).
@@ -159,11 +160,11 @@ pub fn make_plan(i: &PlanInput) -> Plan {
     } = after;
 
     // Safety rail: mass deletions wait for --force.
-    let mut here = Cursor::new(sc.files.keys().map(String::as_str));
+    let mut here = Cursor::new(sc.files.keys().map(|k| &**k));
     let deleted: Vec<String> = base
         .iter()
         .filter(|(p, e)| e.base.is_some() && !here.contains(p) && !sc.is_skipped(p))
-        .map(|(p, _)| p.clone())
+        .map(|(p, _)| p.to_string())
         .collect();
     let held_reason = if i.force || deleted.is_empty() {
         None
@@ -252,11 +253,11 @@ pub(crate) fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
 }
 
 /// Renames the keys `from` and those below it to the same place below `to`.
-pub(crate) fn move_keys<V>(map: &mut BTreeMap<String, V>, from: &str, to: &str) {
-    let moved: Vec<String> = map.keys().filter(|k| at_or_under(k, from)).cloned().collect();
+pub(crate) fn move_keys<K: Ord + Borrow<str> + From<String>, V>(map: &mut BTreeMap<K, V>, from: &str, to: &str) {
+    let moved: Vec<String> = crate::scan::covered(map, from).map(|(k, _)| k.borrow().to_string()).collect();
     for old in moved {
-        if let Some(v) = map.remove(&old) {
-            map.insert(format!("{to}{}", &old[from.len()..]), v);
+        if let Some(v) = map.remove(old.as_str()) {
+            map.insert(K::from(format!("{to}{}", &old[from.len()..])), v);
         }
     }
 }
@@ -278,15 +279,15 @@ pub(crate) fn move_dirs(dirs: &mut BTreeSet<String>, from: &str, to: &str) {
 /// content: `mv a b` over it, not an edit in place) counts both as gone and as new, but only
 /// by inode, so a chain of renames onto synced paths (`b → c`, then `a → b`) is two moves; an
 /// editor's save (a new inode at the same path) pairs with nothing.
-fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, String)> {
+fn detect_renames(sc: &Scan, index: &BTreeMap<Key, Entry>) -> Vec<(String, String)> {
     let replaced = |p: &str, e: &Entry| match (sc.files.get(p), e.local, e.base) {
         (Some(s), Some(l), Some(b)) => {
             s.inode != 0 && l.inode != 0 && s.inode != l.inode && (s.xxh3, s.size) != (b.xxh3, b.size)
         }
         _ => false,
     };
-    let mut here = Cursor::new(sc.files.keys().map(String::as_str));
-    let gone: Vec<(&String, &Entry, bool)> = index
+    let mut here = Cursor::new(sc.files.keys().map(|k| &**k));
+    let gone: Vec<(&Key, &Entry, bool)> = index
         .iter()
         .filter(|(p, e)| e.base.is_some() && !sc.is_skipped(p))
         .filter_map(|(p, e)| {
@@ -300,8 +301,8 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
     if gone.is_empty() {
         return Vec::new();
     }
-    let mut by_content: BTreeMap<(u64, u64), Vec<&String>> = BTreeMap::new();
-    let mut by_inode: BTreeMap<u64, &String> = BTreeMap::new();
+    let mut by_content: BTreeMap<(u64, u64), Vec<&Key>> = BTreeMap::new();
+    let mut by_inode: BTreeMap<u64, &Key> = BTreeMap::new();
     for (p, s) in &sc.files {
         match index.get(p) {
             Some(e) if e.base.is_some() => {
@@ -319,7 +320,7 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
     let mut out = Vec::new();
     for (old, e, still_there) in gone {
         let Some(b) = e.base else { continue };
-        let same_content = |p: &String| {
+        let same_content = |p: &Key| {
             sc.files
                 .get(p)
                 .is_some_and(|s| (s.xxh3, s.size) == (b.xxh3, b.size))
@@ -334,12 +335,12 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
                 return None;
             }
             let candidates = by_content.get(&(b.xxh3, b.size))?;
-            let free: Vec<&&String> = candidates.iter().filter(|c| !used.contains(**c)).collect();
+            let free: Vec<&&Key> = candidates.iter().filter(|c| !used.contains(**c)).collect();
             (b.size > 0 && free.len() == 1).then(|| *free[0])
         });
         if let Some(new) = pick.filter(|new| *new != old) {
             if used.insert(new.clone()) {
-                out.push((old.clone(), new.clone()));
+                out.push((old.to_string(), new.to_string()));
             }
         }
     }
@@ -350,8 +351,8 @@ fn detect_renames(sc: &Scan, index: &BTreeMap<String, Entry>) -> Vec<(String, St
 /// tree is copied only when a move changes it).
 struct Tree<'a> {
     /// The index's entries: only their base counts here (copied only when a move changes it).
-    base: Cow<'a, BTreeMap<String, Entry>>,
-    files: Cow<'a, BTreeMap<String, RemoteState>>,
+    base: Cow<'a, BTreeMap<Key, Entry>>,
+    files: Cow<'a, BTreeMap<Key, RemoteState>>,
     dirs: Cow<'a, BTreeSet<String>>,
 }
 
@@ -422,7 +423,7 @@ fn collapse_dir_moves(
     renames: &[(String, String)],
     local_dirs: &BTreeSet<String>,
     remote_dirs: &BTreeSet<String>,
-    base: &BTreeMap<String, Entry>,
+    base: &BTreeMap<Key, Entry>,
 ) -> Vec<(String, String)> {
     let map: BTreeMap<&str, &str> = renames.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let mut dir_moves: BTreeMap<String, String> = BTreeMap::new();
@@ -450,7 +451,7 @@ fn collapse_dir_moves(
                 .iter()
                 .filter(|(p, e)| e.base.is_some() && is_under(p, &od))
                 .all(|(p, _)| {
-                    map.get(p.as_str())
+                    map.get(&**p)
                         .is_some_and(|t| *t == format!("{nd}{}", &p[od.len()..]))
                 });
             if all_moved {
@@ -466,7 +467,7 @@ fn collapse_dir_moves(
         dir_moves.iter().any(|(o, n)| {
             let mapped = is_under(nd, n).then(|| format!("{o}{}", &nd[n.len()..]));
             mapped.is_some_and(|m| {
-                m != od && (remote_dirs.contains(&m) || base.get(&m).is_some_and(|e| e.base.is_some()))
+                m != od && (remote_dirs.contains(&m) || base.get(m.as_str()).is_some_and(|e| e.base.is_some()))
             })
         })
     };
@@ -499,8 +500,9 @@ fn clashes(sc: &Scan, p: &mut Plan) -> Vec<Clash> {
     let mut taken: BTreeMap<String, String> = sc
         .files
         .keys()
-        .chain(sc.dirs.iter())
-        .map(|p| (fold(p), p.clone()))
+        .map(|k| &**k)
+        .chain(sc.dirs.iter().map(String::as_str))
+        .map(|p| (fold(p), p.to_string()))
         .collect();
     let mut out = Vec::new();
     for d in p.downloads.iter().chain(p.create_dirs_local.iter()) {
@@ -530,17 +532,17 @@ fn clashes(sc: &Scan, p: &mut Plan) -> Vec<Clash> {
 /// Takes them out of the plan's directory creations.
 fn dir_deletions(
     sc: &Scan,
-    index: &BTreeMap<String, Entry>,
-    remote_files: &BTreeMap<String, RemoteState>,
+    index: &BTreeMap<Key, Entry>,
+    remote_files: &BTreeMap<Key, RemoteState>,
     remote_dirs: &BTreeSet<String>,
     plan: &mut Plan,
 ) {
-    let synced = |d: &String| index.get(d).is_some_and(|e| e.dir);
+    let synced = |d: &String| index.get(d.as_str()).is_some_and(|e| e.dir);
     let new_dir_below = |dirs: &BTreeSet<String>, d: &str| dirs.iter().any(|s| is_under(s, d) && !synced(s));
     let moved_in = |d: &str| plan.moves.iter().any(|m| at_or_under(&m.to, d));
     let mut remote_del = Vec::new();
     let mut local_del = Vec::new();
-    for d in index.iter().filter(|(_, e)| e.dir).map(|(p, _)| p) {
+    for d in index.iter().filter(|(_, e)| e.dir).map(|(p, _)| &**p) {
         if sc.is_skipped(d) {
             continue;
         }
@@ -548,24 +550,24 @@ fn dir_deletions(
         if !here && there {
             let busy = remote_files
                 .keys()
-                .any(|p| is_under(p, d) && !plan.deletes_remote.contains(p))
+                .any(|p| is_under(p, d) && !plan.deletes_remote.iter().any(|x| **x == **p))
                 || sc.files.keys().any(|p| is_under(p, d))
                 || plan.held_deletions.iter().any(|p| is_under(p, d))
                 || new_dir_below(remote_dirs, d)
                 || moved_in(d);
             if !busy {
-                remote_del.push(d.clone());
+                remote_del.push(d.to_string());
             }
         } else if here && !there {
             let busy = sc
                 .files
                 .keys()
-                .any(|p| is_under(p, d) && !plan.deletes_local.contains(p))
+                .any(|p| is_under(p, d) && !plan.deletes_local.iter().any(|x| **x == **p))
                 || plan.downloads.iter().any(|p| is_under(p, d))
                 || new_dir_below(&sc.dirs, d)
                 || moved_in(d);
             if !busy {
-                local_del.push(d.clone());
+                local_del.push(d.to_string());
             }
         }
     }

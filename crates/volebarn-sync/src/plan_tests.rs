@@ -53,7 +53,7 @@ struct World {
     remote_dirs: BTreeSet<String>,
     /// Every content the server ever held (its versions).
     versions: BTreeSet<u64>,
-    index: BTreeMap<String, Entry>,
+    index: BTreeMap<Key, Entry>,
     /// Contents, inodes, revisions and mtimes come from one counter.
     clock: u64,
 }
@@ -114,25 +114,25 @@ impl World {
 
     /// The index after a pass: the folder's stats, the base, and the directories on both sides.
     fn remember(&mut self, base: &BTreeMap<String, BaseState>) {
-        let mut next: BTreeMap<String, Entry> = BTreeMap::new();
+        let mut next: BTreeMap<Key, Entry> = BTreeMap::new();
         for (p, f) in &self.local {
-            next.entry(p.clone()).or_default().local = Some(stat(f));
+            next.entry(Key::from(p.as_str())).or_default().local = Some(stat(f));
         }
         for (p, b) in base {
-            next.entry(p.clone()).or_default().base = Some(Base::from(*b));
+            next.entry(Key::from(p.as_str())).or_default().base = Some(Base::from(*b));
         }
         let mut dirs: BTreeSet<String> = self.local_dirs.intersection(&self.remote_dirs).cloned().collect();
         for p in base.keys() {
             parents(&mut dirs, p);
         }
         for d in dirs {
-            next.entry(d).or_default().dir = true;
+            next.entry(Key::from(d)).or_default().dir = true;
         }
         self.index = next;
     }
 
     fn scan(&self) -> Scan {
-        let files: BTreeMap<String, Stat> = self.local.iter().map(|(p, f)| (p.clone(), stat(f))).collect();
+        let files: BTreeMap<Key, Stat> = self.local.iter().map(|(p, f)| (Key::from(p.as_str()), stat(f))).collect();
         Scan {
             files,
             dirs: self.local_dirs.clone(),
@@ -141,10 +141,10 @@ impl World {
     }
 
     fn plan(&self, strategy: ConflictStrategy) -> Plan {
-        let remote: BTreeMap<String, RemoteState> = self
+        let remote: BTreeMap<Key, RemoteState> = self
             .remote
             .iter()
-            .map(|(p, r)| (p.clone(), remote_state(r)))
+            .map(|(p, r)| (Key::from(p.as_str()), remote_state(r)))
             .collect();
         make_plan(&PlanInput {
             scan: &self.scan(),
@@ -182,7 +182,10 @@ impl World {
     /// Does what `Executor::apply` does, on the model; panics where the real executor would
     /// meet a failed precondition (the model never changes between plan and apply).
     fn apply(&mut self, plan: &Plan) {
-        let mut base = base_of_index(&self.index);
+        let mut base: BTreeMap<String, BaseState> = base_of_index(&self.index)
+            .into_iter()
+            .map(|(p, b)| (p.to_string(), b))
+            .collect();
         for m in &plan.moves {
             assert!(
                 !self.remote.contains_key(&m.to) && !self.remote_dirs.contains(&m.to),
@@ -656,10 +659,10 @@ fn mass_deletions_are_held_with_the_reason_and_nothing_else_waits() {
         w.edit(Side::Local, &Op::Delete(0));
     }
     w.edit(Side::Local, &Op::Write("d3/f1".into()));
-    let remote: BTreeMap<String, RemoteState> = w
+    let remote: BTreeMap<Key, RemoteState> = w
         .remote
         .iter()
-        .map(|(p, r)| (p.clone(), remote_state(r)))
+        .map(|(p, r)| (Key::from(p.as_str()), remote_state(r)))
         .collect();
     let plan = make_plan(&PlanInput {
         scan: &w.scan(),

@@ -4,9 +4,10 @@
 //! settles; one that keeps changing, or cannot be read, is left out of this pass (never
 //! mistaken for a deletion).
 
-use crate::index::{Entry, Stat};
+use crate::index::{Entry, Key, Stat};
 use crate::rules::{self, IGNORE_FILE};
 use crate::state::STATE_DIR;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ const RACY_NANOS: i64 = 2_000_000_000;
 #[derive(Debug, Default, Clone)]
 pub struct Scan {
     /// Files with their stat and content hash.
-    pub files: BTreeMap<String, Stat>,
+    pub files: BTreeMap<Key, Stat>,
     /// Files modified so shortly before they were read that their stat does not vouch for
     /// their content: the index remembers them with an impossible mtime, so they are re-read.
     pub racy: BTreeSet<String>,
@@ -48,9 +49,9 @@ pub struct Scan {
 impl Scan {
     /// What the index remembers of each file: its stat, with an impossible mtime for a racy
     /// one.
-    pub fn remembered(&self) -> impl Iterator<Item = (&String, Stat)> {
+    pub fn remembered(&self) -> impl Iterator<Item = (&Key, Stat)> {
         self.files.iter().map(|(p, s)| {
-            let racy = !self.racy.is_empty() && self.racy.contains(p);
+            let racy = !self.racy.is_empty() && self.racy.contains(&**p);
             (
                 p,
                 if racy {
@@ -147,7 +148,7 @@ fn hash_settled(path: &Path, bytes: &AtomicU64) -> Result<Stat, HashError> {
 }
 
 /// Scans `root` against the index's last-seen stats. Blocking: run it on a blocking thread.
-pub fn scan(root: &Path, previous: &BTreeMap<String, Entry>) -> Scan {
+pub fn scan(root: &Path, previous: &BTreeMap<Key, Entry>) -> Scan {
     scan_under(root, "", previous)
 }
 
@@ -159,9 +160,9 @@ pub fn covers(dir: &str, path: &str) -> bool {
 /// [`scan`] of the part of the folder at `under` (a relative path; `""` for all of it). The
 /// walk still starts at `root` and enters only the directories leading to `under`, so every
 /// `.volebarnignore` above it applies exactly as in a full scan.
-pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) -> Scan {
+pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<Key, Entry>) -> Scan {
     let mut out = Scan::default();
-    let mut runs: Vec<Vec<(String, Stat)>> = Vec::new();
+    let mut runs: Vec<Vec<(Key, Stat)>> = Vec::new();
     let mut dirs: Vec<String> = Vec::new();
     let mut to_hash: Vec<String> = Vec::new();
     for found in walk(root, under, previous) {
@@ -205,7 +206,7 @@ pub fn scan_under(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) 
 /// inserting path by path leaves the map's nodes half full (twice the memory) and costs more
 /// time. Each run is sorted backwards and taken from its end, shrinking as it goes, so the
 /// entries are not all held twice (in the runs and in the map) at the end.
-fn merge_runs(mut runs: Vec<Vec<(String, Stat)>>) -> BTreeMap<String, Stat> {
+fn merge_runs(mut runs: Vec<Vec<(Key, Stat)>>) -> BTreeMap<Key, Stat> {
     for r in &mut runs {
         r.sort_unstable_by(|a, b| b.0.cmp(&a.0));
     }
@@ -234,16 +235,19 @@ fn merge_runs(mut runs: Vec<Vec<(String, Stat)>>) -> BTreeMap<String, Stat> {
 /// one is to be read; the rest (directories, problems) as found.
 #[derive(Default)]
 struct Findings {
-    same: Vec<(String, Stat)>,
+    /// With the index's key: the path is not held twice.
+    same: Vec<(Key, Stat)>,
     to_hash: Vec<String>,
     other: Vec<Found>,
 }
 
 impl Findings {
-    fn add(&mut self, found: Found, previous: &BTreeMap<String, Entry>) {
+    fn add(&mut self, found: Found, previous: &BTreeMap<Key, Entry>) {
         match found {
-            Found::File(rel, Ok(stat)) => match previous.get(&rel).and_then(|e| e.local) {
-                Some(s) if s.same_file(&stat) => self.same.push((rel, s)),
+            Found::File(rel, Ok(stat)) => match previous.get_key_value(rel.as_str()) {
+                Some((k, e)) if e.local.is_some_and(|s| s.same_file(&stat)) => {
+                    self.same.push((Key::clone(k), e.local.expect("checked")))
+                }
                 _ => self.to_hash.push(rel),
             },
             other => self.other.push(other),
@@ -277,7 +281,7 @@ const WALK_THREADS: usize = 2;
 /// Walks the part of `root` at `under` (see [`scan_under`]) with the ignore rules, on
 /// [`WALK_THREADS`] threads, in no particular order; each thread's findings are sorted out
 /// against `previous` as they come.
-fn walk(root: &Path, under: &str, previous: &BTreeMap<String, Entry>) -> Vec<Findings> {
+fn walk(root: &Path, under: &str, previous: &BTreeMap<Key, Entry>) -> Vec<Findings> {
     let defaults = rules::defaults(root);
     let (walk_root, under_owned) = (root.to_path_buf(), under.to_string());
     let walker = ignore::WalkBuilder::new(root)
@@ -402,7 +406,7 @@ fn visit(root: &Path, item: Result<ignore::DirEntry, ignore::Error>) -> Option<F
 /// [`scan_under`], so a path created, changed, renamed or deleted since is as a full scan
 /// would see it. Paths not in `dirty` are taken from `last` unread: the caller vouches that
 /// nothing else changed (a watcher that lost no event).
-pub fn rescan(root: &Path, last: Scan, dirty: &BTreeSet<String>, previous: &BTreeMap<String, Entry>) -> Scan {
+pub fn rescan(root: &Path, last: Scan, dirty: &BTreeSet<String>, previous: &BTreeMap<Key, Entry>) -> Scan {
     let mut out = Scan {
         files: last.files,
         racy: last.racy,
@@ -418,10 +422,10 @@ pub fn rescan(root: &Path, last: Scan, dirty: &BTreeSet<String>, previous: &BTre
         .filter(|d| !d.match_indices('/').any(|(i, _)| dirty.contains(&d[..i])))
         .collect();
     for d in outermost {
-        let files: Vec<String> = covered(&out.files, d).map(|(k, _)| k.clone()).collect();
+        let files: Vec<Key> = covered(&out.files, d).map(|(k, _)| Key::clone(k)).collect();
         for p in files {
             out.files.remove(&p);
-            out.racy.remove(&p);
+            out.racy.remove(&*p);
         }
         let dirs: Vec<String> = covered_in(&out.dirs, d).cloned().collect();
         for p in dirs {
@@ -445,13 +449,13 @@ pub fn rescan(root: &Path, last: Scan, dirty: &BTreeSet<String>, previous: &BTre
 
 /// The entries of `map` that `dir` covers ([`covers`]), found without a walk over all of them:
 /// they are among the run of keys that start with `dir`.
-pub fn covered<'a, V>(
-    map: &'a BTreeMap<String, V>,
+pub fn covered<'a, K: Ord + Borrow<str>, V>(
+    map: &'a BTreeMap<K, V>,
     dir: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a V)> {
+) -> impl Iterator<Item = (&'a K, &'a V)> {
     map.range::<str, _>((Bound::Included(dir), Bound::Unbounded))
-        .take_while(move |(k, _)| k.starts_with(dir))
-        .filter(move |(k, _)| covers(dir, k))
+        .take_while(move |(k, _)| (*k).borrow().starts_with(dir))
+        .filter(move |(k, _)| covers(dir, (*k).borrow()))
 }
 
 /// [`covered`] for a set.
@@ -463,7 +467,7 @@ fn covered_in<'a>(set: &'a BTreeSet<String>, dir: &'a str) -> impl Iterator<Item
 
 /// Reads and hashes the files at `rels` (on [`HASH_THREADS`] threads): returns those read; one
 /// that cannot be read is a problem of `out`.
-fn hash_all(root: &Path, mut rels: Vec<String>, out: &mut Scan) -> Vec<(String, Stat)> {
+fn hash_all(root: &Path, mut rels: Vec<String>, out: &mut Scan) -> Vec<(Key, Stat)> {
     let bytes = AtomicU64::new(0);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Vec<(usize, Result<Stat, HashError>)>> = std::thread::scope(|s| {
@@ -491,7 +495,7 @@ fn hash_all(root: &Path, mut rels: Vec<String>, out: &mut Scan) -> Vec<(String, 
                 if volebarn_core::timefmt::now_nanos() - stat.mtime < RACY_NANOS {
                     out.racy.insert(rel.clone());
                 }
-                files.push((rel, stat));
+                files.push((Key::from(rel), stat));
             }
             Err(HashError::Vanished) => {}
             Err(HashError::Failed(e)) => {
@@ -542,7 +546,7 @@ mod tests {
         put(root, "top.txt", b"top");
 
         let sc = scan_under(root, "docs", &BTreeMap::new());
-        let files: Vec<&str> = sc.files.keys().map(String::as_str).collect();
+        let files: Vec<&str> = sc.files.keys().map(|k| &**k).collect();
         assert_eq!(
             files,
             [

@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn batches_respect_file_and_byte_limits() {
-        let batches = |items: Vec<u64>| bulk_batches(items, |s| *s, BATCH_FILES, BATCH_BYTES);
+        let batches = |items: Vec<u64>| bulk_batches(items, |s| *s, BATCH_FILES, BATCH_BYTES).collect::<Vec<_>>();
         let b = batches(vec![SMALL_FILE; 40]);
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![16, 16, 8]);
         let b = batches(vec![1u64; BATCH_FILES + 1]);
@@ -526,7 +526,7 @@ mod tests {
         );
         assert!(batches(Vec::new()).is_empty());
         // Downloads: two of the largest small files per request at most.
-        let b = bulk_batches(vec![SMALL_FILE; 5], |s| *s, BATCH_FILES, GET_BATCH_BYTES);
+        let b: Vec<_> = bulk_batches(vec![SMALL_FILE; 5], |s| *s, BATCH_FILES, GET_BATCH_BYTES).collect();
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
     }
 }

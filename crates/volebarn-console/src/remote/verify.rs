@@ -237,7 +237,7 @@ fn scan_local(root: &Path, under: &VPath) -> LocalSide {
     let files = std::mem::take(&mut sc.files)
         .into_iter()
         .filter(|(p, _)| covers(under.as_str(), p))
-        .map(|(p, s)| (p, (s.size, Xxh3(s.xxh3))))
+        .map(|(p, s)| (p.to_string(), (s.size, Xxh3(s.xxh3))))
         .collect();
     let (mut unreadable, mut skipped) = (Vec::new(), Vec::new());
     // A problem matters when it is below `under`, or is a directory holding it.

@@ -504,7 +504,7 @@ impl World {
 
 fn tree_of(dirs: &BTreeSet<String>, files: impl Iterator<Item = String>) -> BTreeSet<String> {
     let files: Vec<String> = files.collect();
-    tree(dirs.iter(), files.iter())
+    tree(dirs.iter(), files.iter().map(String::as_str))
         .into_iter()
         .map(str::to_string)
         .collect()
