@@ -17,7 +17,8 @@ pub mod queue;
 pub mod resilience;
 
 pub use bulk::{
-    bulk_batches, BulkBatches, BulkDownload, ConditionalUpload, FileDownload, FileUpload, LocalUpload, UploadCondition,
+    bulk_batches, BulkBatches, BulkDownload, ConditionalUpload, FileDownload, FileUpload, LocalUpload,
+    UploadCondition,
 };
 pub use client::{hash_file, Client, ClientConfig, HealthMonitor};
 pub use error::{ClientError, Result};

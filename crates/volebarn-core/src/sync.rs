@@ -243,7 +243,12 @@ pub fn plan<K: Ord + Borrow<str>, L: AsLocalState, B: AsBaseState>(
         .keys()
         .map(Borrow::borrow)
         .filter(|p| in_remote_tree.contains(p))
-        .chain(remote.keys().map(Borrow::borrow).filter(|p| in_local_tree.contains(p)))
+        .chain(
+            remote
+                .keys()
+                .map(Borrow::borrow)
+                .filter(|p| in_local_tree.contains(p)),
+        )
         .collect();
 
     let mut out = SyncPlan::default();

@@ -359,7 +359,8 @@ impl Executor<'_> {
                         ErrorCode::AlreadyExists | ErrorCode::PreconditionFailed => {
                             match self.client.get_file_metadata(&f.path).await {
                                 Ok(m)
-                                    if self.local.get(f.path.as_str()).map(|l| l.xxh3) == Some(m.xxhash3.0) =>
+                                    if self.local.get(f.path.as_str()).map(|l| l.xxh3)
+                                        == Some(m.xxhash3.0) =>
                                 {
                                     Some(m)
                                 }

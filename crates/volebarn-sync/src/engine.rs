@@ -416,7 +416,11 @@ impl Engine {
         let Some(progress) = &self.progress else {
             return self.client.clone();
         };
-        let up = plan.uploads.iter().filter_map(|p| local.get(p.as_str())).map(|f| f.size);
+        let up = plan
+            .uploads
+            .iter()
+            .filter_map(|p| local.get(p.as_str()))
+            .map(|f| f.size);
         let down = plan
             .downloads
             .iter()
@@ -458,7 +462,8 @@ impl Engine {
                         m.dirs.insert(p);
                     } else {
                         add_parents(&mut m.dirs, &p);
-                        m.files.insert(shared_key(&self.index.entries, &p), remote_state(&f));
+                        m.files
+                            .insert(shared_key(&self.index.entries, &p), remote_state(&f));
                     }
                 }
                 self.remote = m;
@@ -529,7 +534,10 @@ impl Engine {
                     && !self
                         .index
                         .entries
-                        .range::<str, _>((std::ops::Bound::Excluded(c.path.as_str()), std::ops::Bound::Unbounded))
+                        .range::<str, _>((
+                            std::ops::Bound::Excluded(c.path.as_str()),
+                            std::ops::Bound::Unbounded,
+                        ))
                         .next()
                         .is_some_and(|(k, _)| is_under(k, &c.path))
             }

@@ -642,7 +642,11 @@ mod tests {
             .filter(|(i, _)| i % 2 == 0)
             .map(|(i, p)| (p.clone(), (i % 4 != 0).then(|| entry(i as u64 + 7))))
             .collect();
-        changes.extend((0..n).step_by(5).map(|i| (Key::from(format!("p{i:06}x")), Some(entry(1)))));
+        changes.extend(
+            (0..n)
+                .step_by(5)
+                .map(|i| (Key::from(format!("p{i:06}x")), Some(entry(1)))),
+        );
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         let mut expected = (*idx.entries).clone();
         for (p, e) in &changes {

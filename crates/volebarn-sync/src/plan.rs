@@ -10,9 +10,9 @@
 //! directory deletions.
 
 use crate::index::{Entry, Key};
-use std::borrow::Borrow;
 use crate::scan::Scan;
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use unicode_normalization::UnicodeNormalization;
@@ -139,7 +139,9 @@ pub struct PlanInput<'a> {
 
 /// The base of every synced file, from the index.
 pub fn base_of_index(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, BaseState> {
-    crate::index::bases(index).map(|(p, b)| (Key::clone(p), b)).collect()
+    crate::index::bases(index)
+        .map(|(p, b)| (Key::clone(p), b))
+        .collect()
 }
 
 /// Decides everything one pass does (see the module documentation).
@@ -253,8 +255,14 @@ pub(crate) fn add_parents(dirs: &mut BTreeSet<String>, path: &str) {
 }
 
 /// Renames the keys `from` and those below it to the same place below `to`.
-pub(crate) fn move_keys<K: Ord + Borrow<str> + From<String>, V>(map: &mut BTreeMap<K, V>, from: &str, to: &str) {
-    let moved: Vec<String> = crate::scan::covered(map, from).map(|(k, _)| k.borrow().to_string()).collect();
+pub(crate) fn move_keys<K: Ord + Borrow<str> + From<String>, V>(
+    map: &mut BTreeMap<K, V>,
+    from: &str,
+    to: &str,
+) {
+    let moved: Vec<String> = crate::scan::covered(map, from)
+        .map(|(k, _)| k.borrow().to_string())
+        .collect();
     for old in moved {
         if let Some(v) = map.remove(old.as_str()) {
             map.insert(K::from(format!("{to}{}", &old[from.len()..])), v);
@@ -467,7 +475,8 @@ fn collapse_dir_moves(
         dir_moves.iter().any(|(o, n)| {
             let mapped = is_under(nd, n).then(|| format!("{o}{}", &nd[n.len()..]));
             mapped.is_some_and(|m| {
-                m != od && (remote_dirs.contains(&m) || base.get(m.as_str()).is_some_and(|e| e.base.is_some()))
+                m != od
+                    && (remote_dirs.contains(&m) || base.get(m.as_str()).is_some_and(|e| e.base.is_some()))
             })
         })
     };

@@ -132,7 +132,11 @@ impl World {
     }
 
     fn scan(&self) -> Scan {
-        let files: BTreeMap<Key, Stat> = self.local.iter().map(|(p, f)| (Key::from(p.as_str()), stat(f))).collect();
+        let files: BTreeMap<Key, Stat> = self
+            .local
+            .iter()
+            .map(|(p, f)| (Key::from(p.as_str()), stat(f)))
+            .collect();
         Scan {
             files,
             dirs: self.local_dirs.clone(),

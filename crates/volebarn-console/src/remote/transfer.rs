@@ -516,7 +516,8 @@ mod tests {
 
     #[test]
     fn batches_respect_file_and_byte_limits() {
-        let batches = |items: Vec<u64>| bulk_batches(items, |s| *s, BATCH_FILES, BATCH_BYTES).collect::<Vec<_>>();
+        let batches =
+            |items: Vec<u64>| bulk_batches(items, |s| *s, BATCH_FILES, BATCH_BYTES).collect::<Vec<_>>();
         let b = batches(vec![SMALL_FILE; 40]);
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![16, 16, 8]);
         let b = batches(vec![1u64; BATCH_FILES + 1]);
