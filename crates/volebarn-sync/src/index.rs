@@ -181,18 +181,6 @@ impl PassBase {
             .map(|(p, now)| (p, *now))
             .filter(|(p, now)| self.index.get(&***p).and_then(|e| e.base).map(BaseState::from) != *now)
     }
-
-    /// Rebuilds the changes in one go when the pass added many of them one by one (a first
-    /// sync): a map grown key by key in order keeps its nodes half full.
-    pub fn compact(&mut self) {
-        if self.changed.len() > 4096 {
-            let mut out = MapBuilder::default();
-            for (p, b) in std::mem::take(&mut self.changed) {
-                out.push(p, b);
-            }
-            self.changed = out.finish();
-        }
-    }
 }
 
 const FILE_PREFIX: u8 = b'f';
@@ -715,7 +703,6 @@ mod tests {
                 ("z/a/y", Some(base(2))),
             ]
         );
-        pb.compact();
         assert_eq!(pb.iter().count(), 4);
         assert_eq!(index.len(), 5, "the index itself is untouched");
     }
