@@ -216,11 +216,12 @@ impl<I: Iterator, F: Fn(&I::Item) -> u64> Iterator for BulkBatches<I, F> {
         let mut bytes = (self.size)(&first);
         let mut batch = vec![first];
         while batch.len() < self.max_files {
-            let Some(next) = self.items.next_if(|i| bytes + (self.size)(i) <= self.max_bytes) else {
-                break;
-            };
-            bytes += (self.size)(&next);
-            batch.push(next);
+            // Each item is sized once (the one that starts the next batch, twice).
+            match self.items.peek().map(|i| (self.size)(i)) {
+                Some(n) if bytes + n <= self.max_bytes => bytes += n,
+                _ => break,
+            }
+            batch.push(self.items.next().expect("peeked"));
         }
         Some(batch)
     }

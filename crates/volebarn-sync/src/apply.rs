@@ -8,7 +8,7 @@
 //! stops the rest.
 
 use crate::engine::PassReport;
-use crate::index::{Key, PassBase, Stat};
+use crate::index::{held_key, Key, PassBase, Stat};
 use crate::plan::{is_under, Move, Plan};
 use crate::scan::local_path;
 use futures_util::StreamExt;
@@ -432,11 +432,9 @@ impl Executor<'_> {
     /// `path` as a [`Key`]: the one the scan, the mirror or the base holds already, so a
     /// path is held once however many maps have it.
     fn key(&self, path: &str, base: &PassBase) -> Key {
-        let shared = self.local.get_key_value(path).map(|(k, _)| k);
-        match shared.or_else(|| self.remote.get_key_value(path).map(|(k, _)| k)) {
-            Some(k) => Key::clone(k),
-            None => base.key(path),
-        }
+        held_key(self.local, path)
+            .or_else(|| held_key(self.remote, path))
+            .unwrap_or_else(|| base.key(path))
     }
 
     /// Uploads a local file: as a create (`if_match` None) or conditional on the server's rev;

@@ -1049,10 +1049,7 @@ fn remote_of_bases(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, RemoteState> {
 
 /// `path` as a [`Key`]: the index's when it holds the path, so it is not held twice.
 fn shared_key(index: &BTreeMap<Key, Entry>, path: &str) -> Key {
-    match index.get_key_value(path) {
-        Some((k, _)) => Key::clone(k),
-        None => Key::from(path),
-    }
+    crate::index::held_key(index, path).unwrap_or_else(|| Key::from(path))
 }
 
 fn base_as_remote(b: &BaseState) -> RemoteState {

@@ -17,6 +17,11 @@ use volebarn_core::sync::BaseState;
 /// files each copy was 5-6 MB).
 pub type Key = Arc<str>;
 
+/// The key `map` holds for `path`, to share rather than copy.
+pub fn held_key<V>(map: &BTreeMap<Key, V>, path: &str) -> Option<Key> {
+    map.get_key_value(path).map(|(k, _)| Key::clone(k))
+}
+
 /// A local file as stat + hash: the hash is valid while size, mtime and inode are unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bitcode::Encode, bitcode::Decode)]
 pub struct Stat {
@@ -134,13 +139,9 @@ impl PassBase {
     /// `path` as a [`Key`]: the one this base or the index holds already, if any (so it is
     /// not copied).
     pub fn key(&self, path: &str) -> Key {
-        match self.changed.get_key_value(path) {
-            Some((k, _)) => Key::clone(k),
-            None => match self.index.get_key_value(path) {
-                Some((k, _)) => Key::clone(k),
-                None => Key::from(path),
-            },
-        }
+        held_key(&self.changed, path)
+            .or_else(|| held_key(&self.index, path))
+            .unwrap_or_else(|| Key::from(path))
     }
 
     /// Moves the base of `from` and of everything below it to the same place below `to`.

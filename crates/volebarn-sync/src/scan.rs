@@ -245,8 +245,8 @@ impl Findings {
     fn add(&mut self, found: Found, previous: &BTreeMap<Key, Entry>) {
         match found {
             Found::File(rel, Ok(stat)) => match previous.get_key_value(rel.as_str()) {
-                Some((k, e)) if e.local.is_some_and(|s| s.same_file(&stat)) => {
-                    self.same.push((Key::clone(k), e.local.expect("checked")))
+                Some((k, Entry { local: Some(s), .. })) if s.same_file(&stat) => {
+                    self.same.push((Key::clone(k), *s))
                 }
                 _ => self.to_hash.push(rel),
             },
