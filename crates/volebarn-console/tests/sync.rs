@@ -43,10 +43,14 @@ async fn two_folders_converge_and_a_no_op_pass_reads_nothing() {
     std::fs::remove_file(b.join("docs/report.md")).unwrap();
     let r = eb.pass(PassOptions::default()).await.unwrap();
     assert_eq!(r.hashed, 1, "only the edited file is read: {r:?}");
-    assert_eq!(r.result.uploaded, vec!["notes.txt"]);
+    assert_eq!(volebarn_testkit::names(&r.result.uploaded), vec!["notes.txt"]);
     assert_eq!(r.result.deleted_remote, vec!["docs/report.md"]);
     let r = ea.pass(PassOptions::default()).await.unwrap();
-    assert_eq!(r.result.downloaded, vec!["notes.txt"], "{r:?}");
+    assert_eq!(
+        volebarn_testkit::names(&r.result.downloaded),
+        vec!["notes.txt"],
+        "{r:?}"
+    );
     assert_eq!(r.result.deleted_local, vec!["docs/report.md"], "{r:?}");
     assert_eq!(tree(&a), tree(&b));
 }
@@ -253,7 +257,7 @@ async fn an_emptied_or_vanished_folder_never_deletes_remotely() {
     drop(ea);
     let mut fresh = srv.engine(&a, NEWER);
     let r = fresh.pass(PassOptions::default()).await.unwrap();
-    assert_eq!(r.result.downloaded, vec!["only.txt"]);
+    assert_eq!(volebarn_testkit::names(&r.result.downloaded), vec!["only.txt"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,7 +275,7 @@ async fn a_missing_marker_is_readopted_with_force_without_deleting() {
     assert!(r.refused.is_none(), "{r:?}");
     assert!(r.result.deleted_remote.is_empty(), "{r:?}");
     assert_eq!(
-        r.result.downloaded,
+        volebarn_testkit::names(&r.result.downloaded),
         vec!["gone.txt"],
         "re-adopting restores, never deletes"
     );
@@ -332,7 +336,11 @@ async fn editor_saves_sync_as_one_edit_and_scratch_files_stay_local() {
     write(&a, "build/out.o", b"object");
     write(&a, "debug.log", b"log");
     let r = ea.pass(PassOptions::default()).await.unwrap();
-    assert_eq!(r.result.uploaded, vec!["essay.txt"], "{r:?}");
+    assert_eq!(
+        volebarn_testkit::names(&r.result.uploaded),
+        vec!["essay.txt"],
+        "{r:?}"
+    );
     let on_server = server_tree(&c).await;
     assert_eq!(
         on_server.keys().cloned().collect::<Vec<_>>(),
@@ -354,7 +362,11 @@ async fn symlinks_are_skipped_and_reported() {
     std::os::unix::fs::symlink(a.join("real.txt"), a.join("link.txt")).unwrap();
     let mut ea = srv.engine(&a, NEWER);
     let r = ea.pass(PassOptions::default()).await.unwrap();
-    assert_eq!(r.result.uploaded, vec!["real.txt"], "{r:?}");
+    assert_eq!(
+        volebarn_testkit::names(&r.result.uploaded),
+        vec!["real.txt"],
+        "{r:?}"
+    );
     let reported: Vec<&str> = r
         .problems
         .iter()

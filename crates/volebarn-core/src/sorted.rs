@@ -96,8 +96,11 @@ pub fn add_ancestors<'a>(out: &mut BTreeSet<&'a str>, paths: impl IntoIterator<I
 /// [`MapBuilder`], freeing the old map as the merge walks past it: keys inserted one by one in
 /// order leave the map's nodes about half full, which for a whole-folder map is megabytes held
 /// for as long as the map lives.
-pub fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: Vec<(K, Option<V>)>) {
-    if changes.len() <= map.len() / 8 {
+///
+/// The changes may be streamed: they count as few when their iterator's upper bound says so.
+pub fn apply_changes<K: Ord, V>(map: &mut BTreeMap<K, V>, changes: impl IntoIterator<Item = (K, Option<V>)>) {
+    let changes = changes.into_iter();
+    if changes.size_hint().1.is_some_and(|n| n <= map.len() / 8) {
         for (k, v) in changes {
             match v {
                 Some(v) => {
@@ -184,6 +187,142 @@ impl<K: Ord, V> MapBuilder<K, V> {
     }
 }
 
+/// A map for entries inserted one by one, in any order, that keeps its nodes full.
+///
+/// A `BTreeMap` that takes keys one by one in ascending order leaves its nodes about half
+/// full (a full node splits in two and the left half is never filled again): a pass's new
+/// base for 100,000 uploaded files took 10.8 MB that way. Here new entries go to a small map
+/// of recent ones, which is appended to the main map (one merge that rebuilds it with full
+/// nodes, freeing the old ones as it walks past them) once it holds an eighth as many.
+/// A key in the recent map hides the same key in the main one.
+#[derive(Debug, Clone)]
+pub struct TieredMap<K, V> {
+    main: BTreeMap<K, V>,
+    recent: BTreeMap<K, V>,
+}
+
+impl<K, V> Default for TieredMap<K, V> {
+    fn default() -> Self {
+        TieredMap {
+            main: BTreeMap::new(),
+            recent: BTreeMap::new(),
+        }
+    }
+}
+
+/// Recent entries held before they are merged into a small [`TieredMap`]'s main map.
+const TIER_RUN: usize = 1024;
+
+impl<K: Ord, V> TieredMap<K, V> {
+    pub fn insert(&mut self, k: K, v: V) {
+        self.recent.insert(k, v);
+        if self.recent.len() >= (self.main.len() / 8).max(TIER_RUN) {
+            self.main.append(&mut self.recent);
+        }
+    }
+
+    pub fn get<Q: Ord + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.get_key_value(k).map(|(_, v)| v)
+    }
+
+    pub fn get_key_value<Q: Ord + ?Sized>(&self, k: &Q) -> Option<(&K, &V)>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.recent
+            .get_key_value(k)
+            .or_else(|| self.main.get_key_value(k))
+    }
+
+    /// At most this many entries (a key may be in both tiers).
+    pub fn len_at_most(&self) -> usize {
+        self.main.len() + self.recent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.main.is_empty() && self.recent.is_empty()
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        Self::newest(join(self.main.iter(), self.recent.iter()))
+    }
+
+    /// The entries from `from` on, in key order.
+    pub fn range_from<Q: Ord + ?Sized>(&self, from: &Q) -> impl Iterator<Item = (&K, &V)>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        use std::ops::Bound::{Included, Unbounded};
+        let bounds = (Included(from), Unbounded);
+        Self::newest(join(
+            self.main.range::<Q, _>(bounds),
+            self.recent.range::<Q, _>(bounds),
+        ))
+    }
+
+    fn newest<'a>(
+        joined: impl Iterator<Item = (&'a K, Option<&'a V>, Option<&'a V>)>,
+    ) -> impl Iterator<Item = (&'a K, &'a V)>
+    where
+        K: 'a,
+        V: 'a,
+    {
+        joined.map(|(k, old, new)| (k, new.or(old).expect("a joined key is on one side at least")))
+    }
+}
+
+impl<K: Ord, V> IntoIterator for TieredMap<K, V> {
+    type Item = (K, V);
+    type IntoIter = TieredIntoIter<K, V>;
+
+    /// Every entry, in key order; each node of the main map is freed once walked past.
+    fn into_iter(self) -> TieredIntoIter<K, V> {
+        TieredIntoIter {
+            main: self.main.into_iter().peekable(),
+            recent: self.recent.into_iter().peekable(),
+        }
+    }
+}
+
+/// The entries of a [`TieredMap`], taken in key order.
+pub struct TieredIntoIter<K, V> {
+    main: Peekable<std::collections::btree_map::IntoIter<K, V>>,
+    recent: Peekable<std::collections::btree_map::IntoIter<K, V>>,
+}
+
+impl<K: Ord, V> Iterator for TieredIntoIter<K, V> {
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        let from_main = match (self.main.peek(), self.recent.peek()) {
+            (Some((a, _)), Some((b, _))) => match a.cmp(b) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Equal => {
+                    self.main.next();
+                    false
+                }
+                std::cmp::Ordering::Greater => false,
+            },
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if from_main {
+            self.main.next()
+        } else {
+            self.recent.next()
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let (main, recent) = (self.main.len(), self.recent.len());
+        (main.max(recent), Some(main + recent))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,7 +374,7 @@ mod tests {
             (0..10_000).collect::<Vec<_>>()
         );
         let mut emptied = start.clone();
-        apply_changes(&mut emptied, start.keys().map(|k| (*k, None)).collect());
+        apply_changes(&mut emptied, start.keys().map(|k| (*k, None)).collect::<Vec<_>>());
         assert!(emptied.is_empty());
     }
 
@@ -284,5 +423,48 @@ mod tests {
         );
         let got: Vec<&str> = out.into_iter().collect();
         assert_eq!(got, ["a", "a/b", "a/b/x", "f", "f/g"]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn a_tiered_map_reads_like_a_btreemap_after_any_inserts(
+            ops in proptest::collection::vec((0u16..3000, 0u32..1000), 0..6000),
+            from in 0u16..3000,
+        ) {
+            let (mut tiered, mut plain) = (TieredMap::default(), BTreeMap::new());
+            for (k, v) in &ops {
+                tiered.insert(*k, *v);
+                plain.insert(*k, *v);
+            }
+            proptest::prop_assert_eq!(tiered.is_empty(), plain.is_empty());
+            proptest::prop_assert!(tiered.len_at_most() >= plain.len());
+            for k in [from, from / 2, from / 3] {
+                proptest::prop_assert_eq!(tiered.get(&k), plain.get(&k));
+                proptest::prop_assert_eq!(tiered.get_key_value(&k), plain.get_key_value(&k));
+            }
+            proptest::prop_assert!(tiered.iter().eq(plain.iter()));
+            proptest::prop_assert!(tiered.range_from(&from).eq(plain.range(from..)));
+            let it = tiered.clone().into_iter();
+            let (low, high) = it.size_hint();
+            proptest::prop_assert!(low <= plain.len() && high.is_some_and(|h| h >= plain.len()));
+            proptest::prop_assert!(it.eq(plain.into_iter()));
+        }
+    }
+
+    #[test]
+    fn a_tiered_map_merges_its_recent_entries_into_full_nodes() {
+        let mut m = TieredMap::default();
+        for k in 0..10_000u32 {
+            m.insert(k, ());
+        }
+        // Merged whenever the recent ones reach an eighth of the rest.
+        assert!(
+            m.recent.len() <= (m.main.len() / 8).max(TIER_RUN),
+            "{}",
+            m.recent.len()
+        );
+        assert!(m.main.len() >= 8_000);
+        assert_eq!(m.len_at_most(), 10_000);
     }
 }

@@ -775,14 +775,19 @@ impl Engine {
         self.touched.extend(
             r.downloaded
                 .iter()
-                .chain(&r.deleted_local)
-                .chain(&r.created_dirs)
-                .chain(&r.conflicts_resolved)
-                .chain(&r.conflicts)
-                .chain(r.conflict_copies.iter().map(|c| &c.copy))
-                .chain(&report.dirs_deleted_local)
-                .chain(report.moved.iter().flat_map(|(from, to)| [from, to]))
-                .cloned(),
+                .map(|k| &**k)
+                .chain(
+                    r.deleted_local
+                        .iter()
+                        .chain(&r.created_dirs)
+                        .chain(&r.conflicts_resolved)
+                        .chain(&r.conflicts)
+                        .chain(r.conflict_copies.iter().map(|c| &c.copy))
+                        .chain(&report.dirs_deleted_local)
+                        .chain(report.moved.iter().flat_map(|(from, to)| [from, to]))
+                        .map(String::as_str),
+                )
+                .map(str::to_string),
         );
         self.last_scan = Some(sc);
         Ok(report)
@@ -846,20 +851,22 @@ impl Engine {
     /// deletion, move or adoption that changed it); a directory the pass created is there.
     /// The journal entries of these changes come later and say the same.
     ///
-    /// Returns the paths whose base the pass changed: the mirror now holds their new base (or
-    /// not the path, when it is no longer synced), so the pass's base is freed here instead of
-    /// being held beside the mirror until the index is written (at a first sync of 100,000
-    /// files, 6 MB more at the peak).
-    fn follow_base(&mut self, base: PassBase, report: &PassReport) -> BTreeSet<Key> {
-        let changes: Vec<(Key, Option<RemoteState>)> = base
-            .changes()
-            .map(|(p, now)| (Key::clone(p), now.as_ref().map(base_as_remote)))
-            .collect();
-        drop(base);
-        let rebased: BTreeSet<Key> = changes.iter().map(|(p, _)| Key::clone(p)).collect();
-        for (p, _) in changes.iter().filter(|(_, now)| now.is_some()) {
-            add_parents(&mut self.remote.dirs, p);
-        }
+    /// Returns the paths whose base the pass changed, in path order: the mirror now holds
+    /// their new base (or not the path, when it is no longer synced), so the pass's base is
+    /// freed here instead of being held beside the mirror until the index is written (at a
+    /// first sync of 100,000 files, 6 MB more at the peak). The base is taken as the mirror
+    /// takes its changes, with no list of them in between (7 MB at 100,000 files).
+    fn follow_base(&mut self, base: PassBase, report: &PassReport) -> Vec<Key> {
+        let changes = base.into_changes();
+        let mut rebased = Vec::with_capacity(changes.size_hint().1.unwrap_or(0));
+        let dirs = &mut self.remote.dirs;
+        let changes = changes.map(|(p, now)| {
+            if now.is_some() {
+                add_parents(dirs, &p);
+            }
+            rebased.push(Key::clone(&p));
+            (p, now.as_ref().map(base_as_remote))
+        });
         volebarn_core::sorted::apply_changes(&mut self.remote.files, changes);
         for d in &report.created_remote_dirs {
             if !report.result.errors.iter().any(|(p, _)| p == d) {
@@ -884,11 +891,11 @@ impl Engine {
     fn persist(
         &mut self,
         sc: &Scan,
-        rebased: Option<BTreeSet<Key>>,
+        rebased: Option<Vec<Key>>,
         held: &BTreeSet<String>,
         report: &PassReport,
     ) -> Result<()> {
-        let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(String::as_str).collect();
+        let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(|k| &**k).collect();
         let index = Arc::clone(&self.index.entries);
         let mirror = &self.remote.files;
         let bases = || -> Box<dyn Iterator<Item = (&Key, BaseState)> + '_> {

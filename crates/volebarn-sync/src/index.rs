@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use volebarn_client::Xxh3;
-use volebarn_core::sorted::MapBuilder;
+use volebarn_core::sorted::{MapBuilder, TieredMap};
 use volebarn_core::sync::BaseState;
 
 /// A folder-relative path as the engine's maps hold it: one allocation shared by the index, the
@@ -104,10 +104,12 @@ pub fn bases(entries: &BTreeMap<Key, Entry>) -> impl Iterator<Item = (&Key, Base
 
 /// A pass's base: the index's bases, with what the pass changed on top of them (a path's new
 /// base, or `None`: no longer synced). A pass that changes a few files copies nothing of the
-/// folder's base; at 100,000 files the copy was 13 MB.
+/// folder's base; at 100,000 files the copy was 13 MB. The changes are held in a
+/// [`TieredMap`], so a first sync's 100,000 new bases, recorded one by one as uploads land,
+/// fill their nodes (6 MB where a plain map took 10.8).
 pub struct PassBase {
     index: Arc<BTreeMap<Key, Entry>>,
-    changed: BTreeMap<Key, Option<BaseState>>,
+    changed: TieredMap<Key, Option<BaseState>>,
 }
 
 impl PassBase {
@@ -115,7 +117,7 @@ impl PassBase {
     pub fn new(index: Arc<BTreeMap<Key, Entry>>) -> PassBase {
         PassBase {
             index,
-            changed: BTreeMap::new(),
+            changed: TieredMap::default(),
         }
     }
 
@@ -139,16 +141,23 @@ impl PassBase {
     /// `path` as a [`Key`]: the one this base or the index holds already, if any (so it is
     /// not copied).
     pub fn key(&self, path: &str) -> Key {
-        held_key(&self.changed, path)
+        self.changed
+            .get_key_value(path)
+            .map(|(k, _)| Key::clone(k))
             .or_else(|| held_key(&self.index, path))
             .unwrap_or_else(|| Key::from(path))
     }
 
     /// Moves the base of `from` and of everything below it to the same place below `to`.
     pub fn move_keys(&mut self, from: &str, to: &str) {
+        let changed = self
+            .changed
+            .range_from(from)
+            .take_while(|(p, _)| p.starts_with(from))
+            .filter(|(p, _)| crate::scan::covers(from, p));
         let moved: Vec<(Key, BaseState)> = volebarn_core::sorted::join(
             crate::scan::covered(&self.index, from).map(|(p, e)| (&**p, (p, e.base))),
-            crate::scan::covered(&self.changed, from).map(|(p, b)| (&**p, (p, *b))),
+            changed.map(|(p, b)| (&**p, (p, *b))),
         )
         .filter_map(|(_, was, now)| match now {
             Some((k, now)) => now.map(|b| (Key::clone(k), b)),
@@ -181,6 +190,14 @@ impl PassBase {
             .iter()
             .map(|(p, now)| (p, *now))
             .filter(|(p, now)| self.index.get(&***p).and_then(|e| e.base).map(BaseState::from) != *now)
+    }
+
+    /// [`PassBase::changes`], taken: the base is freed as they are read.
+    pub fn into_changes(self) -> impl Iterator<Item = (Key, Option<BaseState>)> {
+        let index = self.index;
+        self.changed
+            .into_iter()
+            .filter(move |(p, now)| index.get(&**p).and_then(|e| e.base).map(BaseState::from) != *now)
     }
 }
 
@@ -705,6 +722,69 @@ mod tests {
             ]
         );
         assert_eq!(pb.iter().count(), 4);
+        let owned: Vec<(String, Option<BaseState>)> =
+            changes.iter().map(|(p, b)| (p.to_string(), *b)).collect();
+        let taken: Vec<(String, Option<BaseState>)> =
+            pb.into_changes().map(|(p, b)| (p.to_string(), b)).collect();
+        assert_eq!(taken, owned, "taking the changes gives what reading them gives");
         assert_eq!(index.len(), 5, "the index itself is untouched");
+    }
+
+    #[test]
+    fn a_pass_base_with_thousands_of_changes_in_any_order_reads_like_one_map() {
+        let base = |n: u64| BaseState {
+            xxh3: Xxh3(n),
+            size: n,
+            mtime: 7,
+            rev: n,
+        };
+        let index: BTreeMap<Key, Entry> = (0..3000u64)
+            .map(|i| (Key::from(format!("d{}/f{i:05}", i % 7)), synced(i, false)))
+            .collect();
+        let index = Arc::new(index);
+        // What the pass's base should read as, kept in a plain map.
+        let mut model: BTreeMap<String, BaseState> = bases(&index).map(|(p, b)| (p.to_string(), b)).collect();
+        let mut pb = PassBase::new(Arc::clone(&index));
+        // New paths and new bases for old ones, landing out of order, as uploads do.
+        for i in (0..6000u64).rev().filter(|i| i % 3 != 0) {
+            let p = format!("d{}/f{i:05}", i % 7);
+            pb.insert(Key::from(p.as_str()), base(i + 10_000));
+            model.insert(p, base(i + 10_000));
+        }
+        for i in (0..6000u64).step_by(11) {
+            let p = format!("d{}/f{i:05}", i % 7);
+            pb.remove(&p);
+            model.remove(&p);
+        }
+        pb.move_keys("d3", "moved/d3");
+        let below: Vec<(String, BaseState)> = model
+            .range("d3/".to_string().."d30".to_string())
+            .map(|(p, b)| (p.clone(), *b))
+            .collect();
+        assert!(below.len() > 500);
+        for (p, b) in below {
+            model.remove(&p);
+            model.insert(format!("moved/{p}"), b);
+        }
+        assert_eq!(pb.get("d2/f00002"), model.get("d2/f00002").copied());
+        assert_eq!(pb.get("moved/d3/f00003"), model.get("moved/d3/f00003").copied());
+        assert_eq!(pb.get("d3/f00003"), None);
+        let all: Vec<(String, BaseState)> = pb.iter().map(|(p, b)| (p.to_string(), b)).collect();
+        let want: Vec<(String, BaseState)> = model.iter().map(|(p, b)| (p.clone(), *b)).collect();
+        assert_eq!(all, want);
+        // The changes, applied to the index's bases, give the same.
+        let mut applied: BTreeMap<String, BaseState> =
+            bases(&index).map(|(p, b)| (p.to_string(), b)).collect();
+        let read: Vec<(String, Option<BaseState>)> = pb.changes().map(|(p, b)| (p.to_string(), b)).collect();
+        for (p, b) in &read {
+            match b {
+                Some(b) => applied.insert(p.clone(), *b),
+                None => applied.remove(p),
+            };
+        }
+        assert_eq!(applied, model);
+        let taken: Vec<(String, Option<BaseState>)> =
+            pb.into_changes().map(|(p, b)| (p.to_string(), b)).collect();
+        assert_eq!(taken, read);
     }
 }

@@ -52,7 +52,7 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
         Some(volebarn_client::ErrorCode::FileNotFound)
     );
     let r = full_sync(&c, &a, strategy).await.expect("sync A");
-    assert_eq!(r.result.uploaded, ["two-step.txt"]);
+    assert_eq!(volebarn_testkit::names(&r.result.uploaded), ["two-step.txt"]);
     full_sync(&c, &b, strategy).await.expect("sync B");
 
     // B edits one file and deletes another; A follows.
@@ -60,13 +60,19 @@ async fn two_folders_converge_and_resync_is_a_no_op() {
     std::fs::remove_file(b.join("dir/b.txt")).expect("rm");
     let r = full_sync(&c, &b, strategy).await.expect("sync B");
     assert_eq!(
-        (r.result.uploaded.clone(), r.result.deleted_remote.clone()),
-        (vec!["a.txt".to_string()], vec!["dir/b.txt".to_string()])
+        (
+            volebarn_testkit::names(&r.result.uploaded),
+            r.result.deleted_remote.clone()
+        ),
+        (vec!["a.txt"], vec!["dir/b.txt".to_string()])
     );
     let r = full_sync(&c, &a, strategy).await.expect("sync A");
     assert_eq!(
-        (r.result.downloaded.clone(), r.result.deleted_local.clone()),
-        (vec!["a.txt".to_string()], vec!["dir/b.txt".to_string()])
+        (
+            volebarn_testkit::names(&r.result.downloaded),
+            r.result.deleted_local.clone()
+        ),
+        (vec!["a.txt"], vec!["dir/b.txt".to_string()])
     );
     assert_eq!(tree(&a), tree(&b));
     assert_eq!(tree(&a)["a.txt"], b"alpha, edited in B");
@@ -228,7 +234,11 @@ async fn a_file_vanishing_mid_sync_fails_alone() {
     }));
     let r = engine.pass(PassOptions::default()).await.expect("pass");
     drop(engine);
-    assert_eq!(r.result.uploaded, ["stays.txt"], "{r:?}");
+    assert_eq!(
+        volebarn_testkit::names(&r.result.uploaded),
+        ["stays.txt"],
+        "{r:?}"
+    );
     // The two uploads failed; the pass planned again, found them gone, and nothing stands.
     let mut failed: Vec<&str> = r.retried.iter().map(|(p, _)| p.as_str()).collect();
     failed.sort();

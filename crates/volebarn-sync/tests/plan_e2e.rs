@@ -204,8 +204,16 @@ async fn one_seed(seed: u64) {
         .map(|m| (m.from.clone(), m.to.clone()))
         .collect();
     assert_eq!(real.moved, moves, "{ctx}");
-    assert_eq!(sorted(x.uploaded.clone()), plan.uploads, "{ctx}");
-    assert_eq!(sorted(x.downloaded.clone()), plan.downloads, "{ctx}");
+    assert_eq!(
+        sorted(x.uploaded.iter().map(|p| p.to_string()).collect()),
+        plan.uploads,
+        "{ctx}"
+    );
+    assert_eq!(
+        sorted(x.downloaded.iter().map(|p| p.to_string()).collect()),
+        plan.downloads,
+        "{ctx}"
+    );
     assert_eq!(sorted(x.deleted_remote.clone()), plan.deletes_remote, "{ctx}");
     assert_eq!(sorted(x.deleted_local.clone()), plan.deletes_local, "{ctx}");
     let settled: Vec<String> = plan.conflicts.iter().map(|c| c.path.clone()).collect();

@@ -81,3 +81,9 @@ pub async fn operation_error(resp: reqwest::Response) -> (u16, volebarn_core::Op
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A report's list of paths (held as shared `Arc<str>` keys) as plain strings, to compare with
+/// what a test expects.
+pub fn names(paths: &[std::sync::Arc<str>]) -> Vec<&str> {
+    paths.iter().map(|p| &**p).collect()
+}
