@@ -67,6 +67,46 @@ pub fn join3<'a, K: Ord + ?Sized + 'a, A, B, C>(
     })
 }
 
+/// [`join`] of sequences that own their keys (each key is taken once: of two equal ones, the
+/// first sequence's), so a map can be walked with `into_iter`, freeing it as it goes.
+pub fn join_owned<K: Ord, A, B>(
+    a: impl IntoIterator<Item = (K, A)>,
+    b: impl IntoIterator<Item = (K, B)>,
+) -> impl Iterator<Item = (K, Option<A>, Option<B>)> {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (Some((x, _)), Some((y, _))) => x.cmp(y),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return None,
+        };
+        Some(match order {
+            Ordering::Less => a.next().map(|(k, x)| (k, Some(x), None))?,
+            Ordering::Greater => b.next().map(|(k, y)| (k, None, Some(y)))?,
+            Ordering::Equal => {
+                let (k, x) = a.next()?;
+                let (_, y) = b.next()?;
+                (k, Some(x), Some(y))
+            }
+        })
+    })
+}
+
+/// [`join_owned`] of three sequences.
+#[allow(clippy::type_complexity)]
+pub fn join3_owned<K: Ord, A, B, C>(
+    a: impl IntoIterator<Item = (K, A)>,
+    b: impl IntoIterator<Item = (K, B)>,
+    c: impl IntoIterator<Item = (K, C)>,
+) -> impl Iterator<Item = (K, Option<A>, Option<B>, Option<C>)> {
+    join_owned(join_owned(a, b).map(|(k, x, y)| (k, (x, y))), c).map(|(k, xy, z)| {
+        let (x, y) = xy.unwrap_or((None, None));
+        (k, x, y, z)
+    })
+}
+
 /// The parent directory of `path` (`""` at the top).
 pub fn parent(path: &str) -> &str {
     path.rfind('/').map_or("", |i| &path[..i])
@@ -405,6 +445,29 @@ mod tests {
         assert_eq!(three[2], ("c", Some(3), Some('c'), false));
         assert_eq!(three[4], ("e", None, Some('e'), true));
         assert_eq!(three.len(), 5);
+    }
+
+    #[test]
+    fn an_owned_join_pairs_like_a_borrowed_one_and_keeps_the_first_key() {
+        let a: BTreeMap<&str, u32> = [("a", 1), ("c", 3), ("d", 4)].into();
+        let b: BTreeMap<&str, char> = [("b", 'b'), ("c", 'c'), ("e", 'e')].into();
+        let c: BTreeMap<&str, bool> = [("a", true), ("e", false), ("f", true)].into();
+        type Row<'a> = (&'a str, Option<u32>, Option<char>, Option<bool>);
+        let borrowed: Vec<Row> = join3(
+            a.iter().map(|(k, v)| (*k, *v)),
+            b.iter().map(|(k, v)| (*k, *v)),
+            c.iter().map(|(k, v)| (*k, *v)),
+        )
+        .collect();
+        let owned: Vec<Row> = join3_owned(a.clone(), b.clone(), c.clone()).collect();
+        assert_eq!(owned, borrowed);
+        assert_eq!(owned.len(), 6);
+        // Equal keys, told apart by what they point at: the first sequence's is the one kept.
+        let (x, y) = (String::from("k"), String::from("k"));
+        let kept: Vec<*const u8> = join_owned([(x.as_str(), 1)], [(y.as_str(), 2)])
+            .map(|(k, _, _)| k.as_ptr())
+            .collect();
+        assert_eq!(kept, [x.as_ptr()]);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use crate::apply::{Executor, SyncResult};
 use crate::error::{Result, SyncError};
-use crate::index::{Base, Entry, FileIndex, Key, PassBase};
+use crate::index::{Base, Entry, FileIndex, Key, PassBase, Stat};
 use crate::plan::{add_parents, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
@@ -305,7 +305,7 @@ pub struct Engine {
     /// What the last persisted pass wrote to `status.json` (this engine is its only writer).
     status: StatusFile,
     /// The folder as the last pass saw it, for a [`Scope::Paths`] pass to start from.
-    last_scan: Option<Scan>,
+    last_scan: Option<LastScan>,
     /// Paths to scan again next pass whatever the caller says: what the server changed since
     /// the last pass, and what the last pass itself wrote in the folder.
     touched: BTreeSet<String>,
@@ -660,7 +660,7 @@ impl Engine {
             (None, partial) => {
                 tokio::task::spawn_blocking(move || match partial {
                     Some((last, dirty)) => {
-                        let sc = scan::rescan(&root, last, &dirty, &previous);
+                        let sc = scan::rescan(&root, last.into_scan(&previous), &dirty, &previous);
                         // Something synced is gone (deleted or renamed): the safety rails weigh
                         // deletions against the whole folder, and a batch of them may have been
                         // reported in parts, so this pass looks at all of it.
@@ -701,8 +701,7 @@ impl Engine {
             let plan = self.plan(&sc, &as_remote, &self.remote.dirs, opts);
             report.pending = Pending::of(&plan);
             report.plan = Some(plan);
-            self.persist(&sc, None, &BTreeSet::new(), &report)?;
-            self.last_scan = Some(sc);
+            self.last_scan = Some(self.persist(sc, None, &BTreeSet::new(), &report)?);
             return Ok(report);
         }
 
@@ -725,7 +724,7 @@ impl Engine {
             report.pending = Pending::of(&plan);
             report.moved = report.pending.moves.clone();
             report.plan = Some(plan);
-            self.last_scan = Some(sc);
+            self.last_scan = Some(LastScan::Kept(sc));
             return Ok(report);
         }
 
@@ -762,7 +761,7 @@ impl Engine {
         let actions = plan.actions();
         // Done with: freed before the index grows by what the pass did.
         drop(plan);
-        self.persist(&sc, rebased, &held, &report)?;
+        let last = self.persist(sc, rebased, &held, &report)?;
         tracing::debug!(
             plan_ms = planned.as_millis() as u64,
             apply_ms = (applied - planned).as_millis() as u64,
@@ -789,7 +788,7 @@ impl Engine {
                 )
                 .map(str::to_string),
         );
-        self.last_scan = Some(sc);
+        self.last_scan = Some(last);
         Ok(report)
     }
 
@@ -888,13 +887,23 @@ impl Engine {
     /// `rebased`: the paths whose base this pass changed ([`Engine::follow_base`]): their base
     /// is what the mirror now holds; every other path keeps the index's (`None`: all of them).
     /// Only the entries that differ from the index are written, and applied to it in place.
+    ///
+    /// The scan's files are taken as the new index is built (at a first sync of 100,000
+    /// files, their map freed 5 MB at the peak): the index holds them now ([`LastScan`]).
     fn persist(
         &mut self,
-        sc: &Scan,
+        mut sc: Scan,
         rebased: Option<Vec<Key>>,
         held: &BTreeSet<String>,
         report: &PassReport,
-    ) -> Result<()> {
+    ) -> Result<LastScan> {
+        let files = std::mem::take(&mut sc.files);
+        // A racy file's own stat: the index remembers it with an impossible mtime.
+        let racy: BTreeMap<Key, Stat> = files
+            .iter()
+            .filter(|(p, _)| !sc.racy.is_empty() && sc.racy.contains(&***p))
+            .map(|(p, s)| (Key::clone(p), *s))
+            .collect();
         let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(|k| &**k).collect();
         let index = Arc::clone(&self.index.entries);
         let mirror = &self.remote.files;
@@ -946,47 +955,41 @@ impl Engine {
         // The folder's stats, the synced directories and the base, merged path by path (all
         // three are sorted), and compared with the index in the same walk.
         // Each path keeps the key the scan or the base holds: the new index shares it.
-        let merged = volebarn_core::sorted::join3(
-            sc.remembered().map(|(p, s)| (&**p, (p, s))),
-            synced_dirs.into_iter().map(|d| (d, ())),
-            bases().map(|(p, b)| (&**p, (p, b))),
+        let remembered = files.into_iter().map(|(p, s)| match racy.contains_key(&p) {
+            true => (p, Stat { mtime: i64::MIN, ..s }),
+            false => (p, s),
+        });
+        let merged = volebarn_core::sorted::join3_owned(
+            remembered,
+            synced_dirs.into_iter().map(|d| (Key::from(d), ())),
+            bases().map(|(p, b)| (Key::clone(p), b)),
         )
         .map(|(p, local, dir, b)| {
-            let key = match (local, b) {
-                (Some((k, _)), _) | (None, Some((k, _))) => Key::clone(k),
-                (None, None) => Key::from(p),
-            };
-            let (local, b) = (local.map(|(_, s)| s), b.map(|(_, b)| b));
             let mut e = Entry {
                 local,
                 base: b.map(Base::from),
                 dir: dir.is_some(),
             };
-            if let Some(b) = b.filter(|_| downloaded.contains(p)) {
+            if let Some(b) = b.filter(|_| downloaded.contains(&*p)) {
                 // Downloads carry the remote mtime: while the file keeps it, it is ours.
-                e.local = std::fs::symlink_metadata(local_path(&self.root, p))
+                e.local = std::fs::symlink_metadata(local_path(&self.root, &p))
                     .ok()
                     .filter(|m| m.len() == b.size && scan::mtime_nanos(m) == b.mtime)
                     .map(|m| scan::stat_of(&m, b.xxh3.0));
             }
-            (p, (key, e))
+            (p, e)
         });
         // Untouched paths keep what the index had; the rest is what was merged.
         let untouched = |p: &str| held.contains(p) || sc.is_skipped(p);
-        let changes = volebarn_core::sorted::join(index.iter().map(|(p, e)| (&**p, (p, *e))), merged)
-            .filter_map(|(p, old, new)| {
-                let key = match (&new, old) {
-                    (Some((k, _)), _) => Key::clone(k),
-                    (None, Some((k, _))) => Key::clone(k),
-                    (None, None) => unreachable!("a joined path is on one side at least"),
-                };
-                let (old, new) = (old.map(|(_, e)| e), new.map(|(_, e)| e));
-                let new = match old {
-                    Some(o) if untouched(p) => Some(o),
-                    _ => new,
-                };
-                (old != new).then_some((key, new))
-            });
+        let changes =
+            volebarn_core::sorted::join_owned(merged, index.iter().map(|(p, e)| (Key::clone(p), *e)))
+                .filter_map(|(p, new, old)| {
+                    let new = match old {
+                        Some(o) if untouched(&p) => Some(o),
+                        _ => new,
+                    };
+                    (old != new).then_some((p, new))
+                });
         // Written as they are found (see FileIndex::stage).
         let staged = self.index.stage(&index, changes, &[CURSOR_KEY])?;
         // The cursor is kept while the mirror can be rebuilt from the index (see CURSOR_KEY).
@@ -1043,7 +1046,49 @@ impl Engine {
         };
         state::write_status(&self.root, &status)?;
         self.status = status;
-        Ok(())
+        Ok(LastScan::InIndex {
+            scan: sc,
+            held: held.clone(),
+            racy,
+        })
+    }
+}
+
+/// The scan a pass that looks only at what changed starts from ([`scan::rescan`]).
+enum LastScan {
+    /// A dry run's scan, as it was.
+    Kept(Scan),
+    /// A pass's scan whose files went into the index ([`Engine::persist`]): they are the
+    /// index's local stats, held once instead of twice while a watch waits (at 100,000
+    /// files, 5 MB).
+    InIndex {
+        /// The scan, without its files.
+        scan: Scan,
+        /// Held deletions: the index keeps their entry, but they are not in the folder.
+        held: BTreeSet<String>,
+        /// Racy files with their own stat: the index remembers an impossible mtime.
+        racy: BTreeMap<Key, Stat>,
+    },
+}
+
+impl LastScan {
+    /// The scan, with its files as `index` (written by the pass that made it) remembers them:
+    /// every path with a local stat, but for held deletions and skipped paths (the index
+    /// keeps their entry, yet they are not in the folder as the scan saw it). A file the pass
+    /// downloaded is there with its new stat.
+    fn into_scan(self, index: &BTreeMap<Key, Entry>) -> Scan {
+        let (mut scan, held, racy) = match self {
+            LastScan::Kept(scan) => return scan,
+            LastScan::InIndex { scan, held, racy } => (scan, held, racy),
+        };
+        let mut files = volebarn_core::sorted::MapBuilder::default();
+        for (p, e) in index {
+            if let Some(s) = e.local.filter(|_| !held.contains(&**p) && !scan.is_skipped(p)) {
+                files.push(Key::clone(p), racy.get(p).copied().unwrap_or(s));
+            }
+        }
+        scan.files = files.finish();
+        scan
     }
 }
 
@@ -1074,5 +1119,66 @@ fn remote_state(m: &volebarn_client::FileMetadata) -> RemoteState {
         size: m.size,
         mtime: m.modified,
         rev: m.rev,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_scan_is_the_index_but_for_held_skipped_and_racy_files() {
+        let stat = |n: u64, mtime: i64| Stat {
+            size: n,
+            mtime,
+            inode: n,
+            xxh3: n,
+        };
+        let entry = |local: Option<Stat>| Entry {
+            local,
+            base: None,
+            dir: false,
+        };
+        let index: BTreeMap<Key, Entry> = [
+            ("a.txt", entry(Some(stat(1, 10)))),
+            ("held.txt", entry(Some(stat(2, 20)))),
+            ("locked/x.txt", entry(Some(stat(3, 30)))),
+            ("racy.txt", entry(Some(stat(4, i64::MIN)))),
+            ("gone.txt", entry(None)),
+        ]
+        .into_iter()
+        .map(|(p, e)| (Key::from(p), e))
+        .collect();
+        let scan = Scan {
+            skipped_dirs: ["locked".to_string()].into(),
+            ..Scan::default()
+        };
+        let last = LastScan::InIndex {
+            scan,
+            held: ["held.txt".to_string()].into(),
+            racy: [(Key::from("racy.txt"), stat(4, 40))].into(),
+        };
+        let files: Vec<(String, Stat)> = last
+            .into_scan(&index)
+            .files
+            .into_iter()
+            .map(|(p, s)| (p.to_string(), s))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("a.txt".to_string(), stat(1, 10)),
+                ("racy.txt".to_string(), stat(4, 40))
+            ]
+        );
+        let kept = Scan {
+            files: [(Key::from("only.txt"), stat(5, 50))].into(),
+            ..Scan::default()
+        };
+        assert_eq!(
+            LastScan::Kept(kept).into_scan(&index).files.len(),
+            1,
+            "a dry run's scan is as it was"
+        );
     }
 }

@@ -47,25 +47,6 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// What the index remembers of each file: its stat, with an impossible mtime for a racy
-    /// one.
-    pub fn remembered(&self) -> impl Iterator<Item = (&Key, Stat)> {
-        self.files.iter().map(|(p, s)| {
-            let racy = !self.racy.is_empty() && self.racy.contains(&**p);
-            (
-                p,
-                if racy {
-                    Stat {
-                        mtime: i64::MIN,
-                        ..*s
-                    }
-                } else {
-                    *s
-                },
-            )
-        })
-    }
-
     /// Whether any path was not usable this pass ([`Scan::is_skipped`] is false for all
     /// paths otherwise).
     pub fn skips_any(&self) -> bool {

@@ -190,3 +190,70 @@ async fn a_new_engine_resumes_from_the_stored_cursor_instead_of_listing_the_serv
     let engine = other.engine(&a, ConflictStrategy::PreferNewer);
     assert_eq!(engine.cursor(), None, "a cursor of another server is not used");
 }
+
+/// A scoped pass starts from the folder as the last pass left it, which the engine keeps in
+/// its index rather than in a second copy of the scan: deletions the safety rails held stay
+/// missing (and held), and a file the last pass downloaded is there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scoped_pass_sees_held_deletions_and_downloads_of_the_pass_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    for i in 0..10 {
+        write(
+            &a,
+            &format!("d{}/f{i}.txt", i % 2),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    age(&a);
+    let mut engine = srv.engine(&a, ConflictStrategy::PreferNewer);
+    let first = engine.pass(PassOptions::default()).await.expect("first pass");
+    assert_eq!(first.result.uploaded.len(), 10, "{first:?}");
+
+    // Most of the folder deleted here (held: more than half), and a file new on the server.
+    for i in 0..8 {
+        std::fs::remove_file(a.join(format!("d{}/f{i}.txt", i % 2))).expect("rm");
+    }
+    srv.client
+        .upload_file("d0/from-server.txt", Bytes::from_static(b"made there"))
+        .await
+        .expect("server upload");
+    let r = engine.pass(PassOptions::default()).await.expect("pass");
+    assert_eq!(r.held_deletions.len(), 8, "{r:?}");
+    assert_eq!(
+        volebarn_testkit::names(&r.result.downloaded),
+        ["d0/from-server.txt"],
+        "{r:?}"
+    );
+
+    // A reported edit: only it (and the download) is scanned; the rest is as the pass before
+    // left it.
+    write(&a, "d1/f9.txt", b"edited");
+    age(&a);
+    let r = engine
+        .pass_scoped(PassOptions::default(), paths(&["d1/f9.txt"]))
+        .await
+        .expect("scoped pass");
+    assert!(!r.full_scan, "{r:?}");
+    assert_eq!(
+        r.examined, 2,
+        "the edit, and what the pass before wrote here: {r:?}"
+    );
+    assert_eq!(
+        volebarn_testkit::names(&r.result.uploaded),
+        ["d1/f9.txt"],
+        "{r:?}"
+    );
+    assert!(
+        r.result.downloaded.is_empty(),
+        "the download is not fetched again: {r:?}"
+    );
+    assert_eq!(r.held_deletions.len(), 8, "still missing here, still held: {r:?}");
+    assert!(r.result.deleted_remote.is_empty(), "{r:?}");
+    let on_server = server_tree(&srv.client).await;
+    assert_eq!(on_server.len(), 11, "nothing deleted there: {on_server:?}");
+    assert_eq!(on_server["d1/f9.txt"], b"edited");
+    assert_eq!(tree(&a)["d0/from-server.txt"], b"made there");
+    srv.shutdown().await;
+}
