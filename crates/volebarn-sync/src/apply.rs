@@ -45,7 +45,9 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// first sync lists the whole folder here (at 100,000 files, 4.5 MB as `String`s).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResult {
+    #[serde(with = "crate::index::key_list")]
     pub uploaded: Vec<Key>,
+    #[serde(with = "crate::index::key_list")]
     pub downloaded: Vec<Key>,
     pub deleted_local: Vec<String>,
     pub deleted_remote: Vec<String>,

@@ -82,8 +82,8 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A report's list of paths (held as shared `Arc<str>` keys) as plain strings, to compare with
-/// what a test expects.
-pub fn names(paths: &[std::sync::Arc<str>]) -> Vec<&str> {
+/// A report's list of paths (held as shared keys) as plain strings, to compare with what a
+/// test expects.
+pub fn names<K: std::ops::Deref<Target = str>>(paths: &[K]) -> Vec<&str> {
     paths.iter().map(|p| &**p).collect()
 }
