@@ -899,9 +899,10 @@ impl Engine {
     ) -> Result<LastScan> {
         let files = std::mem::take(&mut sc.files);
         // A racy file's own stat: the index remembers it with an impossible mtime.
-        let racy: BTreeMap<Key, Stat> = files
+        let racy: BTreeMap<Key, Stat> = sc
+            .racy
             .iter()
-            .filter(|(p, _)| !sc.racy.is_empty() && sc.racy.contains(&***p))
+            .filter_map(|p| files.get_key_value(p.as_str()))
             .map(|(p, s)| (Key::clone(p), *s))
             .collect();
         let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(|k| &**k).collect();
@@ -955,9 +956,9 @@ impl Engine {
         // The folder's stats, the synced directories and the base, merged path by path (all
         // three are sorted), and compared with the index in the same walk.
         // Each path keeps the key the scan or the base holds: the new index shares it.
-        let remembered = files.into_iter().map(|(p, s)| match racy.contains_key(&p) {
-            true => (p, Stat { mtime: i64::MIN, ..s }),
-            false => (p, s),
+        let remembered = files.into_iter().map(|(p, s)| {
+            let mtime = if racy.contains_key(&p) { i64::MIN } else { s.mtime };
+            (p, Stat { mtime, ..s })
         });
         let merged = volebarn_core::sorted::join3_owned(
             remembered,
