@@ -7,6 +7,7 @@ use crate::bulk::{BulkDownload, ConditionalUpload, FileUpload, LocalUpload, Uplo
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use bytes::Bytes;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -343,16 +344,38 @@ impl Client {
 
     /// Every file and directory below `path` (`None` = everything).
     pub async fn get_manifest(&self, path: Option<&str>) -> Result<FileManifest> {
-        Ok(self
-            .call("get_manifest", || self.get_manifest_once(path))
-            .await?
-            .0)
+        Ok(self.get_manifest_at(path).await?.0)
     }
 
     /// The manifest plus the journal revision it is current as of: `changes(rev, …)` then
     /// reports every write the listing may not show.
     pub async fn get_manifest_at(&self, path: Option<&str>) -> Result<(FileManifest, u64)> {
-        self.call("get_manifest", || self.get_manifest_once(path)).await
+        let (files, rev) = self
+            .fold_manifest(path, BTreeMap::new, |files, p, f| {
+                files.insert(p, f);
+            })
+            .await?;
+        Ok((FileManifest { files }, rev))
+    }
+
+    /// The manifest's entries (path, metadata), in path order, each handed to `each` with
+    /// the accumulator `init()` made, as the body arrives: a whole tree's listing is never
+    /// held, only what `each` keeps of it. Returns the accumulator and the journal revision
+    /// the listing is current as of. A retry starts again from a new `init()`.
+    pub async fn fold_manifest<T, F>(
+        &self,
+        path: Option<&str>,
+        init: impl Fn() -> T,
+        each: F,
+    ) -> Result<(T, u64)>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, String, FileMetadata) + Clone + Send + 'static,
+    {
+        self.call("get_manifest", || {
+            self.fold_manifest_once(path, init(), each.clone())
+        })
+        .await
     }
 
     /// Asks the server for the three-way sync plan of a local manifest (with base revs).

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use volebarn_core::hash::Xxh3Hasher;
 use volebarn_core::sync::SyncPlan;
-use volebarn_core::types::{
-    headers, BulkDeleteResponse, BulkUploadResponse, FileManifest, PathList, SyncRequest,
-};
+use volebarn_core::types::{headers, BulkDeleteResponse, BulkUploadResponse, PathList, SyncRequest};
 use volebarn_core::FileMetadata;
 use volebarn_core::{ErrorCode, OperationError, Xxh3};
 
@@ -484,19 +482,59 @@ impl Client {
     }
 
     /// Every file and directory below `path` (`None` = everything).
-    pub(crate) async fn get_manifest_once(&self, path: Option<&str>) -> Result<(FileManifest, u64)> {
+    /// `GET /bulk/manifest`, each entry handed to `each` as it is parsed, plus the journal
+    /// revision the listing is current as of. Neither the body nor the listing is held whole:
+    /// the body's pieces go to a parser on a blocking thread as they arrive (at 100,000 files
+    /// the body was 17 MB and the parsed map 26 MB more, both at once).
+    pub(crate) async fn fold_manifest_once<T, F>(
+        &self,
+        path: Option<&str>,
+        acc: T,
+        each: F,
+    ) -> Result<(T, u64)>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, String, FileMetadata) + Send + 'static,
+    {
         let mut req = self.request(Method::GET, format!("{}/bulk/manifest", self.base));
         if let Some(p) = path {
             req = req.query(&[("path", p)]);
         }
-        let resp = check(req.send().await?, path.unwrap_or("")).await?;
+        let mut resp = check(req.send().await?, path.unwrap_or("")).await?;
         let rev = resp
             .headers()
             .get(headers::JOURNAL_REV)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| ClientError::Protocol("manifest without X-Journal-Rev".into()))?;
-        Ok((resp.json().await?, rev))
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(MANIFEST_PIECES_AHEAD);
+        let parser = tokio::task::spawn_blocking(move || manifest::parse(rx, acc, each));
+        // A broken connection ends the parser's input early; its error is the one to report
+        // (a transient one, retried), not the parser's "unexpected end".
+        let mut broken = None;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(piece)) => {
+                    if tx.send(piece).await.is_err() {
+                        break; // the parser stopped: its error says why
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let parsed = parser
+            .await
+            .map_err(|e| ClientError::Protocol(format!("manifest parser: {e}")))?;
+        if let Some(e) = broken {
+            return Err(e.into());
+        }
+        let acc = parsed.map_err(|e| ClientError::Protocol(format!("manifest: {e}")))?;
+        Ok((acc, rev))
     }
 
     /// Asks the server for the three-way sync plan of a local manifest (with base revs).
@@ -507,6 +545,135 @@ impl Client {
             .send()
             .await?;
         Ok(check(resp, "").await?.json().await?)
+    }
+}
+
+/// Pieces of a manifest's body queued for its parser.
+const MANIFEST_PIECES_AHEAD: usize = 4;
+
+/// The manifest's parser: `{"files": {path: FileMetadata, ...}}` read as a stream.
+mod manifest {
+    use bytes::{Buf, Bytes};
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::io::Read;
+    use volebarn_core::FileMetadata;
+
+    /// Parses the pieces `rx` receives, handing each entry to `each` as it is read.
+    pub(super) fn parse<T, F>(
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+        mut acc: T,
+        mut each: F,
+    ) -> serde_json::Result<T>
+    where
+        F: FnMut(&mut T, String, FileMetadata),
+    {
+        let input = Pieces {
+            rx,
+            piece: Bytes::new(),
+        };
+        // serde_json reads a reader byte by byte; a BufReader makes each byte a copy.
+        let mut de =
+            serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, input));
+        Manifest {
+            acc: &mut acc,
+            each: &mut each,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok(acc)
+    }
+
+    /// The body, as a reader over the pieces that arrive.
+    struct Pieces {
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+        piece: Bytes,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            while self.piece.is_empty() {
+                match self.rx.blocking_recv() {
+                    Some(p) => self.piece = p,
+                    None => return Ok(0),
+                }
+            }
+            let n = buf.len().min(self.piece.len());
+            buf[..n].copy_from_slice(&self.piece[..n]);
+            self.piece.advance(n);
+            Ok(n)
+        }
+    }
+
+    /// The outer object: its `files` go to [`Files`], anything else is skipped.
+    struct Manifest<'a, T, F> {
+        acc: &'a mut T,
+        each: &'a mut F,
+    }
+
+    impl<'de, T, F: FnMut(&mut T, String, FileMetadata)> DeserializeSeed<'de> for Manifest<'_, T, F> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de, T, F: FnMut(&mut T, String, FileMetadata)> Visitor<'de> for Manifest<'_, T, F> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a manifest object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut files = false;
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "files" && !files {
+                    map.next_value_seed(Files {
+                        acc: &mut *self.acc,
+                        each: &mut *self.each,
+                    })?;
+                    files = true;
+                } else if key == "files" {
+                    return Err(serde::de::Error::duplicate_field("files"));
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            if !files {
+                return Err(serde::de::Error::missing_field("files"));
+            }
+            Ok(())
+        }
+    }
+
+    /// The `files` object, entry by entry.
+    struct Files<'a, T, F> {
+        acc: &'a mut T,
+        each: &'a mut F,
+    }
+
+    impl<'de, T, F: FnMut(&mut T, String, FileMetadata)> DeserializeSeed<'de> for Files<'_, T, F> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de, T, F: FnMut(&mut T, String, FileMetadata)> Visitor<'de> for Files<'_, T, F> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of paths to file metadata")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some((path, meta)) = map.next_entry::<String, FileMetadata>()? {
+                (self.each)(self.acc, path, meta);
+            }
+            Ok(())
+        }
     }
 }
 

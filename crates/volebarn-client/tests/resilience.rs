@@ -222,3 +222,50 @@ async fn a_chunked_upload_survives_up_to_five_dropped_connections() {
     }
     srv.shutdown().await;
 }
+
+/// The manifest is parsed as its body arrives: entry by entry, every path and its metadata
+/// as the server lists them; when the connection dies in the middle of the body, the listing
+/// is fetched again from the start and nothing is counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cut_in_the_middle_of_its_body_is_read_again_whole() {
+    const FILES: usize = 3000;
+    let srv = TestServer::start().await;
+    let direct = client(&srv, None, RetryConfig::none());
+    let files: Vec<volebarn_client::FileUpload> = (0..FILES)
+        .map(|i| volebarn_client::FileUpload {
+            path: format!("d{}/file{i:05}.txt", i % 7),
+            content: Bytes::from(format!("content of {i}")),
+        })
+        .collect();
+    for batch in files.chunks(1000) {
+        let r = direct.bulk_upload(batch.to_vec()).await.expect("upload");
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+    }
+    let (whole, rev) = direct.get_manifest_at(None).await.expect("manifest");
+    assert_eq!(whole.files.len(), FILES + 7, "files and their seven directories");
+    assert_eq!(
+        whole.files["d3/file00003.txt"].xxhash3,
+        Xxh3::of(b"content of 3"),
+        "an entry's metadata"
+    );
+
+    // About 190 bytes an entry: the cut falls well inside the body.
+    let proxy = srv
+        .proxy(Fault::CutTimes {
+            times: 1,
+            after: 200 * 1024,
+            direction: Direction::Down,
+        })
+        .await;
+    let c = client(&srv, Some(&proxy), quick());
+    let (folded, again) = c
+        .fold_manifest(None, Vec::new, |seen, p, f| seen.push((p, f)))
+        .await
+        .expect("the manifest, read again after the cut");
+    assert_eq!(proxy.faulted(), 1, "the connection was cut once");
+    assert_eq!(again, rev, "nothing was written in between");
+    let want: Vec<(String, volebarn_client::FileMetadata)> = whole.files.into_iter().collect();
+    assert_eq!(folded.len(), want.len(), "no entry counted twice");
+    assert_eq!(folded, want, "every entry, in path order, as the server lists it");
+    srv.shutdown().await;
+}

@@ -452,21 +452,30 @@ impl Engine {
     async fn refresh_remote(&mut self) -> std::result::Result<(), ClientError> {
         loop {
             let Some(cursor) = self.remote.cursor else {
-                let (manifest, rev) = self.client.get_manifest_at(None).await?;
-                let mut m = RemoteMirror {
+                // The listing is taken entry by entry as it arrives, never held whole. Its
+                // files come in path order and are collected into a list first: a map built
+                // from it in one go has full nodes, one filled key by key half-empty ones.
+                let index = Arc::clone(&self.index.entries);
+                let ((files, dirs), rev) = self
+                    .client
+                    .fold_manifest(
+                        None,
+                        || (Vec::new(), BTreeSet::new()),
+                        move |(files, dirs): &mut (Vec<(Key, RemoteState)>, BTreeSet<String>), p, f| {
+                            if f.is_directory {
+                                dirs.insert(p);
+                            } else {
+                                add_parents(dirs, &p);
+                                files.push((shared_key(&index, &p), remote_state(&f)));
+                            }
+                        },
+                    )
+                    .await?;
+                self.remote = RemoteMirror {
+                    files: files.into_iter().collect(),
+                    dirs,
                     cursor: Some(rev),
-                    ..RemoteMirror::default()
                 };
-                for (p, f) in manifest.files {
-                    if f.is_directory {
-                        m.dirs.insert(p);
-                    } else {
-                        add_parents(&mut m.dirs, &p);
-                        m.files
-                            .insert(shared_key(&self.index.entries, &p), remote_state(&f));
-                    }
-                }
-                self.remote = m;
                 self.relisted = true;
                 return Ok(());
             };
