@@ -502,37 +502,72 @@ fn collapse_dir_moves(
 
 /// Case/normalization clashes: a download (or a directory to create here) must not land on
 /// another name's file. Takes them out of the plan and lists them.
+///
+/// Every name here (the folder's and the incoming ones) is reduced to a 64-bit hash of its
+/// fold, and only the names whose hash is shared are folded again and compared: a map from
+/// every name's fold to the name took 12 MB at 100,000 files, on every pass that downloads
+/// anything. A local name holds its fold; otherwise the first incoming one does.
 fn clashes(sc: &Scan, p: &mut Plan) -> Vec<Clash> {
     if p.downloads.is_empty() && p.create_dirs_local.is_empty() {
         return Vec::new();
     }
-    let mut taken: BTreeMap<String, String> = sc
-        .files
-        .keys()
-        .map(|k| &**k)
-        .chain(sc.dirs.iter().map(String::as_str))
-        .map(|p| (fold(p), p.to_string()))
+    let local = || {
+        sc.files
+            .keys()
+            .map(|k| &**k)
+            .chain(sc.dirs.iter().map(String::as_str))
+    };
+    let is_local = |n: &str| sc.files.contains_key(n) || sc.dirs.contains(n);
+    let incoming = p
+        .downloads
+        .iter()
+        .chain(p.create_dirs_local.iter())
+        .map(String::as_str);
+    let hash = |n: &str| volebarn_core::Xxh3::of(folded(n).as_bytes()).0;
+    let mut hashes: Vec<u64> = local()
+        .chain(incoming.clone().filter(|n| !is_local(n)))
+        .map(hash)
         .collect();
+    hashes.sort_unstable();
+    let shared: BTreeSet<u64> = hashes.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    drop(hashes);
+    if shared.is_empty() {
+        return Vec::new();
+    }
+    // The holder of each contested fold.
+    let mut taken: BTreeMap<Cow<str>, &str> = BTreeMap::new();
+    for n in local().filter(|n| shared.contains(&hash(n))) {
+        taken.entry(folded(n)).or_insert(n);
+    }
     let mut out = Vec::new();
-    for d in p.downloads.iter().chain(p.create_dirs_local.iter()) {
-        let f = fold(d);
-        match taken.get(&f) {
-            Some(other) if other != d => out.push(Clash {
-                path: d.clone(),
-                clashes_with: other.clone(),
+    for d in incoming.filter(|n| shared.contains(&hash(n))) {
+        match taken.entry(folded(d)) {
+            std::collections::btree_map::Entry::Occupied(o) if *o.get() != d => out.push(Clash {
+                path: d.to_string(),
+                clashes_with: o.get().to_string(),
             }),
-            Some(_) => {}
-            None => {
-                taken.insert(f, d.clone());
+            std::collections::btree_map::Entry::Occupied(_) => {}
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(d);
             }
         }
     }
+    drop(taken);
     if !out.is_empty() {
-        let clashing: BTreeSet<&String> = out.iter().map(|c| &c.path).collect();
+        let clashing: BTreeSet<String> = out.iter().map(|c| c.path.clone()).collect();
         p.downloads.retain(|d| !clashing.contains(d));
         p.create_dirs_local.retain(|d| !clashing.contains(d));
     }
     out
+}
+
+/// [`fold`], borrowing `path` when it is folded already (the common case: no capitals).
+fn folded(path: &str) -> Cow<'_, str> {
+    if path.is_ascii() && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(fold(path))
+    }
 }
 
 /// Directories synced last time and gone from one side since: deleted there, so to be

@@ -717,6 +717,31 @@ fn a_download_that_would_clash_by_case_or_normalization_is_listed_not_planned() 
 }
 
 #[test]
+fn of_two_new_remote_names_that_fold_alike_one_is_downloaded_and_the_other_listed() {
+    let mut w = World::synced(&[], &[]);
+    w.put_remote("Notes.txt", 5, 1);
+    w.put_remote("notes.txt", 6, 2);
+    w.put_remote("plain.txt", 7, 3);
+    w.put_local("Docs/a.txt", 8, 4);
+    w.put_remote("docs/A.TXT", 9, 5);
+    let plan = w.plan(ConflictStrategy::PreferNewer);
+    assert_eq!(
+        plan.clashes,
+        [
+            Clash {
+                path: "docs/A.TXT".into(),
+                clashes_with: "Docs/a.txt".into()
+            },
+            Clash {
+                path: "notes.txt".into(),
+                clashes_with: "Notes.txt".into()
+            },
+        ]
+    );
+    assert_eq!(plan.downloads, s(&["Notes.txt", "plain.txt"]), "{plan:#?}");
+}
+
+#[test]
 fn folding_matches_case_and_unicode_normalization() {
     assert_eq!(fold("Docs/README.md"), fold("docs/readme.md"));
     assert_eq!(fold("caf\u{e9}.txt"), fold("cafe\u{301}.txt"));
