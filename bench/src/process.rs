@@ -2,7 +2,8 @@
 //! config, opening the folder's index, scan, pass, exit) — timed from outside, with its peak
 //! resident set from GNU time (`%M`), beside `rsync -a --delete` to an rsync daemon on the same
 //! run (also under GNU time). Rows:
-//! 1. `volebarn sync` of folder A (N files of 1–16 KiB) to a fresh server: time and peak RSS;
+//! 1. `volebarn sync` of folder A (N files of 1–16 KiB) to a fresh server: time and peak RSS
+//!    (and per tracked file: above the peak of an empty folder's first sync, run before it);
 //! 2. a no-op `volebarn sync` (files and bytes the pass read: must be 0), median of 3 runs
 //!    (rsync's too);
 //! 3. 100 edits + 100 adds + 100 deletes in A, then `volebarn sync`;
@@ -220,6 +221,7 @@ pub async fn run(work: &Path, n: usize, volebarn: &Path) -> anyhow::Result<()> {
     };
     let a = folder("A")?;
     let b = folder("B")?;
+    let empty = folder("E")?;
     let sync = |f: &Folder| -> anyhow::Result<(Measured, serde_json::Value)> {
         let m = measured(&dir, volebarn, &f.args(&["sync"]), &[("HOME", &f.home)])?;
         let report: serde_json::Value = serde_json::from_str(&m.stdout)
@@ -227,6 +229,9 @@ pub async fn run(work: &Path, n: usize, volebarn: &Path) -> anyhow::Result<()> {
         Ok((m, report))
     };
 
+    // The process with nothing to track, against the still-empty server: what every run
+    // costs (binary, runtime, TLS, the index's store) before the first file.
+    let (baseline, _) = sync(&empty)?;
     let (first, r) = sync(&a)?;
     ensure!(
         count(&r, "uploaded") == n,
@@ -319,12 +324,17 @@ pub async fn run(work: &Path, n: usize, volebarn: &Path) -> anyhow::Result<()> {
     );
     row("B: first sync down", &down, None, &None);
     row("B: pull A's change", &pull, Some(&r_pull), &None);
-    let per_file = |m: &Measured| {
-        m.peak_rss
-            .map_or("–".into(), |b| format!("{} bytes", b / n as u64))
+    let per_file = |m: &Measured| match (m.peak_rss, baseline.peak_rss) {
+        (Some(peak), Some(base)) => format!(
+            "{} bytes ({} with the process's own {})",
+            peak.saturating_sub(base) / n as u64,
+            peak / n as u64,
+            mib(Some(base))
+        ),
+        _ => "–".into(),
     };
     println!(
-        "peak RSS per tracked file: {} (first sync up), {} (first sync down)",
+        "peak RSS per tracked file, above an empty folder's first sync: {} (first sync up), {} (first sync down)",
         per_file(&first),
         per_file(&down)
     );

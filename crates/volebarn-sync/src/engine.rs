@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use volebarn_client::{Client, ClientError, ConflictStrategy, ErrorCode, TransferMetrics, TransferObserver};
+use volebarn_core::sorted::Cursor;
 use volebarn_core::sync::{BaseState, RemoteState};
 use volebarn_core::timefmt::now_nanos;
 use volebarn_core::types::ChangeKind;
@@ -710,7 +711,7 @@ impl Engine {
             let plan = self.plan(&sc, &as_remote, &self.remote.dirs, opts);
             report.pending = Pending::of(&plan);
             report.plan = Some(plan);
-            self.last_scan = Some(self.persist(sc, None, &BTreeSet::new(), &report)?);
+            self.last_scan = Some(self.persist(sc, None, &BTreeSet::new(), &mut report)?);
             return Ok(report);
         }
 
@@ -770,7 +771,7 @@ impl Engine {
         let actions = plan.actions();
         // Done with: freed before the index grows by what the pass did.
         drop(plan);
-        let last = self.persist(sc, rebased, &held, &report)?;
+        let last = self.persist(sc, rebased, &held, &mut report)?;
         tracing::debug!(
             plan_ms = planned.as_millis() as u64,
             apply_ms = (applied - planned).as_millis() as u64,
@@ -904,7 +905,7 @@ impl Engine {
         mut sc: Scan,
         rebased: Option<Vec<Key>>,
         held: &BTreeSet<String>,
-        report: &PassReport,
+        report: &mut PassReport,
     ) -> Result<LastScan> {
         let files = std::mem::take(&mut sc.files);
         // A racy file's own stat: the index remembers it with an impossible mtime.
@@ -914,7 +915,12 @@ impl Engine {
             .filter_map(|p| files.get_key_value(p.as_str()))
             .map(|(p, s)| (Key::clone(p), *s))
             .collect();
-        let downloaded: BTreeSet<&str> = report.result.downloaded.iter().map(|k| &**k).collect();
+        // The report lists its transfers in path order; the downloads are then asked about
+        // in that order below, with no set of them beside the list.
+        report.result.uploaded.sort_unstable();
+        report.result.downloaded.sort_unstable();
+        let report = &*report;
+        let mut downloaded = Cursor::new(report.result.downloaded.iter().map(|k| &**k));
         let index = Arc::clone(&self.index.entries);
         let mirror = &self.remote.files;
         let bases = || -> Box<dyn Iterator<Item = (&Key, BaseState)> + '_> {
@@ -980,7 +986,7 @@ impl Engine {
                 base: b.map(Base::from),
                 dir: dir.is_some(),
             };
-            if let Some(b) = b.filter(|_| downloaded.contains(&*p)) {
+            if let Some(b) = b.filter(|_| downloaded.contains(&p)) {
                 // Downloads carry the remote mtime: while the file keeps it, it is ours.
                 e.local = std::fs::symlink_metadata(local_path(&self.root, &p))
                     .ok()
