@@ -308,8 +308,11 @@ pub struct Engine {
     /// The folder as the last pass saw it, for a [`Scope::Paths`] pass to start from.
     last_scan: Option<LastScan>,
     /// Paths to scan again next pass whatever the caller says: what the server changed since
-    /// the last pass, and what the last pass itself wrote in the folder.
-    touched: BTreeSet<String>,
+    /// the last pass, and what the last pass itself wrote in the folder. `None`: more than
+    /// `rescan_above` of them, so the next pass scans in full.
+    touched: Option<BTreeSet<String>>,
+    /// See [`Engine::rescan_above`].
+    rescan_above: usize,
     /// The server's tree was listed afresh (first pass, trimmed journal, a move): which paths
     /// changed is unknown, so the next pass scans in full.
     relisted: bool,
@@ -371,7 +374,8 @@ impl OpenFolder {
             pass_start: (std::time::Instant::now(), TransferMetrics::default()),
             status,
             last_scan: None,
-            touched: BTreeSet::new(),
+            touched: Some(BTreeSet::new()),
+            rescan_above: RESCAN_ABOVE,
             relisted: false,
             attempt: 0,
         }
@@ -493,7 +497,7 @@ impl Engine {
             }
             for c in &resp.changes {
                 if !self.echo_of_ours(c) {
-                    self.touched.insert(c.path.clone());
+                    self.touch(std::iter::once(c.path.as_str()));
                 }
                 match c.kind {
                     ChangeKind::Put | ChangeKind::Mkdir => match &c.metadata {
@@ -647,8 +651,8 @@ impl Engine {
         // Taken out: a pass that fails on the way leaves none, and the next one scans in full.
         let last = self.last_scan.take();
         let partial = match (scope, last) {
-            (Scope::Paths(paths), Some(last)) if incremental && !self.relisted => {
-                let mut dirty = std::mem::take(&mut self.touched);
+            (Scope::Paths(paths), Some(last)) if incremental && !self.relisted && self.touched.is_some() => {
+                let mut dirty = self.touched.take().unwrap_or_default();
                 // A changed ignore file changes what is synced below its directory.
                 dirty.extend(paths.into_iter().map(|p| match p.rsplit_once('/') {
                     Some((dir, name)) if name == crate::rules::IGNORE_FILE => dir.to_string(),
@@ -660,7 +664,7 @@ impl Engine {
             _ => None,
         };
         self.relisted = false;
-        self.touched.clear();
+        self.touched = Some(BTreeSet::new());
         // The scan's share of the index ends with it: persist then changes the index in place.
         let scanned = match (early, partial) {
             (Some(handle), _) => {
@@ -781,23 +785,18 @@ impl Engine {
         );
         // What this pass wrote in the folder is scanned again by the next one.
         let r = &report.result;
-        self.touched.extend(
-            r.downloaded
+        let wrote = r.downloaded.iter().map(|k| &**k).chain(
+            r.deleted_local
                 .iter()
-                .map(|k| &**k)
-                .chain(
-                    r.deleted_local
-                        .iter()
-                        .chain(&r.created_dirs)
-                        .chain(&r.conflicts_resolved)
-                        .chain(&r.conflicts)
-                        .chain(r.conflict_copies.iter().map(|c| &c.copy))
-                        .chain(&report.dirs_deleted_local)
-                        .chain(report.moved.iter().flat_map(|(from, to)| [from, to]))
-                        .map(String::as_str),
-                )
-                .map(str::to_string),
+                .chain(&r.created_dirs)
+                .chain(&r.conflicts_resolved)
+                .chain(&r.conflicts)
+                .chain(r.conflict_copies.iter().map(|c| &c.copy))
+                .chain(&report.dirs_deleted_local)
+                .chain(report.moved.iter().flat_map(|(from, to)| [from, to]))
+                .map(String::as_str),
         );
+        self.touch(wrote);
         self.last_scan = Some(last);
         Ok(report)
     }
@@ -892,6 +891,29 @@ impl Engine {
             }
         }
         rebased
+    }
+
+    /// Adds `paths` to those the next pass scans again, or gives them up for a full scan once
+    /// there are more than [`Engine::rescan_above`]: a first sync down of 100,000 files kept
+    /// them all (8 MB as a set of strings) for a pass that would only look at them one by one.
+    fn touch<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
+        let Some(touched) = &mut self.touched else {
+            return;
+        };
+        for p in paths {
+            if touched.len() >= self.rescan_above {
+                self.touched = None;
+                return;
+            }
+            touched.insert(p.to_string());
+        }
+    }
+
+    /// Past how many paths to look at again (what the server changed since the last pass and
+    /// what the last pass wrote here) a scoped pass scans the whole folder instead (default
+    /// 10,000, as many as the watch takes from notify before it does the same).
+    pub fn rescan_above(&mut self, paths: usize) {
+        self.rescan_above = paths;
     }
 
     /// A local directory the plan created on the server this pass (or that holds an uploaded
@@ -1129,6 +1151,9 @@ fn remote_of_bases(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, RemoteState> {
 }
 
 /// `path` as a [`Key`]: the index's when it holds the path, so it is not held twice.
+/// See [`Engine::rescan_above`].
+const RESCAN_ABOVE: usize = 10_000;
+
 /// The paths a pass rebased, in path order: the files it uploaded and downloaded (lists in
 /// path order) and `extra`, the rest ([`Engine::follow_base`]).
 fn rebased_keys<'a>(r: &'a SyncResult, extra: &'a [Key]) -> impl Iterator<Item = &'a Key> {

@@ -257,3 +257,56 @@ async fn a_scoped_pass_sees_held_deletions_and_downloads_of_the_pass_before() {
     assert_eq!(tree(&a)["d0/from-server.txt"], b"made there");
     srv.shutdown().await;
 }
+
+/// The paths a scoped pass looks at again (what the server changed, what the pass before
+/// wrote here) are kept only up to a limit: past it the next pass scans the whole folder
+/// instead of holding a list as long as the folder (a first sync down of 100,000 files).
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_limit_of_paths_to_look_at_again_a_scoped_pass_scans_in_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    std::fs::create_dir_all(&a).expect("mkdir");
+    let upload = |names: std::ops::Range<usize>| {
+        let c = srv.client.clone();
+        async move {
+            for i in names {
+                c.upload_file(&format!("s/f{i}.txt"), Bytes::from(format!("server {i}")))
+                    .await
+                    .expect("server upload");
+            }
+        }
+    };
+    upload(0..5).await;
+    let mut engine = srv.engine(&a, ConflictStrategy::PreferNewer);
+    let first = engine.pass(PassOptions::default()).await.expect("first pass");
+    assert_eq!(first.result.downloaded.len(), 5, "{first:?}");
+
+    // Under the limit (10,000 by default): the five downloads are looked at again, nothing else.
+    let r = scoped(&mut engine).await;
+    assert!(!r.full_scan, "{r:?}");
+    assert_eq!(r.examined, 5, "{r:?}");
+
+    // Four changes on the server, over a limit of three: that pass scans in full, and so does
+    // the next one, since the first wrote four files here.
+    engine.rescan_above(3);
+    upload(5..9).await;
+    let r = scoped(&mut engine).await;
+    assert!(r.full_scan, "{r:?}");
+    assert_eq!(r.examined, 5, "{r:?}");
+    assert_eq!(r.result.downloaded.len(), 4, "{r:?}");
+    let r = scoped(&mut engine).await;
+    assert!(r.full_scan, "{r:?}");
+    assert_eq!(r.examined, 9, "{r:?}");
+    let r = scoped(&mut engine).await;
+    assert!(!r.full_scan, "{r:?}");
+    assert_eq!(r.examined, 0, "{r:?}");
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+}
+
+async fn scoped(engine: &mut volebarn_sync::Engine) -> volebarn_sync::PassReport {
+    engine
+        .pass_scoped(PassOptions::default(), paths(&[]))
+        .await
+        .expect("scoped pass")
+}
