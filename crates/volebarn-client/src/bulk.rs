@@ -481,8 +481,8 @@ impl Client {
         Ok(check(resp, "").await?.json().await?)
     }
 
-    /// Every file and directory below `path` (`None` = everything).
-    /// `GET /bulk/manifest`, each entry handed to `each` as it is parsed, plus the journal
+    /// `GET /bulk/manifest` (every file and directory below `path`, `None` = everything),
+    /// each entry handed to `each` as it is parsed, plus the journal
     /// revision the listing is current as of. Neither the body nor the listing is held whole:
     /// the body's pieces go to a parser on a blocking thread as they arrive (at 100,000 files
     /// the body was 17 MB and the parsed map 26 MB more, both at once).

@@ -42,7 +42,8 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// The seed's `SyncResult`, plus deletions on the server and unresolved conflicts.
 ///
 /// The transferred paths are [`Key`]s, shared with the engine's maps rather than copied: a
-/// first sync lists the whole folder here (at 100,000 files, 4.5 MB as `String`s).
+/// first sync lists the whole folder here (at 100,000 files, 4.5 MB as `String`s). Each of the
+/// two lists is in path order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResult {
     #[serde(with = "crate::index::key_list")]
@@ -123,6 +124,9 @@ impl Executor<'_> {
         }
         self.upload_planned(plan, base, result).await;
         self.download_planned(&plan.downloads, base, result).await;
+        // The transfers in path order, as `SyncResult` says (persist walks them in order).
+        result.uploaded.sort_unstable();
+        result.downloaded.sort_unstable();
         for p in &plan.deletes_local {
             // Delete only what the plan saw: an edit made since then is kept.
             let target = local_path(self.root, p);

@@ -586,7 +586,7 @@ fn dir_deletions(
     // lists are asked through sets made when first needed: a directory deleted with 10,000
     // files in a folder of 100,000 cost a walk of every path and, for each of its files, one
     // of the planned deletions.
-    let new_dir_below = |dirs: &BTreeSet<String>, d: &str| keys_below(dirs, d).any(|s| !synced(s));
+    let new_dir_below = |dirs: &BTreeSet<String>, d: &str| set_below(dirs, d).any(|s| !synced(s));
     let moved_in = |d: &str| plan.moves.iter().any(|m| at_or_under(&m.to, d));
     fn set(l: &[String]) -> BTreeSet<&str> {
         l.iter().map(String::as_str).collect()
@@ -608,7 +608,7 @@ fn dir_deletions(
             let deleting = deleting_remote.get_or_init(|| set(&plan.deletes_remote));
             let busy = keys_below(remote_files, d).any(|p| !deleting.contains(p))
                 || keys_below(&sc.files, d).next().is_some()
-                || keys_below(held.get_or_init(|| set(&plan.held_deletions)), d)
+                || set_below(held.get_or_init(|| set(&plan.held_deletions)), d)
                     .next()
                     .is_some()
                 || new_dir_below(remote_dirs, d)
@@ -619,7 +619,7 @@ fn dir_deletions(
         } else if here && !there {
             let deleting = deleting_local.get_or_init(|| set(&plan.deletes_local));
             let busy = keys_below(&sc.files, d).any(|p| !deleting.contains(p))
-                || keys_below(downloads.get_or_init(|| set(&plan.downloads)), d)
+                || set_below(downloads.get_or_init(|| set(&plan.downloads)), d)
                     .next()
                     .is_some()
                 || new_dir_below(&sc.dirs, d)
@@ -637,36 +637,22 @@ fn dir_deletions(
     plan.dir_deletes_local = local_del;
 }
 
-/// The keys of a sorted map or set that lie below directory `d`, by a range scan.
-fn keys_below<'a, C: SortedKeys<'a>>(c: &'a C, d: &str) -> impl Iterator<Item = &'a str> + 'a {
-    let prefix = format!("{d}/");
-    c.keys_from(&prefix)
-        .take_while(move |k| k.starts_with(prefix.as_str()))
+/// The keys of a sorted map that lie below directory `d` ([`crate::scan::covered`], without
+/// `d` itself).
+fn keys_below<'a, K: Ord + Borrow<str>, V>(
+    map: &'a BTreeMap<K, V>,
+    d: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    crate::scan::covered(map, d)
+        .map(|(k, _)| k.borrow())
+        .filter(move |k| is_under(k, d))
 }
 
-/// A sorted collection of paths, read from a key on.
-trait SortedKeys<'a> {
-    fn keys_from(&'a self, from: &str) -> Box<dyn Iterator<Item = &'a str> + 'a>;
-}
-
-impl<'a, K: Borrow<str> + Ord + 'a, V: 'a> SortedKeys<'a> for BTreeMap<K, V> {
-    fn keys_from(&'a self, from: &str) -> Box<dyn Iterator<Item = &'a str> + 'a> {
-        use std::ops::Bound::{Included, Unbounded};
-        Box::new(
-            self.range::<str, _>((Included(from), Unbounded))
-                .map(|(k, _)| k.borrow()),
-        )
-    }
-}
-
-impl<'a, K: Borrow<str> + Ord + 'a> SortedKeys<'a> for BTreeSet<K> {
-    fn keys_from(&'a self, from: &str) -> Box<dyn Iterator<Item = &'a str> + 'a> {
-        use std::ops::Bound::{Included, Unbounded};
-        Box::new(
-            self.range::<str, _>((Included(from), Unbounded))
-                .map(|k| k.borrow()),
-        )
-    }
+/// [`keys_below`] for a set.
+fn set_below<'a, K: Ord + Borrow<str>>(set: &'a BTreeSet<K>, d: &'a str) -> impl Iterator<Item = &'a str> {
+    crate::scan::covered_in(set, d)
+        .map(|k| k.borrow())
+        .filter(move |k| is_under(k, d))
 }
 
 #[cfg(test)]

@@ -440,10 +440,13 @@ pub fn covered<'a, K: Ord + Borrow<str>, V>(
 }
 
 /// [`covered`] for a set.
-fn covered_in<'a>(set: &'a BTreeSet<String>, dir: &'a str) -> impl Iterator<Item = &'a String> {
+pub(crate) fn covered_in<'a, K: Ord + Borrow<str>>(
+    set: &'a BTreeSet<K>,
+    dir: &'a str,
+) -> impl Iterator<Item = &'a K> {
     set.range::<str, _>((Bound::Included(dir), Bound::Unbounded))
-        .take_while(move |k| k.starts_with(dir))
-        .filter(move |k| covers(dir, k))
+        .take_while(move |k| (*k).borrow().starts_with(dir))
+        .filter(move |k| covers(dir, (*k).borrow()))
 }
 
 /// Reads and hashes the files at `rels` (on [`HASH_THREADS`] threads): returns those read; one
