@@ -1039,7 +1039,7 @@ impl Engine {
                     (old != new).then_some((p, new))
                 });
         // Written as they are found (see FileIndex::stage).
-        let staged = self.index.stage(&index, changes, &[CURSOR_KEY])?;
+        let staged = self.index.stage(&index, changes)?;
         // The cursor is kept while the mirror can be rebuilt from the index (see CURSOR_KEY).
         let cursor = match self.remote.cursor {
             Some(rev) if report.offline.is_none() => self
@@ -1052,9 +1052,7 @@ impl Engine {
         // The changed paths are in the index now: freed, with the index's old entries.
         drop(rebased);
         drop(index);
-        // Changes written in several batches took the cursor out (see FileIndex::stage), so it
-        // is written again in the last.
-        if cursor != self.stored_cursor || staged.wrote_batches() {
+        if cursor != self.stored_cursor {
             self.index
                 .commit_staged(staged, &[(CURSOR_KEY, cursor.as_deref())])?;
             self.stored_cursor = cursor;

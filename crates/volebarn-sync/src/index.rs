@@ -2,7 +2,8 @@
 //! is never read again) and the base both sides agreed on at the last sync ([docs/design.md](docs/design.md) §6).
 //! Held in memory while the engine runs and persisted in RocksDB under `<folder>/.volebarn/index`;
 //! each pass writes only the entries that changed, in one synced batch (a pass that changes
-//! more than [`BATCH_ENTRIES`] writes them in several, see [`FileIndex::stage`]).
+//! more than [`BATCH_ENTRIES`] writes them to a table file that is ingested whole, see
+//! [`FileIndex::stage`]).
 
 use crate::error::{Result, SyncError};
 use std::collections::BTreeMap;
@@ -211,19 +212,88 @@ impl PassBase {
 }
 
 const FILE_PREFIX: u8 = b'f';
-/// Index entries per write batch (see [`FileIndex::stage`]).
+/// Changes up to this many go in one synced write batch; more go in a table file that is
+/// ingested whole (see [`FileIndex::stage`]).
 pub const BATCH_ENTRIES: usize = 4096;
 /// RocksDB's memtable: flushed to disk (and freed) once it holds this much, instead of
 /// RocksDB's 64 MiB, which after a first sync would stay in memory for the life of a watch.
 const WRITE_BUFFER: usize = 2 << 20;
 const META_PREFIX: u8 = b'm';
 
-/// A pass's changes to the index, found and partly written by [`FileIndex::stage`].
+/// The index's options: one set for the database and for the table files its large changes
+/// are written to.
+fn options() -> &'static rocksdb::Options {
+    static OPTIONS: std::sync::LazyLock<rocksdb::Options> = std::sync::LazyLock::new(|| {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_open_files(64);
+        opts.set_keep_log_file_num(2);
+        opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
+        // A client process writes one batch per pass: its log buffer and memtable blocks need
+        // not be RocksDB's server-sized defaults (1 MiB each, held at a first sync's peak).
+        opts.set_writable_file_max_buffer_size(64 * 1024);
+        opts.set_arena_block_size(64 * 1024);
+        opts.set_write_buffer_size(WRITE_BUFFER);
+        opts
+    });
+    &OPTIONS
+}
+
+/// A sorted table file that a large change is written to, beside the index, and then
+/// ingested into it whole; removed if it never is.
+struct Table {
+    writer: rocksdb::SstFileWriter<'static>,
+    path: std::path::PathBuf,
+}
+
+impl Table {
+    fn create(path: std::path::PathBuf) -> std::result::Result<Table, rocksdb::Error> {
+        let writer = rocksdb::SstFileWriter::create(options());
+        writer.open(&path)?;
+        Ok(Table { writer, path })
+    }
+
+    fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> std::result::Result<(), rocksdb::Error> {
+        match value {
+            Some(v) => self.writer.put(key, v),
+            None => self.writer.delete(key),
+        }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // Ingested (moved into the index) or abandoned: either way not left behind.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Copies a write batch's puts and deletes, in order, into a table.
+struct Replay<'a> {
+    table: &'a mut Table,
+    error: Option<rocksdb::Error>,
+}
+
+impl rocksdb::WriteBatchIterator for Replay<'_> {
+    fn put(&mut self, key: Box<[u8]>, value: Box<[u8]>) {
+        if self.error.is_none() {
+            self.error = self.table.write(&key, Some(&value)).err();
+        }
+    }
+
+    fn delete(&mut self, key: Box<[u8]>) {
+        if self.error.is_none() {
+            self.error = self.table.write(&key, None).err();
+        }
+    }
+}
+
+/// A pass's changes to the index, found and written aside by [`FileIndex::stage`].
 pub struct Staged {
-    /// The batch still to write.
+    /// The changes, while they are few enough for one batch.
     batch: rocksdb::WriteBatch,
-    /// Batches written already (not synced), the first with the metadata keys deleted.
-    batches_written: usize,
+    /// The changes, once they are more.
+    table: Option<Table>,
     written: usize,
     /// The changes, while they are few.
     changes: Vec<(Key, Option<Entry>)>,
@@ -232,12 +302,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Whether some changes were written already: then the metadata keys were deleted, and
-    /// [`FileIndex::commit_staged`] must be given their values.
-    pub fn wrote_batches(&self) -> bool {
-        self.batches_written > 0
-    }
-
     /// The index as it will be, every entry in path order (`old`: as given to
     /// [`FileIndex::stage`]).
     pub fn next<'a>(
@@ -295,6 +359,12 @@ fn read_entries(db: &rocksdb::DB, dir: &Path) -> Result<BTreeMap<Key, Entry>> {
     Ok(entries.finish())
 }
 
+/// Where a large change is written before it is ingested: beside the index, on the same
+/// filesystem, so that ingesting it is a link.
+fn table_path(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("table")
+}
+
 fn key(prefix: u8, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(name.len() + 1);
     k.push(prefix);
@@ -305,21 +375,13 @@ fn key(prefix: u8, name: &str) -> Vec<u8> {
 impl FileIndex {
     /// Opens (or creates) the index in `dir`; fails clearly when another process holds it.
     pub fn open(dir: &Path) -> Result<FileIndex> {
-        let mut opts = rocksdb::Options::default();
-        opts.create_if_missing(true);
-        opts.set_max_open_files(64);
-        opts.set_keep_log_file_num(2);
-        opts.set_compression_type(rocksdb::DBCompressionType::Snappy);
-        // A client process writes one batch per pass: its log buffer and memtable blocks need
-        // not be RocksDB's server-sized defaults (1 MiB each, held at a first sync's peak).
-        opts.set_writable_file_max_buffer_size(64 * 1024);
-        opts.set_arena_block_size(64 * 1024);
-        opts.set_write_buffer_size(WRITE_BUFFER);
+        // What a pass that was stopped left of a large change (see FileIndex::stage).
+        let _ = std::fs::remove_file(table_path(dir));
         let index_error = |source| SyncError::Index {
             path: dir.to_path_buf(),
             source,
         };
-        let db = rocksdb::DB::open(&opts, dir).map_err(|e| {
+        let db = rocksdb::DB::open(options(), dir).map_err(|e| {
             if e.to_string().contains("lock") {
                 SyncError::InUse(dir.to_path_buf())
             } else {
@@ -363,24 +425,22 @@ impl FileIndex {
         meta: &[(&str, Option<&[u8]>)],
     ) -> Result<usize> {
         let old = Arc::clone(&self.entries);
-        let keys: Vec<&str> = meta.iter().map(|(k, _)| *k).collect();
-        let staged = self.stage(&old, changes, &keys)?;
+        let staged = self.stage(&old, changes)?;
         drop(old);
         self.commit_staged(staged, meta)
     }
 
-    /// Writes `changes` to the index as they come (each path once, in path order: its new
-    /// entry, or `None` to remove it), against `old`, the index's entries as they are
-    /// (shared with the caller, who finds the changes by walking them). Nothing is synced and
-    /// `entries` is unchanged until [`FileIndex::commit_staged`].
+    /// Writes `changes` aside as they come (each path once, in path order: its new entry, or
+    /// `None` to remove it), against `old`, the index's entries as they are (shared with the
+    /// caller, who finds the changes by walking them). Nothing is in the index and `entries`
+    /// is unchanged until [`FileIndex::commit_staged`].
     ///
-    /// Up to [`BATCH_ENTRIES`] changes go in the one synced batch that `commit_staged` writes
-    /// with the metadata. More are written in batches of that size as they are found, so
-    /// neither the batch, nor RocksDB's memtable, nor a list of the changes holds a whole
-    /// folder: the `meta_keys` are deleted in the first batch and written again in the last,
-    /// which alone is synced (the log is replayed in order, so a crash leaves a prefix of the
-    /// batches, without the metadata). Every entry written is true on its own (the pass did
-    /// what it says), so a prefix only leaves the rest to be planned again.
+    /// Up to [`BATCH_ENTRIES`] changes go in one write batch. More go to a sorted table file
+    /// beside the index as they are found, which `commit_staged` ingests whole, with the
+    /// metadata: neither a batch, nor RocksDB's memtable and its log, nor a list of the
+    /// changes holds a whole folder, a crash leaves the index as it was or as it is to be,
+    /// and a first sync's index lands as one table in RocksDB's last level, which nothing
+    /// compacts again.
     ///
     /// The new entries are kept as a list while they are few; past an eighth of the index they
     /// are merged with `old` into a new map as they come.
@@ -388,11 +448,10 @@ impl FileIndex {
         &mut self,
         old: &BTreeMap<Key, Entry>,
         changes: impl IntoIterator<Item = (Key, Option<Entry>)>,
-        meta_keys: &[&str],
     ) -> Result<Staged> {
         let mut st = Staged {
             batch: rocksdb::WriteBatch::default(),
-            batches_written: 0,
+            table: None,
             written: 0,
             changes: Vec::new(),
             rebuilt: None,
@@ -411,20 +470,25 @@ impl FileIndex {
             }
         };
         for (p, e) in changes {
-            match e {
-                Some(e) => st.batch.put(key(FILE_PREFIX, &p), bitcode::encode(&e)),
-                None => st.batch.delete(key(FILE_PREFIX, &p)),
+            let k = key(FILE_PREFIX, &p);
+            let value = e.map(|e| bitcode::encode(&e));
+            match (&mut st.table, &value) {
+                (Some(t), v) => t.write(&k, v.as_deref()).map_err(|e| self.error(e))?,
+                (None, Some(v)) => st.batch.put(k, v),
+                (None, None) => st.batch.delete(k),
             }
             st.written += 1;
-            if st.batch.len() >= BATCH_ENTRIES {
-                if st.batches_written == 0 {
-                    for k in meta_keys {
-                        st.batch.delete(key(META_PREFIX, k));
-                    }
+            if st.table.is_none() && st.batch.len() > BATCH_ENTRIES {
+                let mut table = Table::create(table_path(&self.dir)).map_err(|e| self.error(e))?;
+                let mut replay = Replay {
+                    table: &mut table,
+                    error: None,
+                };
+                std::mem::take(&mut st.batch).iterate(&mut replay);
+                if let Some(e) = replay.error {
+                    return Err(self.error(e));
                 }
-                let batch = std::mem::take(&mut st.batch);
-                self.db.write(batch).map_err(|e| self.failed(e))?;
-                st.batches_written += 1;
+                st.table = Some(table);
             }
             if builder.is_none() && st.changes.len() >= few {
                 // Many: from here on the new map is built as the changes come.
@@ -448,28 +512,48 @@ impl FileIndex {
         Ok(st)
     }
 
-    /// Writes the last batch of `staged` with `meta` (written, or deleted with `None`),
-    /// synced, and applies the changes to `entries`.
+    /// Writes `staged` with `meta` (written, or deleted with `None`) in one synced batch, or
+    /// ingests its table with `meta` added, and applies the changes to `entries`.
     pub fn commit_staged(&mut self, staged: Staged, meta: &[(&str, Option<&[u8]>)]) -> Result<usize> {
         let Staged {
             mut batch,
-            batches_written,
+            table,
             written,
             changes,
             rebuilt,
         } = staged;
-        for (name, value) in meta {
-            match value {
-                Some(v) => batch.put(key(META_PREFIX, name), v),
-                None => batch.delete(key(META_PREFIX, name)),
+        match table {
+            Some(mut table) => {
+                // A table's keys go in order: the metadata's prefix sorts after the files'.
+                let mut meta: Vec<_> = meta
+                    .iter()
+                    .map(|(name, v)| (key(META_PREFIX, name), *v))
+                    .collect();
+                meta.sort_by(|a, b| a.0.cmp(&b.0));
+                for (k, v) in &meta {
+                    table.write(k, *v).map_err(|e| self.error(e))?;
+                }
+                table.writer.finish().map_err(|e| self.error(e))?;
+                let mut opts = rocksdb::IngestExternalFileOptions::default();
+                // Linked into the index, not copied; RocksDB syncs it and its log of files.
+                opts.set_move_files(true);
+                self.db
+                    .ingest_external_file_opts(&opts, vec![&table.path])
+                    .map_err(|e| self.failed(e))?;
             }
-        }
-        let mut w = rocksdb::WriteOptions::default();
-        w.set_sync(true);
-        if !batch.is_empty() {
-            self.db.write_opt(batch, &w).map_err(|e| self.failed(e))?;
-        } else if batches_written > 0 {
-            self.db.flush_wal(true).map_err(|e| self.failed(e))?;
+            None => {
+                for (name, value) in meta {
+                    match value {
+                        Some(v) => batch.put(key(META_PREFIX, name), v),
+                        None => batch.delete(key(META_PREFIX, name)),
+                    }
+                }
+                if !batch.is_empty() {
+                    let mut w = rocksdb::WriteOptions::default();
+                    w.set_sync(true);
+                    self.db.write_opt(batch, &w).map_err(|e| self.failed(e))?;
+                }
+            }
         }
         match rebuilt {
             Some(next) => self.entries = Arc::new(next),
@@ -481,8 +565,9 @@ impl FileIndex {
         Ok(written + meta.len())
     }
 
-    /// A write that failed may have left earlier batches of the same pass written: the
-    /// entries are read back, so they hold what the index on disk says.
+    /// A write that failed may still have reached the index (a sync or an ingestion that
+    /// failed after its data was in): the entries are read back, so they hold what the index
+    /// on disk says.
     fn failed(&mut self, source: rocksdb::Error) -> SyncError {
         if let Ok(entries) = read_entries(&self.db, &self.dir) {
             self.entries = Arc::new(entries);
@@ -600,7 +685,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_change_is_written_in_batches_and_all_of_it_survives_reopen() {
+    fn a_large_change_is_ingested_whole_and_all_of_it_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let entry = |n: u64| synced(n, false);
         let n = BATCH_ENTRIES * 2 + 5;
@@ -616,6 +701,10 @@ mod tests {
             assert_eq!(idx.apply(changes, &[("cursor", Some(b"new"))]).unwrap(), n + 1);
             assert_eq!(idx.entries.len(), n);
             assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"new"[..]));
+            assert!(
+                !table_path(dir.path()).exists(),
+                "the table is moved into the index"
+            );
             // Then most of them removed again, in batches too (the map is rebuilt).
             let removed = paths[..n - 3].iter().map(|p| (p.clone(), None)).collect();
             assert_eq!(idx.apply(removed, &[("cursor", None)]).unwrap(), n - 3 + 1);
@@ -631,6 +720,43 @@ mod tests {
         );
         assert_eq!(idx.entries[&*paths[n - 1]], entry(n as u64 - 1));
         assert_eq!(idx.get_meta("cursor").unwrap(), None);
+    }
+
+    #[test]
+    fn a_large_change_stopped_before_its_commit_leaves_the_index_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let index_dir = dir.path().join("index");
+        let entry = |n: u64| synced(n, false);
+        let old: Vec<(Key, Option<Entry>)> = (0..10)
+            .map(|i| (Key::from(format!("a{i:02}")), Some(entry(i))))
+            .collect();
+        {
+            let mut idx = FileIndex::open(&index_dir).unwrap();
+            idx.apply(old.clone(), &[("cursor", Some(b"7"))]).unwrap();
+            let before = Arc::clone(&idx.entries);
+            let changes = (0..BATCH_ENTRIES * 2).map(|i| (Key::from(format!("b{i:06}")), Some(entry(1))));
+            let staged = idx.stage(&before, changes).unwrap();
+            assert!(
+                table_path(&index_dir).exists(),
+                "the changes went to a table, not the index"
+            );
+            assert_eq!(idx.entries, before, "nothing is in the index before the commit");
+            // The process dies here: the table stays on disk, half-made.
+            std::mem::forget(staged);
+        }
+        let idx = FileIndex::open(&index_dir).unwrap();
+        assert!(
+            !table_path(&index_dir).exists(),
+            "what the stopped pass left is removed"
+        );
+        assert_eq!(
+            idx.entries
+                .iter()
+                .map(|(k, e)| (k.clone(), Some(*e)))
+                .collect::<Vec<_>>(),
+            old
+        );
+        assert_eq!(idx.get_meta("cursor").unwrap().as_deref(), Some(&b"7"[..]));
     }
 
     #[test]
