@@ -12,7 +12,9 @@
 use crate::apply::{Executor, SyncResult};
 use crate::error::{Result, SyncError};
 use crate::index::{Base, Entry, FileIndex, Key, PassBase, Stat};
-use crate::plan::{add_parents, is_under, make_plan, move_dirs, move_keys, Plan, PlanInput};
+use crate::plan::{
+    add_parents, is_under, make_plan, move_dirs, move_keys, remove_dirs, remove_keys, Plan, PlanInput,
+};
 use crate::scan::{self, local_path, Scan};
 use crate::state::STATE_DIR;
 use crate::state::{self, ConflictRecord, StatusFile};
@@ -521,9 +523,8 @@ impl Engine {
                         }
                     },
                     ChangeKind::Delete | ChangeKind::Rmdir => {
-                        let p = c.path.as_str();
-                        self.remote.files.retain(|k, _| &**k != p && !is_under(k, p));
-                        self.remote.dirs.retain(|k| k != p && !is_under(k, p));
+                        remove_keys(&mut self.remote.files, &c.path);
+                        remove_dirs(&mut self.remote.dirs, &c.path);
                     }
                     // Whole trees may have moved: re-list rather than guess.
                     ChangeKind::Move | ChangeKind::Copy => {
@@ -764,7 +765,7 @@ impl Engine {
                 move_dirs(&mut self.remote.dirs, from, to);
             }
             for d in &report.dirs_deleted_remote {
-                self.remote.dirs.retain(|k| k != d && !is_under(k, d));
+                remove_dirs(&mut self.remote.dirs, d);
             }
             report.created_remote_dirs = plan.create_dirs_remote.clone();
             rebased = Some(self.follow_base(base, &report));

@@ -273,12 +273,38 @@ pub(crate) fn move_keys<K: Ord + Borrow<str> + From<String>, V>(
 /// Renames the directories `from` and below to the same place below `to` (parents of `to`
 /// exist afterwards).
 pub(crate) fn move_dirs(dirs: &mut BTreeSet<String>, from: &str, to: &str) {
-    let moved: Vec<String> = dirs.iter().filter(|d| at_or_under(d, from)).cloned().collect();
+    let moved = remove_dirs(dirs, from);
     for d in moved {
         dirs.remove(&d);
         dirs.insert(format!("{to}{}", &d[from.len()..]));
     }
     add_parents(dirs, to);
+}
+
+/// Removes the key `path` and every key below it, found as a range of the sorted map, not by
+/// a walk over all of it (a journal of many deletions used to walk the mirror once for each).
+/// `""` names no path here (not the root, as for [`crate::scan::covers`]): nothing is removed.
+pub(crate) fn remove_keys<K: Ord + Borrow<str> + Clone, V>(map: &mut BTreeMap<K, V>, path: &str) {
+    if path.is_empty() {
+        return;
+    }
+    let gone: Vec<K> = crate::scan::covered(map, path).map(|(k, _)| k.clone()).collect();
+    for k in gone {
+        map.remove(k.borrow());
+    }
+}
+
+/// [`remove_keys`] for a set of directories: removes `path` and the directories below it, and
+/// returns them in path order.
+pub(crate) fn remove_dirs(dirs: &mut BTreeSet<String>, path: &str) -> Vec<String> {
+    if path.is_empty() {
+        return Vec::new();
+    }
+    let gone: Vec<String> = crate::scan::covered_in(dirs, path).cloned().collect();
+    for d in &gone {
+        dirs.remove(d);
+    }
+    gone
 }
 
 /// Pairs (gone, new) where the new local file has exactly the content the gone one had at the

@@ -795,3 +795,38 @@ fn a_directory_moved_onto_what_another_move_brings_moves_its_files_instead() {
     );
     assert!(plan.uploads.is_empty() && plan.downloads.is_empty(), "{plan:#?}");
 }
+
+#[test]
+fn removing_a_path_removes_it_and_what_is_below_it_and_nothing_that_only_shares_its_prefix() {
+    let names = [
+        "photos",
+        "photos.txt",
+        "photos/a.jpg",
+        "photos/2020/b.jpg",
+        "photos2020/c.jpg",
+        "photo",
+        "z",
+    ];
+    let mut map: BTreeMap<Key, u32> = names.iter().zip(0..).map(|(n, i)| (Key::from(*n), i)).collect();
+    remove_keys(&mut map, "");
+    assert_eq!(map.len(), names.len(), "no path is empty: nothing removed");
+    remove_keys(&mut map, "photos");
+    assert_eq!(
+        map.keys().map(|k| &**k).collect::<Vec<_>>(),
+        ["photo", "photos.txt", "photos2020/c.jpg", "z"]
+    );
+    let mut dirs: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        remove_dirs(&mut dirs, "photos"),
+        ["photos", "photos/2020/b.jpg", "photos/a.jpg"]
+    );
+    assert_eq!(
+        dirs.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["photo", "photos.txt", "photos2020/c.jpg", "z"]
+    );
+    move_dirs(&mut dirs, "photos2020", "old/2020");
+    assert_eq!(
+        dirs.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["old", "old/2020/c.jpg", "photo", "photos.txt", "z"]
+    );
+}
