@@ -117,13 +117,21 @@ impl Executor<'_> {
             }
         }
         for d in &plan.create_dirs_remote {
-            let r = self.client.create_directory(d).await.map(|_| ());
-            if let Err(e) = tolerate(r, ErrorCode::AlreadyExists) {
-                result.errors.push((d.clone(), e.to_string()));
+            match self.client.create_directory(d).await {
+                Ok(m) => report.own_revs.push(m.rev),
+                Err(e) => {
+                    if let Err(e) = tolerate(Err(e), ErrorCode::AlreadyExists) {
+                        result.errors.push((d.clone(), e.to_string()));
+                    }
+                }
             }
         }
         self.upload_planned(plan, base, result).await;
         self.download_planned(&plan.downloads, base, result).await;
+        // The journal revisions of the uploads (see `past_own_writes` in engine.rs).
+        report
+            .own_revs
+            .extend(result.uploaded.iter().filter_map(|k| base.get(k).map(|b| b.rev)));
         // The transfers in path order, as `SyncResult` says (persist walks them in order).
         result.uploaded.sort_unstable();
         result.downloaded.sort_unstable();

@@ -102,6 +102,10 @@ pub struct PassReport {
     /// Directories the plan created on the server.
     #[serde(skip)]
     created_remote_dirs: Vec<String>,
+    /// The journal revisions of the pass's own writes on the server that report one (uploads
+    /// and directories made), see [`past_own_writes`].
+    #[serde(skip)]
+    pub(crate) own_revs: Vec<u64>,
     /// Content conflicts left for the user (strategy `manual`): both versions are in the
     /// folder and `volebarn conflicts` lists them.
     pub manual_conflicts: Vec<String>,
@@ -256,6 +260,7 @@ impl PassReport {
         self.dirs_deleted_remote.extend(later.dirs_deleted_remote);
         self.dirs_deleted_local.extend(later.dirs_deleted_local);
         self.created_remote_dirs.extend(later.created_remote_dirs);
+        self.own_revs.extend(later.own_revs);
         self.manual_conflicts.extend(later.manual_conflicts);
         self.refused = later.refused;
         self.offline = later.offline;
@@ -769,6 +774,11 @@ impl Engine {
             }
             report.created_remote_dirs = plan.create_dirs_remote.clone();
             rebased = Some(self.follow_base(base, &report));
+            // The journal's next entries may be this pass's own writes, which the mirror has
+            // just followed: the cursor goes past them rather than read them back.
+            if let Some(next) = self.remote.cursor.and_then(|c| past_own_writes(c, &report)) {
+                self.remote.cursor = Some(next);
+            }
             report.pending = Pending::left_after(&plan, &report.result);
         }
         let applied = planning.elapsed();
@@ -1140,6 +1150,37 @@ impl LastScan {
 }
 
 /// The server's files as the index records them synced (their bases), in path order.
+/// The journal revision the cursor can move to when every entry after `cursor` up to it is
+/// one of this pass's own writes, which the mirror follows already; `None` to read them.
+///
+/// Every journal entry has a revision of its own, and a write's answer names it: an upload's
+/// metadata, a directory's. When the pass's revisions above the cursor are exactly the next
+/// ones (`cursor + 1`, `cursor + 2`, …), no one else wrote between them. Any gap (another
+/// client's write, a write of ours whose answer was lost, a parent the server made) leaves
+/// the journal to be read. So do passes that deleted or moved on the server or settled a
+/// conflict there, whose answers name no revision. A first sync up of 100,000 files used to
+/// leave its next pass to read back its 100,000 uploads (0.7 s, 5 MB more at its peak).
+fn past_own_writes(cursor: u64, report: &PassReport) -> Option<u64> {
+    let r = &report.result;
+    if !r.deleted_remote.is_empty()
+        || !r.conflicts_resolved.is_empty()
+        || !report.moved.is_empty()
+        || !report.dirs_deleted_remote.is_empty()
+    {
+        return None;
+    }
+    following(cursor, report.own_revs.iter().copied())
+}
+
+/// The last of `revs` when those above `cursor` are exactly `cursor + 1 ..= last`.
+fn following(cursor: u64, revs: impl Iterator<Item = u64>) -> Option<u64> {
+    let mut above: Vec<u64> = revs.filter(|&r| r > cursor).collect();
+    above.sort_unstable();
+    above.dedup();
+    let last = *above.last()?;
+    (last - cursor == above.len() as u64).then_some(last)
+}
+
 fn remote_of_bases(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, RemoteState> {
     crate::index::bases(index)
         .map(|(p, b)| (Key::clone(p), base_as_remote(&b)))
@@ -1183,6 +1224,38 @@ fn remote_state(m: &volebarn_client::FileMetadata) -> RemoteState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cursor_goes_past_the_next_revisions_only_when_all_of_them_are_the_pass_s_own() {
+        assert_eq!(following(10, [13, 11, 12].into_iter()), Some(13));
+        assert_eq!(
+            following(10, [11, 11, 4, 12].into_iter()),
+            Some(12),
+            "old and repeated revisions"
+        );
+        assert_eq!(following(10, [11, 13].into_iter()), None, "12 is someone else's");
+        assert_eq!(following(10, [12, 13].into_iter()), None, "11 is someone else's");
+        assert_eq!(
+            following(10, [3, 10].into_iter()),
+            None,
+            "nothing written past the cursor"
+        );
+        assert_eq!(following(10, std::iter::empty()), None);
+        let mut report = PassReport {
+            own_revs: vec![11, 12],
+            ..PassReport::default()
+        };
+        assert_eq!(past_own_writes(10, &report), Some(12));
+        report.result.deleted_remote.push("gone".into());
+        assert_eq!(
+            past_own_writes(10, &report),
+            None,
+            "a deletion's revision is not known"
+        );
+        report.result.deleted_remote.clear();
+        report.moved.push(("a".into(), "b".into()));
+        assert_eq!(past_own_writes(10, &report), None, "nor a move's");
+    }
 
     #[test]
     fn the_last_scan_is_the_index_but_for_held_skipped_and_racy_files() {

@@ -136,9 +136,12 @@ async fn a_new_engine_resumes_from_the_stored_cursor_instead_of_listing_the_serv
     assert!(first.listed_remote, "a new folder lists the server");
     assert_eq!(first.result.uploaded.len(), 40, "{first:?}");
 
-    // The next process finds the cursor in the index: no listing, nothing to do.
+    // The next process finds the cursor in the index: no listing, nothing to do. The cursor
+    // is past the first pass's own uploads and directories, not read back from the journal.
     let mut engine = open();
-    assert!(engine.cursor().is_some(), "the mirror starts from the index");
+    let cursor = engine.cursor().expect("the mirror starts from the index");
+    let journal = srv.client.changes(cursor, 0).await.expect("changes");
+    assert!(journal.changes.is_empty(), "{:?}", journal.changes);
     let r = engine.pass(PassOptions::default()).await.expect("no-op pass");
     assert!(!r.listed_remote, "{r:?}");
     assert!(!r.changed_anything(), "{r:?}");
@@ -309,4 +312,64 @@ async fn scoped(engine: &mut volebarn_sync::Engine) -> volebarn_sync::PassReport
         .pass_scoped(PassOptions::default(), paths(&[]))
         .await
         .expect("scoped pass")
+}
+
+/// The cursor goes past a pass's own writes only when no one else's came between: a file
+/// another client uploads while this pass plans its uploads is in the journal before them,
+/// and the next pass still reads it (and downloads the file).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_of_another_client_amid_a_pass_s_own_is_still_read_from_the_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start().await;
+    let a = dir.path().join("A");
+    write(&a, "base.txt", b"synced first");
+    age(&a);
+    let mut engine = srv.engine(&a, ConflictStrategy::PreferNewer);
+    engine.pass(PassOptions::default()).await.expect("first pass");
+    for i in 0..5 {
+        write(&a, &format!("up/f{i}.txt"), format!("local {i}").as_bytes());
+    }
+    age(&a);
+    // Called once a pass that transfers has read the journal and planned, before it does.
+    let other = srv.client();
+    let once = std::sync::atomic::AtomicBool::new(false);
+    engine.set_progress(Box::new(move |_, _| {
+        if once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return std::sync::Arc::new(Quiet);
+        }
+        let other = other.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(other.upload_file("theirs.txt", Bytes::from_static(b"from another client")))
+                .expect("the other client's upload");
+        })
+        .join()
+        .expect("thread");
+        std::sync::Arc::new(Quiet)
+    }));
+    let r = engine.pass(PassOptions::default()).await.expect("upload pass");
+    assert_eq!(r.result.uploaded.len(), 5, "{r:?}");
+    assert!(!a.join("theirs.txt").exists(), "written after this pass planned");
+    let r = engine.pass(PassOptions::default()).await.expect("next pass");
+    assert!(!r.listed_remote, "{r:?}");
+    assert_eq!(
+        volebarn_testkit::names(&r.result.downloaded),
+        ["theirs.txt"],
+        "{r:?}"
+    );
+    assert_eq!(
+        std::fs::read(a.join("theirs.txt")).expect("read"),
+        b"from another client"
+    );
+    assert_eq!(server_tree(&srv.client).await, tree(&a));
+}
+
+struct Quiet;
+
+impl volebarn_client::TransferObserver for Quiet {
+    fn bytes(&self, _: u64) {}
+    fn file_done(&self, _: &str) {}
 }
