@@ -1149,7 +1149,6 @@ impl LastScan {
     }
 }
 
-/// The server's files as the index records them synced (their bases), in path order.
 /// The journal revision the cursor can move to when every entry after `cursor` up to it is
 /// one of this pass's own writes, which the mirror follows already; `None` to read them.
 ///
@@ -1181,6 +1180,7 @@ fn following(cursor: u64, revs: impl Iterator<Item = u64>) -> Option<u64> {
     (last - cursor == above.len() as u64).then_some(last)
 }
 
+/// The server's files as the index records them synced (their bases), in path order.
 fn remote_of_bases(index: &BTreeMap<Key, Entry>) -> BTreeMap<Key, RemoteState> {
     crate::index::bases(index)
         .map(|(p, b)| (Key::clone(p), base_as_remote(&b)))
