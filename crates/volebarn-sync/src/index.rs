@@ -290,12 +290,12 @@ impl rocksdb::WriteBatchIterator for Replay<'_> {
 
 /// A pass's changes to the index, found and written aside by [`FileIndex::stage`].
 pub struct Staged {
-    /// The changes, while they are few enough for one batch.
+    /// The changes as RocksDB writes them, while they fit in one batch.
     batch: rocksdb::WriteBatch,
-    /// The changes, once they are more.
+    /// The changes as RocksDB writes them, once they do not.
     table: Option<Table>,
     written: usize,
-    /// The changes, while they are few.
+    /// The changes as entries for the index's map, while they are few (else `rebuilt`).
     changes: Vec<(Key, Option<Entry>)>,
     /// The new entries, once they are many.
     rebuilt: Option<BTreeMap<Key, Entry>>,
@@ -705,7 +705,7 @@ mod tests {
                 !table_path(dir.path()).exists(),
                 "the table is moved into the index"
             );
-            // Then most of them removed again, in batches too (the map is rebuilt).
+            // Then most of them removed again, through a table too (the map is rebuilt).
             let removed = paths[..n - 3].iter().map(|p| (p.clone(), None)).collect();
             assert_eq!(idx.apply(removed, &[("cursor", None)]).unwrap(), n - 3 + 1);
             assert_eq!(
